@@ -1,0 +1,123 @@
+"""The `vad` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from vad import __version__
+
+
+def _overrides(items: list[str]) -> dict:
+    from vad.config import parse_override
+
+    return dict(parse_override(item) for item in items)
+
+
+def cmd_demo(args) -> int:
+    from vad.demo import run_demo
+
+    run_demo(work_dir=args.work_dir, epochs=args.epochs, num_cpus=args.num_cpus, quick=args.quick)
+    return 0
+
+
+def cmd_score(args) -> int:
+    from vad.config import ScoreJobConfig, load_config
+    from vad.pipeline import run_scoring
+
+    cfg = load_config(args.config, ScoreJobConfig, _overrides(args.set))
+    summary = run_scoring(cfg, run_date=args.date)
+    print(
+        json.dumps(
+            {
+                "run_id": summary.run_id,
+                "run_date": summary.run_date,
+                "videos": summary.videos,
+                "skipped": len(summary.rejected),
+                "clips": summary.clips,
+                "anomalous_clips": summary.anomalous_clips,
+                "files": len(summary.files),
+                "wall_s": round(summary.wall_s, 2),
+                "mlflow_run_id": summary.mlflow_run_id,
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def cmd_train(args) -> int:
+    from vad.config import TrainJobConfig, load_config
+    from vad.train_job import run_training
+
+    cfg = load_config(args.config, TrainJobConfig, _overrides(args.set))
+    summary = run_training(cfg)
+    print(json.dumps({"checkpoint": summary.checkpoint, "clips": summary.clips, "threshold": summary.result.threshold}, indent=2))
+    return 0
+
+
+def cmd_query(args) -> int:
+    from vad.query import format_table, run_query
+
+    sql = args.sql if args.sql != "-" else sys.stdin.read()
+    columns, rows = run_query(args.results, sql)
+    if args.format == "json":
+        print(json.dumps([dict(zip(columns, r)) for r in rows], default=str, indent=1))
+    elif args.format == "csv":
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    else:
+        print(format_table(columns, rows))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vad", description="Score archived surveillance video for anomalies.")
+    parser.add_argument("--version", action="version", version=f"vad {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run everything on an embedded local S3 server, Ray and MLflow")
+    demo.add_argument("--work-dir", default="vad-work")
+    demo.add_argument("--epochs", type=int, default=25)
+    demo.add_argument("--num-cpus", type=int, default=None)
+    demo.add_argument("--quick", action="store_true", help="fewer videos and epochs (for smoke tests)")
+    demo.set_defaults(func=cmd_demo)
+
+    for name, func, text in (("score", cmd_score, "run the nightly scoring job"), ("train", cmd_train, "train a scorer")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--config", required=True, help="job YAML file")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. scorer.batch_size=32")
+        if name == "score":
+            p.add_argument("--date", default=None, help="run date (yyyy-mm-dd) for videos whose key has none; default today")
+        p.set_defaults(func=func)
+
+    query = sub.add_parser("query", help="run SQL (DuckDB) over the results; views: scores, runs, scores_regularity")
+    query.add_argument("sql", help="the SQL statement, or - to read it from stdin")
+    query.add_argument("--results", default="vad-work/demo/results", help="results root (folder or s3:// uri)")
+    query.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    query.set_defaults(func=cmd_query)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from vad.config import ConfigError
+
+    try:
+        return args.func(args)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        print(f"vad {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

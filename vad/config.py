@@ -1,0 +1,219 @@
+"""Job configuration: one YAML file per job, validated on load.
+
+Every section rejects unknown keys, so a typo fails loudly with the path of the
+bad key and, where one is close, the key that was probably meant.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A job configuration that cannot be used, with every problem listed."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StorageConfig(_Section):
+    """How to reach object storage. Credentials default to the standard AWS chain."""
+
+    endpoint_url: str | None = Field(None, description="S3 endpoint, e.g. http://127.0.0.1:9000 for MinIO")
+    region: str = "us-east-1"
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+    retries: int = Field(5, ge=0, le=50)
+    connect_timeout_s: float = Field(10.0, gt=0)
+    request_timeout_s: float = Field(60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _keys_come_in_pairs(self) -> "StorageConfig":
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError("access_key_id and secret_access_key must be given together (or neither)")
+        return self
+
+
+DEFAULT_KEY_PATTERN = r"(?:^|/)(?P<camera>[^/]+)/(?P<date>\d{4}-?\d{2}-?\d{2})/[^/]+$"
+
+
+class SourceConfig(_Section):
+    """Where the videos are and how camera id and date are read from each key."""
+
+    uri: str = Field(..., description="s3://bucket/prefix or a local folder")
+    video_extensions: tuple[str, ...] = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".ts")
+    frame_extensions: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+    key_pattern: str = Field(
+        DEFAULT_KEY_PATTERN,
+        description="regex over the key relative to the source uri, with optional groups 'camera' and 'date'",
+    )
+    default_camera: str = "default"
+    min_frames_per_folder: int = Field(1, ge=1)
+
+    @field_validator("key_pattern")
+    @classmethod
+    def _pattern_compiles(cls, value: str) -> str:
+        import re
+
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from exc
+        return value
+
+
+class DecodeConfig(_Section):
+    """How clips are cut from each video."""
+
+    clip_len: int = Field(16, ge=1, le=512)
+    stride: int = Field(16, ge=1, description="frames between the starts of consecutive clips")
+    frame_step: int = Field(1, ge=1, description="take every n-th frame inside a clip")
+    resize: tuple[int, int] | None = Field((128, 128), description="(height, width) or null to keep")
+    grayscale: bool = True
+    clips_per_batch: int = Field(8, ge=1)
+    max_in_memory_mb: int = Field(
+        256, ge=1, description="objects larger than this are spooled to a local temp file instead of RAM"
+    )
+
+
+class ScorerConfig(_Section):
+    name: str = "conv_ae"
+    checkpoint: str = Field(..., description="path or s3:// uri of a checkpoint written by `vad train`")
+    batch_size: int = Field(16, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    concurrency: int = Field(1, ge=1)
+    num_gpus: float | None = Field(None, ge=0, description="per actor; null = 1 when the cluster has GPUs")
+
+
+class OutputConfig(_Section):
+    uri: str = Field(..., description="results root (local folder or s3://bucket/prefix)")
+    rows_per_file: int = Field(4096, ge=1, description="clips gathered into each Parquet file (per partition)")
+
+
+class MlflowConfig(_Section):
+    tracking_uri: str | None = Field(None, description="null = sqlite file in the work folder")
+    experiment: str = "vad-nightly"
+    enabled: bool = True
+
+
+class RayConfig(_Section):
+    address: str | None = Field(None, description="null = start or join a local Ray")
+    num_cpus: int | None = Field(None, ge=1)
+
+
+class ScoreJobConfig(_Section):
+    source: SourceConfig
+    output: OutputConfig
+    scorer: ScorerConfig
+    decode: DecodeConfig = DecodeConfig()
+    storage: StorageConfig = StorageConfig()
+    mlflow: MlflowConfig = MlflowConfig()
+    ray: RayConfig = RayConfig()
+    run_name: str | None = None
+    work_dir: str = Field("vad-work", description="local folder for the MLflow db and temp files")
+
+
+def _describe(error: dict[str, Any], model: type[BaseModel]) -> str:
+    loc = ".".join(str(part) for part in error["loc"]) or "<root>"
+    if error["type"] == "extra_forbidden":
+        allowed = _allowed_keys(model, error["loc"][:-1])
+        close = difflib.get_close_matches(str(error["loc"][-1]), allowed, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else f" (allowed: {', '.join(sorted(allowed))})"
+        return f"{loc}: unknown key{hint}"
+    if error["type"] == "missing":
+        return f"{loc}: required key is missing"
+    return f"{loc}: {error['msg']} (got {error.get('input')!r})"
+
+
+def _allowed_keys(model: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
+    current: Any = model
+    for part in path:
+        field = current.model_fields.get(str(part)) if isinstance(current, type) else None
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        current = field.annotation
+    return list(current.model_fields)
+
+
+def parse_config(data: Any, model: type[BaseModel], origin: str = "<config>") -> Any:
+    """Validate a mapping against a config model; raise ConfigError listing every problem."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        lines = [_describe(err, model) for err in exc.errors()]
+        raise ConfigError(f"{origin}: invalid configuration\n  " + "\n  ".join(lines)) from None
+
+
+def load_config(path: str | Path, model: type[BaseModel] = ScoreJobConfig, overrides: dict | None = None) -> Any:
+    """Read a YAML job file, apply dotted-key overrides, and validate it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    for dotted, value in (overrides or {}).items():
+        set_dotted(data, dotted, value)
+    return parse_config(data, model, str(path))
+
+
+def set_dotted(data: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted}: '{part}' is not a section")
+    node[leaf] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`a.b=value` with the value read as YAML (so numbers, booleans and null work)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw)
+
+
+class TrainModelConfig(_Section):
+    name: str = "conv_ae"
+    hparams: dict[str, Any] = Field(default_factory=dict, description="builder keyword arguments")
+
+
+class TrainLoopConfig(_Section):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    threshold_quantile: float = Field(0.99, gt=0, le=1)
+    key_regex: str | None = Field(None, description="train only on videos whose key matches")
+    max_clips: int | None = Field(None, ge=1)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class TrainOutputConfig(_Section):
+    checkpoint: str = Field(..., description="where to write the checkpoint (path or s3:// uri)")
+    version: str = Field("1", description="model version recorded in every score row")
+
+
+class TrainJobConfig(_Section):
+    source: SourceConfig
+    output: TrainOutputConfig
+    model: TrainModelConfig = TrainModelConfig()
+    train: TrainLoopConfig = TrainLoopConfig()
+    decode: DecodeConfig = DecodeConfig(stride=4)
+    storage: StorageConfig = StorageConfig()
+    mlflow: MlflowConfig = MlflowConfig(experiment="vad-train")
+    run_name: str | None = None
+    work_dir: str = "vad-work"

@@ -1,0 +1,61 @@
+"""The Arrow schemas of every table vad writes. Bump the version on any change."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pyarrow as pa
+
+SCORES_SCHEMA_VERSION = 1
+
+# Partition keys live in the hive path (date=YYYY-MM-DD/camera=ID/), not inside the files.
+PARTITION_SCHEMA = pa.schema([("date", pa.date32()), ("camera", pa.string())])
+
+SCORES_SCHEMA = pa.schema(
+    [
+        ("schema_version", pa.int16()),
+        ("run_id", pa.string()),
+        ("clip_id", pa.string()),
+        ("video_uri", pa.string()),
+        ("clip_index", pa.int32()),
+        ("start_frame", pa.int64()),
+        ("end_frame", pa.int64()),  # inclusive
+        ("frame_step", pa.int16()),
+        ("start_time_s", pa.float64()),
+        ("end_time_s", pa.float64()),
+        ("model_name", pa.string()),
+        ("model_version", pa.string()),
+        ("score", pa.float32()),
+        ("threshold", pa.float32()),
+        ("is_anomaly", pa.bool_()),
+        ("frame_scores", pa.list_(pa.float32())),
+        ("scored_at", pa.timestamp("us", tz="UTC")),
+    ],
+    metadata={"vad.table": "scores", "vad.schema_version": str(SCORES_SCHEMA_VERSION)},
+)
+
+RUNS_SCHEMA = pa.schema(
+    [
+        ("schema_version", pa.int16()),
+        ("run_id", pa.string()),
+        ("run_date", pa.date32()),
+        ("started_at", pa.timestamp("us", tz="UTC")),
+        ("finished_at", pa.timestamp("us", tz="UTC")),
+        ("source_uri", pa.string()),
+        ("model_name", pa.string()),
+        ("model_version", pa.string()),
+        ("videos", pa.int64()),
+        ("rejected", pa.int64()),
+        ("clips", pa.int64()),
+        ("anomalous_clips", pa.int64()),
+        ("wall_s", pa.float64()),
+        ("clips_per_s", pa.float64()),
+    ],
+    metadata={"vad.table": "runs", "vad.schema_version": str(SCORES_SCHEMA_VERSION)},
+)
+
+
+def clip_id(video_uri: str, clip_index: int, clip_len: int, stride: int, frame_step: int) -> str:
+    """Stable id of a clip: the same video cut the same way gives the same ids on every run."""
+    digest = hashlib.sha1(f"{video_uri}|{clip_len}|{stride}|{frame_step}".encode()).hexdigest()[:16]
+    return f"{digest}-{clip_index:06d}"

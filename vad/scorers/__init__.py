@@ -1,0 +1,34 @@
+"""Scorer registry: a plain dict from name to keyword-only builder."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from vad.scorers.base import ClipScorer, ScoreOutput
+
+SCORERS: dict[str, Callable[..., ClipScorer]] = {}
+
+
+def register(name: str, builder: Callable[..., ClipScorer]) -> None:
+    if name in SCORERS:
+        raise ValueError(f"scorer {name!r} is already registered")
+    SCORERS[name] = builder
+
+
+def build_scorer(name: str, **hparams) -> ClipScorer:
+    try:
+        builder = SCORERS[name]
+    except KeyError:
+        raise ValueError(f"unknown scorer {name!r}; available: {', '.join(sorted(SCORERS))}") from None
+    return builder(**hparams)
+
+
+def _register_builtin() -> None:
+    from vad.scorers.conv_ae.model import conv_ae
+
+    register("conv_ae", conv_ae)
+
+
+_register_builtin()
+
+__all__ = ["SCORERS", "ClipScorer", "ScoreOutput", "build_scorer", "register"]

@@ -1,0 +1,21 @@
+"""Losses and scores of the convolutional autoencoder (Hasan et al. 2016)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Euclidean (mean squared) reconstruction loss over the cuboid; weight decay is in the optimiser."""
+    return torch.mean((reconstruction - target) ** 2)
+
+
+def frame_errors(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """e(t): squared reconstruction error of each frame, averaged over its pixels. (B, T, H, W) -> (B, T)."""
+    return ((reconstruction - target) ** 2).flatten(2).mean(dim=2)
+
+
+def regularity_score(errors: torch.Tensor) -> torch.Tensor:
+    """s(t) = 1 - (e(t) - min e) / max e over one video's frame errors (Hasan et al. 2016, eq. 3)."""
+    low, high = errors.min(), errors.max()
+    return 1.0 - (errors - low) / high.clamp_min(torch.finfo(errors.dtype).tiny)

@@ -1,0 +1,139 @@
+"""The Ray Data stages of the scoring pipeline: decode -> score -> write.
+
+Each stage is pure batch-to-batch work; resources (`num_gpus`, `concurrency`,
+`batch_size`) are set where the stages are composed, in `vad.pipeline`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from vad.config import DecodeConfig, StorageConfig
+from vad.decode import iter_clip_batches
+from vad.schema import SCORES_SCHEMA, SCORES_SCHEMA_VERSION, clip_id
+from vad.sources import VideoRef, validate_camera, validate_date
+from vad.storage import filesystem, parse_uri
+
+
+def decode_videos(
+    batch: dict[str, np.ndarray], *, decode: DecodeConfig, storage: StorageConfig | None
+) -> Iterator[dict[str, np.ndarray]]:
+    """Listing rows in, clip batches out, one video at a time (a generator, so memory stays bounded)."""
+    columns = list(batch)
+    for i in range(len(batch["uri"])):
+        row = {name: batch[name][i] for name in columns}
+        video = VideoRef.from_row(row)
+        yield from iter_clip_batches(video, decode, storage)
+
+
+def pick_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("scorer.device is 'cuda' but this worker has no CUDA device")
+    return requested
+
+
+class ScoreClips:
+    """Loads a checkpoint once per actor; scores clip batches and drops the frame column."""
+
+    def __init__(self, *, checkpoint: str, storage: StorageConfig | None, device: str, run_id: str, decode: DecodeConfig):
+        import torch
+
+        from vad.checkpoint import check_decode_matches, load_checkpoint
+
+        self.device = pick_device(device)
+        self.loaded = load_checkpoint(checkpoint, storage)
+        check_decode_matches(self.loaded, decode)
+        self.model = self.loaded.model.to(self.device).eval()
+        self.run_id = run_id
+        self.decode = decode
+        self.autocast = self.device == "cuda"
+        torch.set_grad_enabled(False)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        frames = batch.pop("frames")
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
+            clips = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device, non_blocking=True)
+            output = self.model.score(clips.float().div_(255.0))
+        score = output.score.float().cpu().numpy().astype(np.float32)
+        n = len(score)
+        threshold = np.float32(self.loaded.threshold)
+        batch["clip_id"] = np.array(
+            [
+                clip_id(uri, int(idx), self.decode.clip_len, self.decode.stride, self.decode.frame_step)
+                for uri, idx in zip(batch["video_uri"], batch["clip_index"])
+            ],
+            dtype=object,
+        )
+        batch["score"] = score
+        batch["frame_scores"] = output.frame_scores.float().cpu().numpy().astype(np.float32)
+        batch["threshold"] = np.full(n, threshold, dtype=np.float32)
+        batch["is_anomaly"] = score > threshold
+        batch["model_name"] = np.array([self.loaded.name] * n, dtype=object)
+        batch["model_version"] = np.array([self.loaded.version] * n, dtype=object)
+        batch["run_id"] = np.array([self.run_id] * n, dtype=object)
+        batch["frame_step"] = np.full(n, self.decode.frame_step, dtype=np.int16)
+        return batch
+
+
+def scores_table(batch: dict[str, np.ndarray], scored_at: dt.datetime) -> pa.Table:
+    """Cast a scored batch to the scores schema (partition columns kept aside)."""
+    n = len(batch["score"])
+    columns = {
+        "schema_version": np.full(n, SCORES_SCHEMA_VERSION, dtype=np.int16),
+        "frame_scores": pa.array([list(row) for row in batch["frame_scores"]], type=pa.list_(pa.float32())),
+        "scored_at": pa.array([scored_at] * n, type=pa.timestamp("us", tz="UTC")),
+    }
+    arrays = []
+    for field in SCORES_SCHEMA:
+        value = columns.get(field.name, batch.get(field.name))
+        if value is None:
+            raise KeyError(f"scored batch lacks column {field.name!r}")
+        arrays.append(value if isinstance(value, pa.Array) else pa.array(value, type=field.type))
+    return pa.Table.from_arrays(arrays, schema=SCORES_SCHEMA)
+
+
+class WriteScores:
+    """Writes each batch as one Parquet file per (date, camera) partition; returns what it wrote."""
+
+    def __init__(self, *, output_uri: str, storage: StorageConfig | None, run_id: str):
+        self.root = parse_uri(output_uri).join("scores")
+        self.fs = filesystem(self.root, storage)
+        self.run_id = run_id
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from vad.sinks import write_parquet_atomic
+
+        table = scores_table(batch, dt.datetime.now(dt.timezone.utc))
+        dates = np.asarray(batch["date"], dtype=object)
+        cameras = np.asarray(batch["camera"], dtype=object)
+        out: dict[str, list] = {"path": [], "date": [], "camera": [], "rows": [], "anomalies": []}
+        for raw_date, raw_camera in sorted(set(zip(dates, cameras))):
+            part = table.filter(pa.array((dates == raw_date) & (cameras == raw_camera)))
+            # Re-validated here: these strings become folder names.
+            date, camera = validate_date(str(raw_date)), validate_camera(str(raw_camera))
+            path = self.root.join(f"date={date}", f"camera={camera}", f"part-{self.run_id}-{uuid.uuid4().hex[:12]}.parquet").path
+            write_parquet_atomic(self.fs, path, part)
+            out["path"].append(path)
+            out["date"].append(date)
+            out["camera"].append(camera)
+            out["rows"].append(part.num_rows)
+            out["anomalies"].append(int(pc.sum(part["is_anomaly"]).as_py() or 0))
+        return {
+            "path": np.array(out["path"], dtype=object),
+            "date": np.array(out["date"], dtype=object),
+            "camera": np.array(out["camera"], dtype=object),
+            "rows": np.array(out["rows"], dtype=np.int64),
+            "anomalies": np.array(out["anomalies"], dtype=np.int64),
+        }

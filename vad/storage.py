@@ -1,0 +1,93 @@
+"""One way to reach local folders and S3-compatible object stores (AWS, MinIO).
+
+Everything goes through `pyarrow.fs`, which is picklable, so Ray tasks rebuild
+nothing and the same code path serves listing, reading and Parquet writing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+from vad.config import StorageConfig
+
+
+@dataclass(frozen=True)
+class Location:
+    """A parsed URI: the filesystem to use and the path inside it (no scheme)."""
+
+    scheme: str  # "s3" or "file"
+    path: str  # "bucket/prefix" for s3, absolute path for files
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.path}" if self.scheme == "s3" else self.path
+
+    def join(self, *parts: str) -> "Location":
+        path = "/".join([self.path.rstrip("/"), *[p.strip("/") for p in parts if p]])
+        return Location(self.scheme, path)
+
+
+def parse_uri(uri: str) -> Location:
+    if uri.startswith("s3://"):
+        path = uri[len("s3://") :].strip("/")
+        if not path:
+            raise ValueError(f"{uri!r}: an s3 uri needs a bucket")
+        return Location("s3", path)
+    if "://" in uri and not uri.startswith("file://"):
+        raise ValueError(f"{uri!r}: unsupported scheme (use s3:// or a local path)")
+    local = uri[len("file://") :] if uri.startswith("file://") else uri
+    return Location("file", str(Path(local).expanduser().resolve()))
+
+
+def filesystem(location: Location, storage: StorageConfig | None = None) -> pafs.FileSystem:
+    if location.scheme == "file":
+        return pafs.LocalFileSystem()
+    return s3_filesystem(storage or StorageConfig())
+
+
+def s3_filesystem(storage: StorageConfig) -> pafs.S3FileSystem:
+    kwargs: dict = {
+        "region": storage.region,
+        "connect_timeout": storage.connect_timeout_s,
+        "request_timeout": storage.request_timeout_s,
+        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=storage.retries + 1),
+    }
+    endpoint = storage.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        scheme, _, host = endpoint.partition("://")
+        kwargs["endpoint_override"] = host.rstrip("/") if host else endpoint
+        kwargs["scheme"] = scheme if host else "https"
+    if storage.access_key_id is not None and storage.secret_access_key is not None:
+        kwargs["access_key"] = storage.access_key_id.get_secret_value()
+        kwargs["secret_key"] = storage.secret_access_key.get_secret_value()
+    return pafs.S3FileSystem(**kwargs)
+
+
+def open_uri(uri: str, storage: StorageConfig | None = None) -> tuple[pafs.FileSystem, str]:
+    location = parse_uri(uri)
+    return filesystem(location, storage), location.path
+
+
+def read_bytes(uri: str, storage: StorageConfig | None = None) -> bytes:
+    fs, path = open_uri(uri, storage)
+    with fs.open_input_stream(path) as stream:
+        return stream.read()
+
+
+def write_bytes(uri: str, data: bytes, storage: StorageConfig | None = None) -> None:
+    """Write a whole object; local files appear atomically (temp name, then rename)."""
+    fs, path = open_uri(uri, storage)
+    parent = path.rsplit("/", 1)[0]
+    if isinstance(fs, pafs.LocalFileSystem):
+        fs.create_dir(parent, recursive=True)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with fs.open_output_stream(tmp) as out:
+            out.write(data)
+        os.replace(tmp, path)
+    else:
+        with fs.open_output_stream(path) as out:
+            out.write(data)

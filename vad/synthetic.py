@@ -1,0 +1,162 @@
+"""A small synthetic surveillance scene with known anomalous frames.
+
+A fixed camera looks at a walkway: pedestrians walk left or right along lanes
+at walking speed. Anomalies are injected with exact frame labels:
+
+- ``fast``: a bright vehicle crossing the walkway several times faster than a walker;
+- ``wrong_way``: a pedestrian crossing the lanes vertically, against the flow.
+
+Used by the demo, the fast tests and the benchmarks' smoke runs; real accuracy
+is measured on UCSD Ped2 (see bench/).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ANOMALY_KINDS = ("fast", "wrong_way")
+
+
+@dataclass
+class Scene:
+    frames: np.ndarray  # (N, H, W) uint8
+    labels: np.ndarray  # (N,) bool, True where an anomaly is visible
+    anomalies: list[dict] = field(default_factory=list)
+
+
+def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    y = np.linspace(0, 1, height)[:, None]
+    x = np.linspace(0, 1, width)[None, :]
+    base = 150 + 40 * y - 20 * x + rng.normal(0, 4, (height, width))
+    for row in np.linspace(0.25, 0.85, 4):  # paving lines
+        base[int(row * height), :] -= 25
+    return base
+
+
+def _stamp(canvas: np.ndarray, cy: float, cx: float, h: int, w: int, value: float) -> bool:
+    height, width = canvas.shape
+    y0, y1 = int(round(cy - h / 2)), int(round(cy + h / 2))
+    x0, x1 = int(round(cx - w / 2)), int(round(cx + w / 2))
+    y0c, y1c, x0c, x1c = max(y0, 0), min(y1, height), max(x0, 0), min(x1, width)
+    if y0c >= y1c or x0c >= x1c:
+        return False
+    canvas[y0c:y1c, x0c:x1c] = value
+    return True
+
+
+def render_scene(
+    seed: int,
+    num_frames: int,
+    height: int = 120,
+    width: int = 160,
+    anomalies: tuple[tuple[str, int], ...] = (),
+    walkers: int = 6,
+) -> Scene:
+    """Render a scene; `anomalies` is a tuple of (kind, start_frame)."""
+    rng = np.random.default_rng(seed)
+    background = _background(rng, height, width)
+    lanes = np.linspace(0.3, 0.8, 4) * height
+    people = []
+    for _ in range(walkers):
+        direction = rng.choice([-1.0, 1.0])
+        people.append(
+            {
+                "y": float(rng.choice(lanes) + rng.normal(0, 2)),
+                "x": float(rng.uniform(0, width)),
+                "v": direction * rng.uniform(0.6, 1.1),
+                "tone": float(rng.uniform(40, 80)),
+                "phase": float(rng.uniform(0, 6.28)),
+            }
+        )
+    frames = np.empty((num_frames, height, width), dtype=np.uint8)
+    labels = np.zeros(num_frames, dtype=bool)
+    for t in range(num_frames):
+        canvas = background.copy()
+        for p in people:
+            x = (p["x"] + p["v"] * t) % (width + 20) - 10
+            bob = 1.0 * np.sin(p["phase"] + 0.5 * t)
+            _stamp(canvas, p["y"] + bob, x, 12, 5, p["tone"])  # body
+            _stamp(canvas, p["y"] - 8 + bob, x, 4, 4, p["tone"] - 20)  # head
+        for kind, start in anomalies:
+            age = t - start
+            if age < 0:
+                continue
+            if kind == "fast":
+                visible = _stamp(canvas, height * 0.55, -20 + 7.0 * age, 14, 26, 235)
+            elif kind == "wrong_way":
+                visible = _stamp(canvas, -10 + 1.6 * age, width * 0.5, 12, 5, 55)
+                visible |= _stamp(canvas, -18 + 1.6 * age, width * 0.5, 4, 4, 35)
+            else:
+                raise ValueError(f"unknown anomaly kind {kind!r}; choose from {ANOMALY_KINDS}")
+            labels[t] |= visible
+        noise = rng.normal(0, 2.0, canvas.shape)
+        frames[t] = np.clip(canvas + noise, 0, 255).astype(np.uint8)
+    described = [{"kind": k, "start_frame": s} for k, s in anomalies]
+    return Scene(frames, labels, described)
+
+
+def encode_mp4(frames: np.ndarray, fps: float = 25.0) -> bytes:
+    """H.264 (yuv420p) in MP4, written in memory with PyAV; dimensions are rounded down to even."""
+    import av
+
+    n, height, width = frames.shape[:3]
+    height, width = height - height % 2, width - width % 2
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=int(round(fps)))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": "18", "preset": "veryfast", "g": "32"}
+        for frame in frames:
+            rgb = np.repeat(frame[:height, :width, None], 3, axis=2) if frame.ndim == 2 else frame[:height, :width]
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buffer.getvalue()
+
+
+@dataclass
+class GeneratedVideo:
+    key: str  # relative path, e.g. cam01/2026-11-24/test_000.mp4
+    split: str  # "train" (normal only) or "test"
+    labels: list[int]
+    anomalies: list[dict]
+
+
+def generate_dataset(
+    out_dir: str | Path,
+    cameras: int = 2,
+    train_per_camera: int = 2,
+    test_per_camera: int = 2,
+    num_frames: int = 160,
+    height: int = 120,
+    width: int = 160,
+    fps: float = 25.0,
+    date: str = "2026-11-24",
+    seed: int = 0,
+) -> list[GeneratedVideo]:
+    """Write `camNN/<date>/{train,test}_XXX.mp4` plus `labels.json`; every test video holds anomalies."""
+    out = Path(out_dir)
+    made: list[GeneratedVideo] = []
+    counter = 0
+    for cam in range(cameras):
+        for split, count in (("train", train_per_camera), ("test", test_per_camera)):
+            for i in range(count):
+                counter += 1
+                anomalies: tuple[tuple[str, int], ...] = ()
+                if split == "test":
+                    first = ANOMALY_KINDS[(cam + i) % 2]
+                    anomalies = ((first, num_frames // 4), (ANOMALY_KINDS[(cam + i + 1) % 2], (num_frames * 5) // 8))
+                scene = render_scene(seed * 1000 + counter, num_frames, height, width, anomalies)
+                key = f"cam{cam + 1:02d}/{date}/{split}_{i:03d}.mp4"
+                path = out / key
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(encode_mp4(scene.frames, fps))
+                made.append(GeneratedVideo(key, split, scene.labels.astype(int).tolist(), scene.anomalies))
+    (out / "labels.json").write_text(json.dumps([v.__dict__ for v in made]))
+    return made

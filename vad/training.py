@@ -1,0 +1,111 @@
+"""Training of clip scorers on normal footage (single process).
+
+Distributed training through Ray Train builds on the same `fit` step.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from vad.config import DecodeConfig, SourceConfig, StorageConfig
+from vad.decode import iter_clips
+from vad.scorers import ClipScorer
+from vad.sources import list_videos
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FitResult:
+    threshold: float
+    history: list[dict] = field(default_factory=list)
+    val_scores: np.ndarray | None = None
+    seconds: float = 0.0
+
+
+def load_clips(
+    source: SourceConfig,
+    decode: DecodeConfig,
+    storage: StorageConfig | None = None,
+    key_regex: str | None = None,
+    max_clips: int | None = None,
+) -> np.ndarray:
+    """All clips (uint8) of the videos under a source whose key matches `key_regex`."""
+    videos, _ = list_videos(source, storage)
+    wanted = re.compile(key_regex) if key_regex else None
+    clips: list[np.ndarray] = []
+    for video in videos:
+        if wanted and not wanted.search(video.key):
+            continue
+        for clip in iter_clips(video, decode, storage):
+            clips.append(clip.frames)
+            if max_clips and len(clips) >= max_clips:
+                return np.stack(clips)
+    if not clips:
+        raise ValueError(f"no training clips under {source.uri!r}" + (f" matching {key_regex!r}" if key_regex else ""))
+    return np.stack(clips)
+
+
+def _batches(clips: np.ndarray, batch_size: int, rng: np.random.Generator | None):
+    order = rng.permutation(len(clips)) if rng is not None else np.arange(len(clips))
+    for i in range(0, len(order), batch_size):
+        yield torch.from_numpy(clips[order[i : i + batch_size]]).float().div_(255.0)
+
+
+def clip_scores(model: ClipScorer, clips: np.ndarray, batch_size: int = 32, device: str = "cpu") -> np.ndarray:
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for batch in _batches(clips, batch_size, None):
+            out.append(model.score(batch.to(device)).score.float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+
+def fit(
+    model: ClipScorer,
+    clips: np.ndarray,
+    *,
+    epochs: int = 10,
+    batch_size: int = 16,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-5,
+    val_fraction: float = 0.1,
+    threshold_quantile: float = 0.99,
+    seed: int = 0,
+    device: str = "cpu",
+    on_epoch=None,
+) -> FitResult:
+    """Train on normal clips; the threshold is a quantile of the scores of held-out normal clips."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(clips))
+    n_val = max(1, int(round(len(clips) * val_fraction))) if len(clips) > 1 else 0
+    val, train = clips[order[:n_val]], clips[order[n_val:]]
+    model.to(device)
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    history: list[dict] = []
+    started = time.perf_counter()
+    for epoch in range(epochs):
+        model.train()
+        losses = []
+        for batch in _batches(train, batch_size, rng):
+            loss = model.training_loss(batch.to(device))
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            losses.append(float(loss.detach()))
+        val_scores = clip_scores(model, val, batch_size, device) if n_val else np.zeros(0)
+        row = {"epoch": epoch, "train/loss": float(np.mean(losses)), "val/score_mean": float(val_scores.mean()) if n_val else float("nan")}
+        history.append(row)
+        log.info("epoch %d/%d  train/loss %.5f  val/score_mean %.5f", epoch + 1, epochs, row["train/loss"], row["val/score_mean"])
+        if on_epoch is not None:
+            on_epoch(row)
+    reference = val_scores if n_val else clip_scores(model, train, batch_size, device)
+    threshold = float(np.quantile(reference, threshold_quantile))
+    return FitResult(threshold, history, reference, time.perf_counter() - started)
