@@ -61,8 +61,14 @@ def cmd_train(args) -> int:
 def cmd_query(args) -> int:
     from vad.query import format_table, run_query
 
+    import duckdb
+
     sql = args.sql if args.sql != "-" else sys.stdin.read()
-    columns, rows = run_query(args.results, sql)
+    try:
+        columns, rows = run_query(args.results, sql)
+    except duckdb.Error as exc:
+        print(f"vad query: {exc}", file=sys.stderr)
+        return 2
     if args.format == "json":
         print(json.dumps([dict(zip(columns, r)) for r in rows], default=str, indent=1))
     elif args.format == "csv":

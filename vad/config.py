@@ -77,8 +77,9 @@ class DecodeConfig(_Section):
     resize: tuple[int, int] | None = Field((128, 128), description="(height, width) or null to keep")
     grayscale: bool = True
     clips_per_batch: int = Field(8, ge=1)
+    num_cpus: float = Field(1.0, gt=0, description="CPUs reserved by each decode task")
     max_in_memory_mb: int = Field(
-        256, ge=1, description="objects larger than this are spooled to a local temp file instead of RAM"
+        256, ge=0, description="objects larger than this are spooled to a local temp file instead of RAM"
     )
 
 
@@ -87,7 +88,8 @@ class ScorerConfig(_Section):
     checkpoint: str = Field(..., description="path or s3:// uri of a checkpoint written by `vad train`")
     batch_size: int = Field(16, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    concurrency: int = Field(1, ge=1)
+    concurrency: int = Field(1, ge=1, description="scoring actors")
+    num_cpus: float = Field(1.0, gt=0, description="CPUs reserved by each scoring actor")
     num_gpus: float | None = Field(None, ge=0, description="per actor; null = 1 when the cluster has GPUs")
 
 

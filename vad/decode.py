@@ -59,6 +59,16 @@ def to_gray(frames: np.ndarray) -> np.ndarray:
     return np.clip(frames[..., :3].astype(np.float32) @ weights + 0.5, 0, 255).astype(np.uint8)
 
 
+def _resize(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(T, H, W, C) uint8 -> (T, h, w, C) with antialiased bilinear filtering."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+    return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
 class _FolderReader:
     """Frames from a folder of images, loaded lazily and cached only across one clip overlap."""
 
@@ -97,18 +107,41 @@ class _VideoReader:
     def __init__(self, source, decode: DecodeConfig):
         import decord
 
-        kwargs = {"num_threads": 1}
-        if decode.resize is not None:
-            kwargs["height"], kwargs["width"] = decode.resize
-        self.reader = decord.VideoReader(source, ctx=decord.cpu(0), **kwargs)
         self.decode = decode
+        self.post_resize: tuple[int, int] | None = None
+        # decord 0.6 fails to copy frames out for some output widths (e.g. 16, 24, 48, 72 px):
+        # probe the first frame and fall back to a wider decoder size plus a resize of our own.
+        candidates: list[tuple[int, int] | None] = [decode.resize] if decode.resize else [None]
+        if decode.resize is not None:
+            height, width = decode.resize
+            candidates += [(height, -(-width // 64) * 64), None]
+        error: Exception | None = None
+        for size in candidates:
+            kwargs = {"num_threads": 1}
+            if size is not None:
+                kwargs["height"], kwargs["width"] = size
+            if hasattr(source, "seek"):
+                source.seek(0)
+            try:
+                self.reader = decord.VideoReader(source, ctx=decord.cpu(0), **kwargs)
+                if len(self.reader):
+                    self.reader.get_batch([0])
+            except decord.DECORDError as exc:
+                error = exc
+                continue
+            self.post_resize = decode.resize if size != decode.resize else None
+            return
+        raise error  # type: ignore[misc]
+
+    def batch(self, indices: list[int]) -> np.ndarray:
+        frames = self.reader.get_batch(indices).asnumpy()
+        if self.post_resize is not None:
+            frames = _resize(frames, self.post_resize)
+        return to_gray(frames) if self.decode.grayscale else frames
 
     def __len__(self) -> int:
         return len(self.reader)
 
-    def batch(self, indices: list[int]) -> np.ndarray:
-        frames = self.reader.get_batch(indices).asnumpy()
-        return to_gray(frames) if self.decode.grayscale else frames
 
     def times(self, first: int, last: int) -> tuple[float, float]:
         # Per-frame timestamps, so variable-frame-rate footage gets true times.

@@ -62,7 +62,7 @@ def run_demo(work_dir: str = "vad-work", epochs: int = 25, num_cpus: int | None 
         labels = {v.key: np.array(v.labels) for v in videos if v.split == "test"}
         print(f"[2/5] generated {len(videos)} synthetic videos ({len(labels)} with injected anomalies), uploaded {uploaded} objects to s3://{BUCKET}/archive")
 
-        decode = DecodeConfig(clip_len=16, stride=16, resize=(64, 64), grayscale=True)
+        decode = DecodeConfig(clip_len=16, stride=8, resize=(64, 64), grayscale=True)
         checkpoint = f"s3://{BUCKET}/models/conv_ae/v1.pt"
         mlflow = MlflowConfig(experiment="vad-demo")
         train_cfg = TrainJobConfig(

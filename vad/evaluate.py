@@ -37,6 +37,7 @@ def evaluate_run(
     storage: StorageConfig | None = None,
     per_video_norm: bool = True,
     smoothing: int = 1,
+    overlap: str = "mean",
 ) -> dict:
     """`labels` maps a video key (matched as a suffix of the video uri) to its per-frame 0/1 labels."""
     clips = video_frame_scores(results_uri, run_id, storage)
@@ -47,7 +48,7 @@ def evaluate_run(
             missing.append(key)
             continue
         ys.append(np.asarray(y))
-        ss.append(frames_from_clips(len(y), clips[match[0]]))
+        ss.append(frames_from_clips(len(y), clips[match[0]], overlap))
     if not ys:
         raise ValueError(f"none of the {len(labels)} labelled videos were scored in this run")
     report = frame_level_report(ys, ss, per_video_norm=per_video_norm, smoothing=smoothing)

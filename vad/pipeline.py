@@ -68,7 +68,15 @@ def build_dataset(cfg: ScoreJobConfig, listing: list[dict], run_id: str):
     ctx.enable_progress_bars = True
     storage = cfg.storage
     ds = ray.data.from_items(listing, override_num_blocks=max(1, min(len(listing), 1000)))
-    ds = ds.map_batches(decode_videos, batch_size=1, fn_kwargs={"decode": cfg.decode, "storage": storage})
+    # On GPU clusters the decode tasks stay separate from the GPU actors (their resources differ),
+    # so decoding scales with CPUs; on CPU-only clusters Ray fuses decoding into the scoring
+    # actors, which saves shipping frames between processes.
+    ds = ds.map_batches(
+        decode_videos,
+        batch_size=1,
+        fn_kwargs={"decode": cfg.decode, "storage": storage},
+        num_cpus=cfg.decode.num_cpus,
+    )
     ds = ds.map_batches(
         ScoreClips,
         fn_constructor_kwargs={
@@ -79,14 +87,16 @@ def build_dataset(cfg: ScoreJobConfig, listing: list[dict], run_id: str):
             "decode": cfg.decode,
         },
         batch_size=cfg.scorer.batch_size,
-        concurrency=cfg.scorer.concurrency,
+        compute=ray.data.ActorPoolStrategy(size=cfg.scorer.concurrency),
+        num_cpus=cfg.scorer.num_cpus,
         num_gpus=_num_gpus(cfg),
     )
     return ds.map_batches(
         WriteScores,
         fn_constructor_kwargs={"output_uri": cfg.output.uri, "storage": storage, "run_id": run_id},
         batch_size=cfg.output.rows_per_file,
-        concurrency=1,
+        compute=ray.data.ActorPoolStrategy(size=1),
+        num_cpus=0.1,  # I/O-bound; must not take a whole CPU from decoding on small machines
     )
 
 

@@ -56,6 +56,9 @@ def connect(results_uri: str, storage: StorageConfig | None = None) -> duckdb.Du
         con.register(f"_{name}_arrow", _dataset(fs, root.join(name).path, schema))
         con.execute(f"CREATE VIEW {name} AS SELECT * FROM _{name}_arrow")
     con.execute(REGULARITY_VIEW)
+    # Read-only from here on: no COPY/ATTACH/file reads or writes, and the setting cannot be undone.
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
     return con
 
 

@@ -28,7 +28,7 @@ SCORES_SCHEMA = pa.schema(
         ("score", pa.float32()),
         ("threshold", pa.float32()),
         ("is_anomaly", pa.bool_()),
-        ("frame_scores", pa.list_(pa.float32())),
+        ("frame_scores", pa.list_(pa.field("element", pa.float32()))),  # Parquet's list item name
         ("scored_at", pa.timestamp("us", tz="UTC")),
     ],
     metadata={"vad.table": "scores", "vad.schema_version": str(SCORES_SCHEMA_VERSION)},

@@ -92,7 +92,7 @@ def scores_table(batch: dict[str, np.ndarray], scored_at: dt.datetime) -> pa.Tab
     n = len(batch["score"])
     columns = {
         "schema_version": np.full(n, SCORES_SCHEMA_VERSION, dtype=np.int16),
-        "frame_scores": pa.array([list(row) for row in batch["frame_scores"]], type=pa.list_(pa.float32())),
+        "frame_scores": pa.array(list(batch["frame_scores"]), type=SCORES_SCHEMA.field("frame_scores").type),
         "scored_at": pa.array([scored_at] * n, type=pa.timestamp("us", tz="UTC")),
     }
     arrays = []

@@ -89,8 +89,8 @@ def render_scene(
             if kind == "fast":
                 visible = _stamp(canvas, height * 0.55, -20 + 7.0 * age, 14, 26, 235)
             elif kind == "wrong_way":
-                visible = _stamp(canvas, -10 + 1.6 * age, width * 0.5, 12, 5, 55)
-                visible |= _stamp(canvas, -18 + 1.6 * age, width * 0.5, 4, 4, 35)
+                visible = _stamp(canvas, -10 + 2.0 * age, width * 0.5, 12, 5, 55)
+                visible |= _stamp(canvas, -18 + 2.0 * age, width * 0.5, 4, 4, 35)
             else:
                 raise ValueError(f"unknown anomaly kind {kind!r}; choose from {ANOMALY_KINDS}")
             labels[t] |= visible

@@ -1,0 +1,111 @@
+"""The nightly job end to end: S3 source, Ray Data, Conv-AE, Parquet, MLflow, SQL."""
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from helpers import DECODE
+from vad.cli import main
+from vad.config import MlflowConfig, OutputConfig, RayConfig, ScoreJobConfig, ScorerConfig, SourceConfig
+from vad.decode import clip_starts
+from vad.pipeline import run_scoring
+from vad.schema import PARTITION_SCHEMA, SCORES_SCHEMA
+
+
+@pytest.fixture(scope="module")
+def scored(ray_local, s3, archive, checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    cfg = ScoreJobConfig(
+        source=SourceConfig(uri=archive["uri"]),
+        output=OutputConfig(uri=str(out / "results"), rows_per_file=7),
+        scorer=ScorerConfig(name="conv_ae", checkpoint=checkpoint["uri"], batch_size=5, device="cpu"),
+        decode=DECODE,
+        storage=s3.storage_config(),
+        mlflow=MlflowConfig(experiment="test-score"),
+        ray=RayConfig(num_cpus=2),
+        work_dir=str(out / "work"),
+    )
+    summary = run_scoring(cfg)
+    table = pads.dataset(str(out / "results" / "scores"), partitioning=pads.partitioning(PARTITION_SCHEMA, flavor="hive")).to_table()
+    return {"cfg": cfg, "summary": summary, "table": table.to_pandas(), "root": out / "results"}
+
+
+def test_every_clip_exactly_once(scored, archive):
+    df = scored["table"]
+    expected = set()
+    for video in archive["videos"]:
+        n = len(video.labels)
+        for index, start in enumerate(clip_starts(n, DECODE.clip_len, DECODE.stride, DECODE.frame_step)):
+            expected.add((f"{archive['uri']}/{video.key}", index, start))
+    got = list(zip(df.video_uri, df.clip_index, df.start_frame))
+    assert len(got) == len(set(got)), "duplicate clips"
+    assert set(got) == expected
+    assert scored["summary"].clips == len(expected) == len(df)
+    assert df.clip_id.is_unique
+    assert (df.end_frame - df.start_frame == DECODE.clip_len - 1).all()
+
+
+def test_schema_and_partitions(scored):
+    files = sorted(Path(scored["root"], "scores").rglob("*.parquet"))
+    assert files and all(not f.name.startswith(".") for f in files)
+    for f in files:
+        rel = f.relative_to(scored["root"] / "scores").parts
+        assert rel[0].startswith("date=") and rel[1].startswith("camera=") and len(rel) == 3
+        schema = pq.read_schema(f)
+        assert schema.equals(SCORES_SCHEMA, check_metadata=True)
+        table = pq.read_table(f, partitioning=None)
+        assert table.num_rows <= 7
+    df = scored["table"]
+    assert set(df.camera) == {"cam01", "cam02"}
+    assert {str(d) for d in df.date} == {"2026-11-24"}
+    assert (df.camera == df.video_uri.str.split("/").str[4]).all()  # s3://archive/footage/<camera>/<date>/...
+    assert (df.run_id == scored["summary"].run_id).all()
+    assert (df.model_name == "conv_ae").all() and (df.model_version == "t1").all()
+    assert (df.is_anomaly == (df.score > df.threshold)).all()
+    assert df.frame_scores.map(len).eq(DECODE.clip_len).all()
+
+
+def test_injected_anomalies_score_higher(scored, archive):
+    df = scored["table"]
+    labels = {f"{archive['uri']}/{k}": v for k, v in archive["labels"].items()}
+    test = df[df.video_uri.str.contains("/test_")]
+    # A clip counts as anomalous when an injected anomaly is visible in most of its frames.
+    clip_label = [labels[u][s : e + 1].mean() > 0.5 for u, s, e in zip(test.video_uri, test.start_frame, test.end_frame)]
+    clip_label = np.array(clip_label)
+    assert clip_label.any() and not clip_label.all()
+    anomalous, normal = test.score[clip_label], df.score[df.video_uri.str.contains("/train_")]
+    assert anomalous.mean() > normal.mean()
+    assert roc_auc_score(clip_label, test.score) > 0.7
+
+
+def test_run_metrics_in_parquet_and_mlflow(scored):
+    import mlflow
+
+    summary = scored["summary"]
+    runs = pads.dataset(str(scored["root"] / "runs"), partitioning="hive").to_table().to_pylist()
+    assert len(runs) == 1 and runs[0]["run_id"] == summary.run_id and runs[0]["clips"] == summary.clips
+    client = mlflow.MlflowClient(f"sqlite:///{Path(scored['cfg'].work_dir).resolve() / 'mlflow.db'}")
+    run = client.get_run(summary.mlflow_run_id)
+    assert run.data.params["scorer.name"] == "conv_ae"
+    assert run.data.params["decode.clip_len"] == str(DECODE.clip_len)
+    assert run.data.metrics["score/clips"] == summary.clips
+    assert run.data.metrics["score/videos"] == 6
+    assert run.data.tags["vad.run_id"] == summary.run_id
+    assert not any("secret" in v for v in run.data.params.values())
+
+
+def test_query_command(scored, capsys):
+    root = str(scored["root"])
+    assert main(["query", "--results", root, "SELECT camera, count(*) AS n FROM scores GROUP BY camera ORDER BY camera"]) == 0
+    out = capsys.readouterr().out
+    counts = scored["table"].groupby("camera").size()
+    assert f"cam01  | {counts['cam01']}" in out and f"cam02  | {counts['cam02']}" in out and "(2 rows)" in out
+    assert main(["query", "--results", root, "--format", "json", "SELECT max(regularity) AS r FROM scores_regularity"]) == 0
+    assert '"r": 1.0' in capsys.readouterr().out
+    assert main(["query", "--results", root, "SELECT nope FROM scores"]) != 0
+    assert main(["query", "--results", root, f"COPY scores TO '{root}/stolen.parquet'"]) != 0
+    assert not Path(root, "stolen.parquet").exists()

@@ -1,0 +1,69 @@
+import pytest
+
+from vad.config import ConfigError, ScoreJobConfig, TrainJobConfig, load_config, parse_config
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "job.yaml"
+    path.write_text(text)
+    return path
+
+
+GOOD = """
+source: {uri: s3://archive/cams}
+output: {uri: /tmp/results}
+scorer: {checkpoint: s3://models/conv_ae.pt, batch_size: 8}
+storage: {endpoint_url: "http://127.0.0.1:9000"}
+"""
+
+
+def test_valid_config_loads_with_defaults(tmp_path):
+    cfg = load_config(_write(tmp_path, GOOD), ScoreJobConfig)
+    assert cfg.scorer.batch_size == 8
+    assert cfg.decode.clip_len == 16 and cfg.decode.resize == (128, 128)
+    assert cfg.mlflow.tracking_uri is None
+
+
+def test_unknown_key_is_named_with_a_suggestion(tmp_path):
+    path = _write(tmp_path, GOOD.replace("batch_size: 8", "batch_sze: 8"))
+    with pytest.raises(ConfigError) as err:
+        load_config(path, ScoreJobConfig)
+    message = str(err.value)
+    assert "scorer.batch_sze: unknown key" in message
+    assert "did you mean 'batch_size'" in message
+
+
+def test_every_problem_is_listed(tmp_path):
+    path = _write(tmp_path, "source: {uri: x}\nscorer: {checkpoint: y, batch_size: -1}\ndecode: {clip_len: many}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, ScoreJobConfig)
+    message = str(err.value)
+    assert "output: required key is missing" in message
+    assert "scorer.batch_size" in message
+    assert "decode.clip_len" in message
+
+
+def test_bad_regex_and_half_credentials_rejected():
+    with pytest.raises(ConfigError, match="key_pattern"):
+        parse_config({"source": {"uri": "x", "key_pattern": "("}, "output": {"uri": "o"}, "scorer": {"checkpoint": "c"}}, ScoreJobConfig)
+    with pytest.raises(ConfigError, match="given together"):
+        parse_config(
+            {"source": {"uri": "x"}, "output": {"uri": "o"}, "scorer": {"checkpoint": "c"}, "storage": {"access_key_id": "a"}},
+            ScoreJobConfig,
+        )
+
+
+def test_overrides_and_missing_file(tmp_path):
+    cfg = load_config(_write(tmp_path, GOOD), ScoreJobConfig, {"decode.stride": 4, "scorer.device": "cpu"})
+    assert cfg.decode.stride == 4 and cfg.scorer.device == "cpu"
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_secrets_are_not_printed():
+    cfg = parse_config(
+        {"source": {"uri": "x"}, "output": {"checkpoint": "c.pt"}, "storage": {"access_key_id": "AKIA123", "secret_access_key": "s3cr3t"}},
+        TrainJobConfig,
+    )
+    assert "s3cr3t" not in repr(cfg) and "s3cr3t" not in str(cfg.model_dump())
+    assert cfg.storage.secret_access_key.get_secret_value() == "s3cr3t"

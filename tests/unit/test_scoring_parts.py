@@ -1,0 +1,120 @@
+import datetime as dt
+import io
+import pickle
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from vad.checkpoint import check_decode_matches, decode_record, load_checkpoint, save_checkpoint
+from vad.config import DecodeConfig
+from vad.metrics import frame_level_report, frames_from_clips, normalise_per_video
+from vad.schema import SCORES_SCHEMA, clip_id
+from vad.scorers import SCORERS, build_scorer, register
+from vad.scorers.conv_ae.loss import regularity_score
+from vad.stages import scores_table
+
+
+def test_registry_rejects_duplicates_and_unknown_names():
+    assert "conv_ae" in SCORERS
+    with pytest.raises(ValueError, match="already registered"):
+        register("conv_ae", SCORERS["conv_ae"])
+    with pytest.raises(ValueError, match="unknown scorer"):
+        build_scorer("nope")
+
+
+def test_conv_ae_shapes_and_input_checks():
+    model = build_scorer("conv_ae", clip_len=8, widths=[8, 8, 4])
+    clips = torch.rand(3, 8, 32, 40)
+    assert model(clips).shape == clips.shape
+    out = model.score(clips)
+    assert out.score.shape == (3,) and out.frame_scores.shape == (3, 8)
+    assert torch.allclose(out.score, out.frame_scores.mean(1))
+    with pytest.raises(ValueError, match="divisible by 8"):
+        model(torch.rand(1, 8, 30, 40))
+    with pytest.raises(ValueError, match="expects"):
+        model(torch.rand(1, 4, 32, 32))
+
+
+def test_regularity_score_follows_the_paper():
+    errors = torch.tensor([2.0, 4.0, 10.0])
+    assert torch.allclose(regularity_score(errors), torch.tensor([1.0, 0.8, 0.2]))
+
+
+def test_checkpoint_round_trip_and_decode_check(tmp_path):
+    model = build_scorer("conv_ae", clip_len=4, widths=[4, 4, 4])
+    decode = DecodeConfig(clip_len=4, resize=(16, 16))
+    path = str(tmp_path / "m.pt")
+    save_checkpoint(path, model, version="7", threshold=0.5, decode=decode_record(decode))
+    loaded = load_checkpoint(path)
+    assert (loaded.name, loaded.version, loaded.threshold) == ("conv_ae", "7", 0.5)
+    clips = torch.rand(2, 4, 16, 16)
+    assert torch.equal(loaded.model.score(clips).score, model.eval().score(clips).score)
+    check_decode_matches(loaded, decode)
+    with pytest.raises(ValueError, match="decode.resize"):
+        check_decode_matches(loaded, DecodeConfig(clip_len=4, resize=(32, 32)))
+
+
+class _Evil:
+    def __reduce__(self):
+        return (exec, ("import pathlib; pathlib.Path('PWNED').write_text('x')",))
+
+
+def test_checkpoint_loading_never_runs_pickled_code(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.pt"
+    buffer = io.BytesIO()
+    torch.save({"format": "vad-checkpoint/1", "payload": _Evil()}, buffer, pickle_protocol=pickle.HIGHEST_PROTOCOL)
+    path.write_bytes(buffer.getvalue())
+    with pytest.raises(ValueError, match="not a loadable vad checkpoint"):
+        load_checkpoint(str(path))
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_scores_table_has_the_schema():
+    n = 2
+    batch = {
+        "run_id": np.array(["r", "r"], dtype=object),
+        "clip_id": np.array([clip_id("u", 0, 16, 16, 1), clip_id("u", 1, 16, 16, 1)], dtype=object),
+        "video_uri": np.array(["u", "u"], dtype=object),
+        "clip_index": np.array([0, 1], dtype=np.int32),
+        "start_frame": np.array([0, 16]),
+        "end_frame": np.array([15, 31]),
+        "frame_step": np.ones(n, dtype=np.int16),
+        "start_time_s": np.array([0.0, 0.64]),
+        "end_time_s": np.array([0.64, 1.28]),
+        "model_name": np.array(["conv_ae"] * n, dtype=object),
+        "model_version": np.array(["1"] * n, dtype=object),
+        "score": np.array([0.1, 0.2], dtype=np.float32),
+        "threshold": np.array([0.15, 0.15], dtype=np.float32),
+        "is_anomaly": np.array([False, True]),
+        "frame_scores": np.ones((n, 16), dtype=np.float32),
+    }
+    table = scores_table(batch, dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))
+    assert table.schema.equals(SCORES_SCHEMA, check_metadata=True)
+    assert table.column("frame_scores").type.value_type == pa.float32()
+    assert clip_id("u", 1, 16, 16, 1) != clip_id("u", 1, 16, 8, 1)
+    del batch["score"]
+    with pytest.raises(KeyError, match="score"):
+        scores_table(batch, dt.datetime.now(dt.timezone.utc))
+
+
+def test_frames_from_clips_overlap_and_gaps():
+    clips = [(0, 1, [1, 1, 1, 1]), (2, 1, [3, 3, 3, 3])]
+    assert frames_from_clips(8, clips, "max")[:6].tolist() == [1, 1, 3, 3, 3, 3]
+    assert frames_from_clips(8, clips, "mean")[:6].tolist() == [1, 1, 2, 2, 3, 3]
+    assert np.isnan(frames_from_clips(8, clips)[6:]).all()
+    stepped = frames_from_clips(6, [(0, 2, [1, 5, 9])])
+    assert stepped[[0, 2, 4]].tolist() == [1, 5, 9] and np.isnan(stepped[1])
+
+
+def test_frame_level_report_on_separable_and_random_scores():
+    rng = np.random.default_rng(0)
+    labels = [np.r_[np.zeros(50), np.ones(20), np.zeros(30)] for _ in range(3)]
+    perfect = [y * 2 + rng.uniform(0, 1, len(y)) for y in labels]
+    report = frame_level_report(labels, perfect)
+    assert report["auc_micro"] == 1.0 and report["auc_macro"] == 1.0 and report["eer"] == 0.0
+    noise = frame_level_report(labels, [rng.uniform(size=len(y)) for y in labels])
+    assert 0.3 < noise["auc_micro"] < 0.7
+    assert normalise_per_video(np.array([2.0, 4.0, 6.0])).tolist() == [0.0, 0.5, 1.0]
