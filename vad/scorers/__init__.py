@@ -25,8 +25,10 @@ def build_scorer(name: str, **hparams) -> ClipScorer:
 
 def _register_builtin() -> None:
     from vad.scorers.conv_ae.model import conv_ae
+    from vad.scorers.pred.model import pred
 
     register("conv_ae", conv_ae)
+    register("pred", pred)
 
 
 _register_builtin()

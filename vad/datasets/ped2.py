@@ -1,0 +1,156 @@
+"""UCSD Ped2 (Mahadevan et al. 2010) from the shared data folder, for tests and benchmarks.
+
+The archive is never part of the project: it is read from `$VAD_DATA` or from
+`../shared/data/` beside the checkout, and extracted once into a cache folder.
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ARCHIVE = "ucsd_ped2.tar.gz"
+
+
+def data_dir() -> Path | None:
+    """Where the shared benchmark archives are, or None."""
+    candidates = [os.environ.get("VAD_DATA")] if os.environ.get("VAD_DATA") else []
+    repo = Path(__file__).resolve().parents[2]
+    candidates += [str(repo.parent / "shared" / "data"), str(repo / "shared" / "data")]
+    for candidate in candidates:
+        if (Path(candidate) / ARCHIVE).is_file():
+            return Path(candidate)
+    return None
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("VAD_CACHE", Path.home() / ".cache" / "vad"))
+
+
+def _safe_extract(archive: Path, target: Path) -> None:
+    with tarfile.open(archive) as tar:
+        tar.extractall(target, filter="data")  # refuses absolute paths, links out of target, devices
+
+
+@dataclass(frozen=True)
+class Ped2:
+    root: Path  # folder holding training/ and testing/
+
+    @property
+    def train_dir(self) -> Path:
+        return self.root / "training" / "frames"
+
+    @property
+    def test_dir(self) -> Path:
+        return self.root / "testing" / "frames"
+
+    def test_videos(self) -> list[str]:
+        return sorted(p.name for p in self.test_dir.iterdir() if p.is_dir())
+
+    def test_labels(self) -> dict[str, np.ndarray]:
+        """Test video name ('01'..'12') -> per-frame 0/1 labels (frame 000.jpg first)."""
+        flat = np.load(self.root / "frame_labels_ped2.npy", allow_pickle=False).reshape(-1)
+        labels, offset = {}, 0
+        for name in self.test_videos():
+            n = sum(1 for f in (self.test_dir / name).iterdir() if f.suffix.lower() in (".jpg", ".tif", ".png"))
+            labels[name] = flat[offset : offset + n].astype(np.int8)
+            offset += n
+        if offset != len(flat):
+            raise ValueError(f"Ped2 labels cover {len(flat)} frames, the test folders hold {offset}")
+        return labels
+
+
+def load_ped2() -> Ped2:
+    """Extract (once) and return UCSD Ped2; raises FileNotFoundError when the archive is not here."""
+    source = data_dir()
+    if source is None:
+        raise FileNotFoundError(f"{ARCHIVE} not found: set VAD_DATA to the folder that holds it")
+    target = cache_dir() / "ucsd_ped2"
+    root = target / "ucsd_ped2"
+    if not (root / "frame_labels_ped2.npy").is_file():
+        target.mkdir(parents=True, exist_ok=True)
+        _safe_extract(source / ARCHIVE, target)
+    return Ped2(root)
+
+
+@dataclass
+class BenchResult:
+    scorer: str
+    auc_micro: float
+    auc_macro: float
+    eer: float
+    train_s: float
+    clips_per_s: float
+    train_clips: int
+    test_clips: int
+    final_loss: float
+
+
+def _clips_with_starts(folder: Path, decode) -> dict[str, tuple[list[int], np.ndarray]]:
+    from vad.config import SourceConfig
+    from vad.decode import iter_clips
+    from vad.sources import list_videos
+
+    videos, _ = list_videos(SourceConfig(uri=str(folder)), run_date="2000-01-01")
+    out = {}
+    for video in videos:
+        clips = list(iter_clips(video, decode))
+        out[video.key] = ([c.start_frame for c in clips], np.stack([c.frames for c in clips]))
+    return out
+
+
+def benchmark_scorer(
+    name: str,
+    hparams: dict,
+    decode,
+    train_decode,
+    *,
+    epochs: int,
+    batch_size: int = 8,
+    lr: float = 1e-3,
+    max_train_clips: int | None = None,
+    seed: int = 0,
+    smoothing: int = 1,
+) -> BenchResult:
+    """Train `name` on the Ped2 training videos (all normal), score the test videos, frame-level AUC.
+
+    Nothing is selected on the test set: fixed epochs, no checkpoint picking, no threshold."""
+    import time
+
+    import torch
+
+    from vad.metrics import frame_level_report, frames_from_clips
+    from vad.scorers import build_scorer
+    from vad.training import fit
+
+    ped2 = load_ped2()
+    train = np.concatenate([c for _, c in _clips_with_starts(ped2.train_dir, train_decode).values()])
+    if max_train_clips and len(train) > max_train_clips:
+        train = train[np.random.default_rng(seed).choice(len(train), max_train_clips, replace=False)]
+    model = build_scorer(name, clip_len=decode.clip_len, **hparams)
+    result = fit(model, train, epochs=epochs, batch_size=batch_size, lr=lr, val_fraction=0.05, seed=seed)
+    model.eval()
+    labels = ped2.test_labels()
+    test = _clips_with_starts(ped2.test_dir, decode)
+    ys, ss, n_clips, t0 = [], [], 0, time.perf_counter()
+    with torch.inference_mode():
+        for key, (starts, clips) in test.items():
+            scores = []
+            for i in range(0, len(clips), batch_size):
+                batch = torch.from_numpy(clips[i : i + batch_size]).float().div_(255.0)
+                scores.append(model.score(batch).frame_scores.numpy())
+            frame_scores = np.concatenate(scores)
+            n_clips += len(frame_scores)
+            rows = [(s, decode.frame_step, f) for s, f in zip(starts, frame_scores)]
+            ys.append(labels[key])
+            ss.append(frames_from_clips(len(labels[key]), rows, "mean"))
+    score_s = time.perf_counter() - t0
+    report = frame_level_report(ys, ss, per_video_norm=True, smoothing=smoothing)
+    return BenchResult(
+        name, report["auc_micro"], report["auc_macro"], report["eer"], result.seconds, n_clips / score_s,
+        len(train), n_clips, result.history[-1]["train/loss"],
+    )
