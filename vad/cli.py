@@ -82,6 +82,53 @@ def cmd_query(args) -> int:
     return 0
 
 
+def _load_labels(spec: str) -> dict:
+    import numpy as np
+
+    if spec == "ped2":
+        from vad.datasets.ped2 import load_ped2
+
+        return load_ped2().test_labels()
+    with open(spec) as f:
+        raw = json.load(f)
+    if not isinstance(raw, dict):
+        raise ValueError(f"{spec}: expected a JSON object mapping video key -> list of 0/1 frame labels")
+    return {k: np.asarray(v, dtype=np.int8) for k, v in raw.items()}
+
+
+def cmd_evaluate(args) -> int:
+    from vad.evaluate import evaluate_run
+
+    report = evaluate_run(
+        args.results,
+        _load_labels(args.labels),
+        run_id=args.run_id,
+        per_video_norm=not args.no_normalise,
+        smoothing=args.smoothing,
+        plots_dir=args.plots,
+    )
+    print(
+        f"frame-level AUC  micro (all frames concatenated) {report['auc_micro']:.4f}   "
+        f"macro (mean over videos) {report['auc_macro']:.4f}   EER {report['eer']:.4f}   "
+        f"[{report['videos']} videos, {report['frames']} frames, "
+        f"{'per-video normalised' if not args.no_normalise else 'raw scores'}, smoothing {args.smoothing}]"
+    )
+    if report["missing_videos"]:
+        print(f"labelled but not scored: {', '.join(report['missing_videos'])}")
+    for plot in report.get("plots", []):
+        print(f"plot: {plot}")
+    if args.mlflow_run_id:
+        import mlflow
+
+        if args.tracking_uri:
+            mlflow.set_tracking_uri(args.tracking_uri)
+        with mlflow.start_run(run_id=args.mlflow_run_id):
+            mlflow.log_metrics({f"eval/{k}": v for k, v in report.items() if isinstance(v, (int, float))})
+            for plot in report.get("plots", []):
+                mlflow.log_artifact(plot, artifact_path="eval")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vad", description="Score archived surveillance video for anomalies.")
     parser.add_argument("--version", action="version", version=f"vad {__version__}")
@@ -108,6 +155,17 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--results", default="vad-work/demo/results", help="results root (folder or s3:// uri)")
     query.add_argument("--format", choices=["table", "csv", "json"], default="table")
     query.set_defaults(func=cmd_query)
+
+    evaluate = sub.add_parser("evaluate", help="frame-level AUC/EER of a scoring run against frame labels, with plots")
+    evaluate.add_argument("--results", default="vad-work/demo/results", help="results root (folder or s3:// uri)")
+    evaluate.add_argument("--labels", required=True, help="JSON {video key: [0/1 per frame]} or 'ped2'")
+    evaluate.add_argument("--run-id", default=None, help="scoring run (default: the latest)")
+    evaluate.add_argument("--smoothing", type=int, default=1, help="moving-average window in frames")
+    evaluate.add_argument("--no-normalise", action="store_true", help="skip per-video min-max normalisation")
+    evaluate.add_argument("--plots", default=None, help="folder for roc.png and timelines.png")
+    evaluate.add_argument("--mlflow-run-id", default=None, help="log metrics and plots into this MLflow run")
+    evaluate.add_argument("--tracking-uri", default=None)
+    evaluate.set_defaults(func=cmd_evaluate)
     return parser
 
 

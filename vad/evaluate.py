@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from vad.config import StorageConfig
-from vad.metrics import frame_level_report, frames_from_clips
+from vad.metrics import frame_level_report, frames_from_clips, prepare_scores
 from vad.query import connect
 
 
@@ -30,6 +32,18 @@ def video_frame_scores(results_uri: str, run_id: str | None = None, storage: Sto
     return out
 
 
+def match_labels(clips: dict[str, list], labels: dict[str, np.ndarray], overlap: str = "mean"):
+    """Pairs (key, labels, frame scores) for each labelled video; keys match video uris by suffix."""
+    pairs, missing = [], []
+    for key, y in labels.items():
+        match = [uri for uri in clips if uri == key or uri.endswith("/" + key.strip("/"))]
+        if not match:
+            missing.append(key)
+            continue
+        pairs.append((key, np.asarray(y), frames_from_clips(len(y), clips[match[0]], overlap)))
+    return pairs, missing
+
+
 def evaluate_run(
     results_uri: str,
     labels: dict[str, np.ndarray],
@@ -38,19 +52,27 @@ def evaluate_run(
     per_video_norm: bool = True,
     smoothing: int = 1,
     overlap: str = "mean",
+    plots_dir: str | Path | None = None,
 ) -> dict:
-    """`labels` maps a video key (matched as a suffix of the video uri) to its per-frame 0/1 labels."""
-    clips = video_frame_scores(results_uri, run_id, storage)
-    ys, ss, missing = [], [], []
-    for key, y in labels.items():
-        match = [uri for uri in clips if uri == key or uri.endswith("/" + key.lstrip("/"))]
-        if not match:
-            missing.append(key)
-            continue
-        ys.append(np.asarray(y))
-        ss.append(frames_from_clips(len(y), clips[match[0]], overlap))
-    if not ys:
+    """`labels` maps a video key (matched as a suffix of the video uri) to its per-frame 0/1 labels.
+
+    With `plots_dir`, writes roc.png and timelines.png there and lists them under "plots"."""
+    pairs, missing = match_labels(video_frame_scores(results_uri, run_id, storage), labels, overlap)
+    if not pairs:
         raise ValueError(f"none of the {len(labels)} labelled videos were scored in this run")
-    report = frame_level_report(ys, ss, per_video_norm=per_video_norm, smoothing=smoothing)
+    report = frame_level_report([y for _, y, _ in pairs], [s for _, _, s in pairs], per_video_norm, smoothing)
     report["missing_videos"] = missing
+    if plots_dir is not None:
+        from vad.plots import roc_plot, timeline_plot
+
+        out = Path(plots_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        prepared = {k: (y, prepare_scores(s, per_video_norm, smoothing)) for k, y, s in pairs}
+        ys = np.concatenate([y for y, _ in prepared.values()])
+        ss = np.concatenate([s for _, s in prepared.values()])
+        keep = ~np.isnan(ss)
+        report["plots"] = [
+            str(roc_plot(ys[keep], ss[keep], out / "roc.png", f"frame-level ROC ({len(prepared)} videos)")),
+            str(timeline_plot(prepared, out / "timelines.png")),
+        ]
     return report

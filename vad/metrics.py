@@ -59,14 +59,17 @@ def equal_error_rate(labels: np.ndarray, scores: np.ndarray) -> float:
     return float((fpr[i] + fnr[i]) / 2)
 
 
+def prepare_scores(scores: np.ndarray, per_video_norm: bool = True, smoothing: int = 1) -> np.ndarray:
+    """The evaluation view of one video's frame scores: gaps filled, smoothed, normalised."""
+    s = smooth(fill_gaps(np.asarray(scores, dtype=float)), smoothing)
+    return normalise_per_video(s) if per_video_norm else s
+
+
 def frame_level_report(labels: list[np.ndarray], scores: list[np.ndarray], per_video_norm: bool = True, smoothing: int = 1) -> dict:
     """Micro AUC (all frames concatenated), macro AUC (mean over videos that hold both classes), EER."""
     prepared = []
     for y, s in zip(labels, scores):
-        s = fill_gaps(np.asarray(s, dtype=float))
-        s = smooth(s, smoothing)
-        if per_video_norm:
-            s = normalise_per_video(s)
+        s = prepare_scores(s, per_video_norm, smoothing)
         keep = ~np.isnan(s)
         prepared.append((np.asarray(y)[keep].astype(int), s[keep]))
     y_all = np.concatenate([y for y, _ in prepared])

@@ -12,10 +12,10 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from vad.config import StorageConfig
-from vad.schema import PARTITION_SCHEMA, RUNS_SCHEMA, SCORES_SCHEMA
+from vad.schema import MASKS_SCHEMA, PARTITION_SCHEMA, RUNS_SCHEMA, SCORES_SCHEMA
 from vad.storage import filesystem, parse_uri
 
-TABLES = {"scores": SCORES_SCHEMA, "runs": RUNS_SCHEMA}
+TABLES = {"scores": SCORES_SCHEMA, "masks": MASKS_SCHEMA, "runs": RUNS_SCHEMA}
 
 # Per-video regularity score of Hasan et al. 2016 over the clip scores.
 REGULARITY_VIEW = """
@@ -28,7 +28,7 @@ WINDOW v AS (PARTITION BY run_id, video_uri)
 
 
 def _dataset(fs: pafs.FileSystem, path: str, schema) -> pads.Dataset:
-    partition_schema = PARTITION_SCHEMA if schema is SCORES_SCHEMA else PARTITION_SCHEMA.remove(1)
+    partition_schema = PARTITION_SCHEMA.remove(1) if schema is RUNS_SCHEMA else PARTITION_SCHEMA
     info = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
     files = [f.path for f in info if f.is_file and f.path.endswith(".parquet") and "/." not in f.path]
     return pads.dataset(
@@ -48,7 +48,7 @@ def pa_schema_with(schema, partition_schema):
 
 
 def connect(results_uri: str, storage: StorageConfig | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB with `scores`, `runs` and `scores_regularity` views over the results."""
+    """An in-memory DuckDB with `scores`, `masks`, `runs` and `scores_regularity` views over the results."""
     root = parse_uri(results_uri)
     fs = filesystem(root, storage)
     con = duckdb.connect(":memory:")

@@ -34,6 +34,23 @@ SCORES_SCHEMA = pa.schema(
     metadata={"vad.table": "scores", "vad.schema_version": str(SCORES_SCHEMA_VERSION)},
 )
 
+MASKS_SCHEMA = pa.schema(
+    [
+        ("schema_version", pa.int16()),
+        ("run_id", pa.string()),
+        ("clip_id", pa.string()),  # joins scores.clip_id
+        ("video_uri", pa.string()),
+        ("clip_index", pa.int32()),
+        ("start_frame", pa.int64()),
+        ("frame_step", pa.int16()),
+        ("height", pa.int32()),
+        ("width", pa.int32()),
+        ("mask_png", pa.list_(pa.field("element", pa.binary()))),  # one 1-bit PNG per frame of the clip
+        ("anomalous_pixels", pa.list_(pa.field("element", pa.int32()))),
+    ],
+    metadata={"vad.table": "masks", "vad.schema_version": str(SCORES_SCHEMA_VERSION)},
+)
+
 RUNS_SCHEMA = pa.schema(
     [
         ("schema_version", pa.int16()),

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 
 from vad.config import DecodeConfig, StorageConfig
 from vad.decode import iter_clip_batches
-from vad.schema import SCORES_SCHEMA, SCORES_SCHEMA_VERSION, clip_id
+from vad.schema import MASKS_SCHEMA, SCORES_SCHEMA, SCORES_SCHEMA_VERSION, clip_id
 from vad.sources import VideoRef, validate_camera, validate_date
 from vad.storage import filesystem, parse_uri
 
@@ -84,7 +84,47 @@ class ScoreClips:
         batch["model_version"] = np.array([self.loaded.version] * n, dtype=object)
         batch["run_id"] = np.array([self.run_id] * n, dtype=object)
         batch["frame_step"] = np.full(n, self.decode.frame_step, dtype=np.int16)
+        if output.mask is not None:
+            masks = output.mask.cpu().numpy()
+            pngs = np.empty(n, dtype=object)  # one list of PNGs per clip, kept 1-D
+            for i, clip in enumerate(masks):
+                pngs[i] = [encode_mask(frame) for frame in clip]
+            batch["mask_png"] = pngs
+            batch["anomalous_pixels"] = masks.reshape(n, masks.shape[1], -1).sum(axis=2).astype(np.int32)
         return batch
+
+
+def encode_mask(mask: np.ndarray) -> bytes:
+    """A boolean (H, W) mask as a 1-bit PNG (a few hundred bytes for a typical sparse mask)."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(mask.astype(np.uint8) * 255).convert("1").save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def decode_mask(png: bytes) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(png)).convert("L")) > 0
+
+
+def masks_table(batch: dict[str, np.ndarray]) -> pa.Table:
+    n = len(batch["clip_id"])
+    first = [decode_mask(clip[0]).shape for clip in batch["mask_png"]]
+    columns = {
+        "schema_version": pa.array(np.full(n, SCORES_SCHEMA_VERSION, dtype=np.int16)),
+        "height": pa.array([h for h, _ in first], type=pa.int32()),
+        "width": pa.array([w for _, w in first], type=pa.int32()),
+        "mask_png": pa.array([list(c) for c in batch["mask_png"]], type=MASKS_SCHEMA.field("mask_png").type),
+        "anomalous_pixels": pa.array([list(c) for c in batch["anomalous_pixels"]], type=MASKS_SCHEMA.field("anomalous_pixels").type),
+    }
+    arrays = [columns[f.name] if f.name in columns else pa.array(batch[f.name], type=f.type) for f in MASKS_SCHEMA]
+    return pa.Table.from_arrays(arrays, schema=MASKS_SCHEMA)
 
 
 def scores_table(batch: dict[str, np.ndarray], scored_at: dt.datetime) -> pa.Table:
@@ -109,6 +149,7 @@ class WriteScores:
 
     def __init__(self, *, output_uri: str, storage: StorageConfig | None, run_id: str):
         self.root = parse_uri(output_uri).join("scores")
+        self.masks_root = parse_uri(output_uri).join("masks")
         self.fs = filesystem(self.root, storage)
         self.run_id = run_id
 
@@ -116,6 +157,7 @@ class WriteScores:
         from vad.sinks import write_parquet_atomic
 
         table = scores_table(batch, dt.datetime.now(dt.timezone.utc))
+        masks = masks_table(batch) if "mask_png" in batch else None
         dates = np.asarray(batch["date"], dtype=object)
         cameras = np.asarray(batch["camera"], dtype=object)
         out: dict[str, list] = {"path": [], "date": [], "camera": [], "rows": [], "anomalies": []}
@@ -125,6 +167,10 @@ class WriteScores:
             date, camera = validate_date(str(raw_date)), validate_camera(str(raw_camera))
             path = self.root.join(f"date={date}", f"camera={camera}", f"part-{self.run_id}-{uuid.uuid4().hex[:12]}.parquet").path
             write_parquet_atomic(self.fs, path, part)
+            if masks is not None:
+                mask_part = masks.filter(pa.array((dates == raw_date) & (cameras == raw_camera)))
+                mask_path = self.masks_root.join(f"date={date}", f"camera={camera}", path.rsplit("/", 1)[1]).path
+                write_parquet_atomic(self.fs, mask_path, mask_part)
             out["path"].append(path)
             out["date"].append(date)
             out["camera"].append(camera)

@@ -107,5 +107,8 @@ def fit(
         if on_epoch is not None:
             on_epoch(row)
     reference = val_scores if n_val else clip_scores(model, train, batch_size, device)
+    if hasattr(model, "calibrate"):  # scorers with pixel masks calibrate them on held-out normal clips
+        model.eval()
+        model.calibrate(torch.from_numpy(val if n_val else train[:64]).float().div_(255.0).to(device))
     threshold = float(np.quantile(reference, threshold_quantile))
     return FitResult(threshold, history, reference, time.perf_counter() - started)

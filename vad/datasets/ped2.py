@@ -107,7 +107,7 @@ def benchmark_scorer(
     name: str,
     hparams: dict,
     decode,
-    train_decode,
+    train_decode,  # one DecodeConfig, or several whose clips are pooled (temporal-stride augmentation)
     *,
     epochs: int,
     batch_size: int = 8,
@@ -128,7 +128,10 @@ def benchmark_scorer(
     from vad.training import fit
 
     ped2 = load_ped2()
-    train = np.concatenate([c for _, c in _clips_with_starts(ped2.train_dir, train_decode).values()])
+    train_decodes = train_decode if isinstance(train_decode, (list, tuple)) else [train_decode]
+    train = np.concatenate(
+        [c for d in train_decodes for _, c in _clips_with_starts(ped2.train_dir, d).values()]
+    )
     if max_train_clips and len(train) > max_train_clips:
         train = train[np.random.default_rng(seed).choice(len(train), max_train_clips, replace=False)]
     model = build_scorer(name, clip_len=decode.clip_len, **hparams)

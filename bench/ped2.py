@@ -1,0 +1,76 @@
+"""UCSD Ped2 benchmark: train each frame-level scorer on the 16 normal training videos, score the
+12 test videos, print one table (frame-level AUC micro/macro, EER, training time, scoring speed).
+
+    .venv/bin/python bench/ped2.py [--only conv_ae,pred] [--fast]
+
+Nothing is selected on the test set: fixed epochs, the last weights, no thresholds (AUC/EER are
+threshold-free). Scores are normalised per video (min-max), as in the papers. Needs
+../shared/data/ucsd_ped2.tar.gz (or VAD_DATA). CPU-only settings: inputs are downscaled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from vad.config import DecodeConfig
+from vad.datasets.ped2 import benchmark_scorer
+
+# name -> (hparams, decode, training decodes, epochs, lr); `fast` is the CI variant.
+SETTINGS = {
+    "full": {
+        "conv_ae": ({"widths": [128, 64, 32]}, DecodeConfig(clip_len=10, stride=10, resize=(64, 96)), [2], 20, 1e-3),
+        "pred": ({"widths": [32, 64, 128]}, DecodeConfig(clip_len=8, stride=8, resize=(80, 120)), [4], 5, 1e-3),
+        "st_ae": ({"widths": [64, 32], "lstm": [32, 16, 32]}, DecodeConfig(clip_len=10, stride=10, resize=(64, 96)), [5, "x2", "x3"], 15, 1e-3),
+        "vgg_ae": ({"width_divisor": 2}, DecodeConfig(clip_len=4, stride=4, resize=(64, 96)), [4], 8, 1e-3),
+    },
+    "fast": {
+        "conv_ae": ({"widths": [64, 32, 16]}, DecodeConfig(clip_len=10, stride=10, resize=(48, 72)), [5], 10, 2e-3),
+        "pred": ({"widths": [16, 32, 64]}, DecodeConfig(clip_len=8, stride=8, resize=(48, 72)), [8], 2, 2e-3),
+        "st_ae": ({"widths": [32, 16], "lstm": [16, 8, 16]}, DecodeConfig(clip_len=10, stride=10, resize=(48, 72)), [10], 8, 2e-3),
+        "vgg_ae": ({"width_divisor": 4}, DecodeConfig(clip_len=4, stride=4, resize=(48, 72)), [8], 6, 2e-3),
+    },
+}
+
+
+def training_decodes(decode: DecodeConfig, spec: list) -> list[DecodeConfig]:
+    """[stride] or [stride, "x2", "x3"]: the latter adds clips sampled every 2nd / 3rd frame."""
+    stride, *steps = spec
+    out = [decode.model_copy(update={"stride": stride})]
+    out += [decode.model_copy(update={"stride": stride, "frame_step": int(s[1:])}) for s in steps]
+    return out
+
+
+def run(names: list[str], mode: str = "full") -> list:
+    results = []
+    for name in names:
+        hparams, decode, train_spec, epochs, lr = SETTINGS[mode][name]
+        t0 = time.perf_counter()
+        result = benchmark_scorer(name, hparams, decode, training_decodes(decode, train_spec), epochs=epochs, lr=lr)
+        print(json.dumps({**result.__dict__, "wall_s": round(time.perf_counter() - t0, 1)}), flush=True)
+        results.append(result)
+    return results
+
+
+def table(results) -> str:
+    lines = [
+        "| scorer | micro AUC | macro AUC | EER | training (s) | scoring clips/s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.scorer} | {100 * r.auc_micro:.1f} | {100 * r.auc_macro:.1f} | {100 * r.eer:.1f} | {r.train_s:.0f} | {r.clips_per_s:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default=",".join(SETTINGS["full"]))
+    parser.add_argument("--fast", action="store_true", help="the small CI settings")
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    print(table(run(args.only.split(","), "fast" if args.fast else "full")))

@@ -1,0 +1,126 @@
+"""Shapes, losses and input checks of every scorer; each must learn on a toy problem."""
+
+import numpy as np
+import pytest
+import torch
+
+from vad.scorers import SCORERS, build_scorer
+from vad.scorers.mil.loss import mil_ranking_loss
+from vad.scorers.mil.model import MILHead, segment_features, train_mil
+from vad.scorers.pred.loss import gradient_loss, psnr
+
+CASES = {
+    "conv_ae": ({"clip_len": 8, "widths": [8, 8, 4]}, (2, 8, 32, 40)),
+    "pred": ({"widths": [8, 16]}, (2, 6, 32, 40)),
+    "st_ae": ({"clip_len": 10, "widths": [8, 8], "lstm": [8, 4, 8]}, (2, 10, 32, 40)),
+    "vgg_ae": ({"width_divisor": 8}, (2, 3, 32, 40)),
+}
+
+
+def test_every_registered_scorer_is_covered():
+    assert set(SCORERS) == set(CASES)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_score_output_shapes_and_rebuild(name):
+    hparams, shape = CASES[name]
+    torch.manual_seed(0)
+    model = build_scorer(name, **hparams).eval()
+    clips = torch.rand(shape)
+    out = model.score(clips)
+    assert out.score.shape == (shape[0],)
+    assert out.frame_scores.shape == shape[:2]
+    assert torch.isfinite(out.frame_scores).all()
+    twin = build_scorer(name, **model.hparams()).eval()
+    twin.load_state_dict(model.state_dict())
+    assert torch.allclose(twin.score(clips).score, out.score)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_training_reduces_loss(name):
+    hparams, shape = CASES[name]
+    torch.manual_seed(0)
+    model = build_scorer(name, **hparams)
+    # A smooth moving blob: learnable structure, not noise.
+    t = torch.arange(shape[1]).float()[:, None, None]
+    y = torch.arange(shape[2]).float()[None, :, None]
+    x = torch.arange(shape[3]).float()[None, None, :]
+    clips = torch.exp(-((y - 12) ** 2 + (x - 8 - 2 * t) ** 2) / 30).expand(shape).contiguous()
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        loss = model.training_loss(clips)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_input_checks():
+    with pytest.raises(ValueError, match="longer than 3"):
+        build_scorer("pred").score(torch.rand(1, 3, 32, 32))
+    with pytest.raises(ValueError, match="divisible by 4"):
+        build_scorer("st_ae").score(torch.rand(1, 10, 30, 32))
+    with pytest.raises(ValueError, match="mask_mode"):
+        build_scorer("vgg_ae", mask_mode="sometimes")
+
+
+def test_pred_losses():
+    a = torch.zeros(1, 1, 8, 8)
+    assert psnr(a, a + 0.1).item() == pytest.approx(20.0, abs=1e-4)
+    edge = torch.zeros(1, 1, 8, 8)
+    edge[..., 4:] = 1
+    assert gradient_loss(edge, edge).item() == 0 and gradient_loss(a, edge).item() > 0
+
+
+def test_vgg_masks_and_torchvision_weights():
+    model = build_scorer("vgg_ae").eval()
+    # A torchvision-layout state dict: `features.N.*` plus classifier keys that must be ignored.
+    source = {f"features.{k}": torch.randn_like(v) for k, v in model.features.state_dict().items()}
+    source["features.17.weight"] = torch.randn(512, 256, 3, 3)  # conv4_1: beyond the encoder
+    source["classifier.0.weight"] = torch.randn(4096, 25088)
+    model.load_vgg16(source)
+    assert torch.equal(model.features[0].weight, source["features.0.weight"])
+    with pytest.raises(ValueError, match="not a torchvision VGG16"):
+        model.load_vgg16({"features.0.weight": source["features.0.weight"]})
+    small = build_scorer("vgg_ae", width_divisor=8, mask_percentile=95).eval()
+    clips = torch.rand(2, 2, 32, 32)
+    with torch.inference_mode():
+        assert small.score(clips).mask.float().mean().item() == pytest.approx(0.05, abs=0.01)  # per-frame fallback
+        small.calibrate(clips)
+        out = small.score(clips)
+    assert out.mask.shape == clips.shape and out.mask.dtype == torch.bool
+    assert 0.03 < out.mask.float().mean().item() < 0.07
+
+
+def test_mil_loss_terms():
+    anomalous = torch.tensor([[0.0, 0.9, 0.0]])
+    normal = torch.tensor([[0.1, 0.2, 0.1]])
+    hinge = 1 - 0.9 + 0.2
+    expected = hinge + 8e-5 * (0.81 + 0.81) + 8e-5 * 0.9
+    assert mil_ranking_loss(anomalous, normal).item() == pytest.approx(expected, rel=1e-5)
+    assert mil_ranking_loss(torch.tensor([[2.0, 2.0]]), torch.tensor([[0.0, 0.0]]), 0, 0).item() == 0
+
+
+def test_mil_head_and_segments():
+    head = MILHead(feature_dim=1024)
+    assert [m.out_features for m in head.net if isinstance(m, torch.nn.Linear)] == [512, 32, 1]
+    assert [m.p for m in head.net if isinstance(m, torch.nn.Dropout)] == [0.6, 0.6]
+    feats = np.arange(10 * 4, dtype=np.float32).reshape(10, 4) + 1
+    seg = segment_features(feats, 32)
+    assert seg.shape == (32, 4) and np.allclose(np.linalg.norm(seg, axis=1), 1)
+    seg = segment_features(np.eye(64, dtype=np.float32), 32)
+    assert np.allclose(seg[0], np.r_[[1, 1], np.zeros(62)] / np.sqrt(2))
+
+
+def test_mil_learns_to_rank_bags():
+    rng = np.random.default_rng(0)
+    normal = rng.normal(0, 1, (20, 32, 16)).astype(np.float32)
+    anomalous = rng.normal(0, 1, (20, 32, 16)).astype(np.float32)
+    anomalous[:, 10:14, 0] += 4  # a few anomalous segments per positive bag
+    head, losses = train_mil(anomalous, normal, epochs=300, batch_pairs=10, lr=0.05)
+    assert np.mean(losses[-20:]) < np.mean(losses[:20])
+    with torch.no_grad():
+        scores = head(torch.from_numpy(anomalous)).numpy()
+    assert scores[:, 10:14].mean() > scores[:, :10].mean() + 0.1

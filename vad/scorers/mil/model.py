@@ -1,0 +1,84 @@
+"""MIL ranking head over clip features (Sultani, Chen & Shah, CVPR 2018).
+
+Each video is a bag of 32 temporal segments; a segment's feature is the mean
+of the (C3D fc6 4096-d or I3D 1024-d) clip features inside it, L2-normalised.
+A 3-layer MLP (d -> 512 -> 32 -> 1, dropout 0.6, sigmoid) scores segments and is
+trained with the ranking loss of `loss.py` on weakly labelled videos.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from vad.scorers.mil.loss import mil_ranking_loss
+
+SEGMENTS = 32
+
+
+class MILHead(nn.Module):
+    def __init__(self, *, feature_dim: int = 4096, dropout: float = 0.6):
+        super().__init__()
+        self.feature_dim, self.dropout = feature_dim, dropout
+        self.net = nn.Sequential(
+            nn.Linear(feature_dim, 512), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(512, 32), nn.Dropout(dropout),
+            nn.Linear(32, 1), nn.Sigmoid(),
+        )
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """(..., feature_dim) -> (...) anomaly scores in [0, 1]."""
+        return self.net(features).squeeze(-1)
+
+    def hparams(self) -> dict:
+        return {"feature_dim": self.feature_dim, "dropout": self.dropout}
+
+
+def segment_features(clip_features: np.ndarray, segments: int = SEGMENTS) -> np.ndarray:
+    """(n_clips, d) -> (segments, d): mean over equal temporal spans, then L2-normalised.
+    A video with fewer clips than segments repeats clips."""
+    n = len(clip_features)
+    if n == 0:
+        raise ValueError("a video with no clips has no segments")
+    edges = np.linspace(0, n, segments + 1)
+    out = np.empty((segments, clip_features.shape[1]), dtype=np.float32)
+    for i in range(segments):
+        lo = int(np.floor(edges[i]))
+        hi = max(int(np.ceil(edges[i + 1])), lo + 1)
+        out[i] = clip_features[lo:min(hi, n)].mean(axis=0) if lo < n else clip_features[-1]
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    return out / np.maximum(norms, 1e-12)
+
+
+def train_mil(
+    anomalous: np.ndarray,
+    normal: np.ndarray,
+    *,
+    epochs: int = 200,
+    batch_pairs: int = 30,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-3,
+    seed: int = 0,
+) -> tuple[MILHead, list[float]]:
+    """Bags (n, 32, d) of anomalous and normal videos; Adagrad as in the paper's code."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    head = MILHead(feature_dim=anomalous.shape[-1])
+    optimiser = torch.optim.Adagrad(head.parameters(), lr=lr, weight_decay=weight_decay)
+    a_all, n_all = torch.from_numpy(anomalous).float(), torch.from_numpy(normal).float()
+    losses = []
+    for _ in range(epochs):
+        head.train()
+        # The paper's batch: 30 anomalous and 30 normal videos, paired; smaller sets are cycled.
+        ia = rng.permutation(len(a_all))[:batch_pairs]
+        inn = rng.permutation(len(n_all))[:batch_pairs]
+        pairs = max(len(ia), len(inn))
+        scores_a, scores_n = head(a_all[ia]), head(n_all[inn])
+        loss = mil_ranking_loss(scores_a[np.arange(pairs) % len(ia)], scores_n[np.arange(pairs) % len(inn)])
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss.detach()))
+    head.eval()
+    return head, losses
