@@ -51,7 +51,7 @@ class SourceConfig(_Section):
     frame_extensions: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
     key_pattern: str = Field(
         DEFAULT_KEY_PATTERN,
-        description="regex over the key relative to the source uri, with optional groups 'camera' and 'date'",
+        description="regex searched in each object's full path (bucket/key or absolute path), optional groups 'camera' and 'date'",
     )
     default_camera: str = "default"
     min_frames_per_folder: int = Field(1, ge=1)

@@ -98,11 +98,12 @@ def run_demo(work_dir: str = "vad-work", epochs: int = 25, num_cpus: int | None 
             f"[4/5] scored {summary.clips} clips from {summary.videos} videos in {summary.wall_s:.1f} s "
             f"({summary.clips_per_s:.1f} clips/s), {summary.anomalous_clips} flagged; Parquet under {results}"
         )
-        report = evaluate_run(str(results), labels, summary.run_id)
+        report = evaluate_run(str(results), labels, summary.run_id, plots_dir=work / "demo" / "plots")
         _log_eval(score_cfg, summary.mlflow_run_id, report)
         print(
             f"[5/5] frame-level AUC on the {report['videos']} test videos: micro {report['auc_micro']:.3f}, "
-            f"macro {report['auc_macro']:.3f}, EER {report['eer']:.3f} (per-video normalised scores)"
+            f"macro {report['auc_macro']:.3f}, EER {report['eer']:.3f} (per-video normalised scores); "
+            f"plots: {', '.join(report['plots'])}"
         )
         print(f"\nSample query:  vad query --results {results} \"{SAMPLE_SQL}\"\n")
         print(format_table(*run_query(str(results), SAMPLE_SQL)))
@@ -121,3 +122,5 @@ def _log_eval(cfg: ScoreJobConfig, mlflow_run_id: str | None, report: dict) -> N
 
     with mlflow.start_run(run_id=mlflow_run_id):
         mlflow.log_metrics({f"eval/{k}": v for k, v in report.items() if isinstance(v, (int, float))})
+        for plot in report.get("plots", []):
+            mlflow.log_artifact(plot, artifact_path="eval")

@@ -82,3 +82,22 @@ def frame_level_report(labels: list[np.ndarray], scores: list[np.ndarray], per_v
         "frames": int(len(y_all)),
         "videos": len(prepared),
     }
+
+
+def pixel_level_report(predicted: np.ndarray, truth: np.ndarray, pixel_scores: np.ndarray | None = None) -> dict:
+    """Pixel-level precision, recall and F1 of boolean masks (all frames pooled); pixel AUC when
+    continuous per-pixel scores are given."""
+    predicted, truth = np.asarray(predicted, dtype=bool).ravel(), np.asarray(truth, dtype=bool).ravel()
+    if predicted.shape != truth.shape:
+        raise ValueError(f"mask shapes differ: {predicted.shape} vs {truth.shape}")
+    tp = int(np.sum(predicted & truth))
+    precision = tp / max(int(predicted.sum()), 1)
+    recall = tp / max(int(truth.sum()), 1)
+    report = {
+        "pixel_precision": precision,
+        "pixel_recall": recall,
+        "pixel_f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+    }
+    if pixel_scores is not None and 0 < truth.sum() < truth.size:
+        report["pixel_auc"] = float(roc_auc_score(truth, np.asarray(pixel_scores, dtype=float).ravel()))
+    return report

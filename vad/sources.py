@@ -2,9 +2,9 @@
 
 A video is either one object with a video extension, or a folder of image
 frames (UCSD Ped2 style: `Test001/001.tif ...`), which counts as one video whose
-frames are sorted by name. Camera id and date are read from the key (relative
-to the source root) with a configurable regex, then validated, because they
-become partition folder names.
+frames are sorted by name. Camera id and date are read from the object's full
+path (bucket/key, or the absolute local path) with a configurable regex, then
+validated, because they become partition folder names.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def list_videos(
         name = key.lower()
         if name.endswith(video_ext):
             try:
-                camera, date = identify(key, pattern, source.default_camera, default_date)
+                camera, date = identify(entry.path, pattern, source.default_camera, default_date)
             except ValueError as exc:
                 rejected.append(Rejected(to_uri(entry.path), str(exc)))
                 continue
@@ -126,7 +126,7 @@ def list_videos(
             rejected.append(Rejected(to_uri(folder), f"only {len(members)} frames"))
             continue
         try:
-            camera, date = identify(key, pattern, source.default_camera, default_date)
+            camera, date = identify(folder, pattern, source.default_camera, default_date)
         except ValueError as exc:
             rejected.append(Rejected(to_uri(folder), str(exc)))
             continue

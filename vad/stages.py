@@ -183,3 +183,39 @@ class WriteScores:
             "rows": np.array(out["rows"], dtype=np.int64),
             "anomalies": np.array(out["anomalies"], dtype=np.int64),
         }
+
+
+class ExtractFeatures:
+    """Clip batches in, features out (C3D fc6 4096-d or I3D 1024-d); the frame column is dropped.
+
+    Expects RGB clips (decode.grayscale = false) at the extractor's input size. `weights` is a
+    state dict path or uri (c3d.pickle layout, or the output of `vad.extractors.i3d_convert`);
+    without one the network is randomly initialised and every row says `pretrained = False`."""
+
+    def __init__(self, *, extractor: str, weights: str | None = None, storage: StorageConfig | None = None, device: str = "auto"):
+        import io
+
+        import torch
+
+        from vad.extractors import build_extractor
+        from vad.storage import read_bytes
+
+        state = torch.load(io.BytesIO(read_bytes(weights, storage)), weights_only=True) if weights else None
+        self.device = pick_device(device)
+        self.model = build_extractor(extractor, state_dict=state).to(self.device).eval()
+        self.name = extractor
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        frames = batch.pop("frames")
+        if frames.ndim != 5:
+            raise ValueError(f"{self.name} needs RGB clips (B, T, H, W, 3); set decode.grayscale: false")
+        with torch.inference_mode():
+            clips = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
+            clips = clips.float() if self.name == "c3d" else clips.float().div_(255.0)
+            features = self.model(clips).float().cpu().numpy()
+        batch["features"] = features
+        batch["extractor"] = np.array([self.name] * len(features), dtype=object)
+        batch["pretrained"] = np.full(len(features), bool(self.model.pretrained))
+        return batch

@@ -26,6 +26,7 @@ ANOMALY_KINDS = ("fast", "wrong_way")
 class Scene:
     frames: np.ndarray  # (N, H, W) uint8
     labels: np.ndarray  # (N,) bool, True where an anomaly is visible
+    masks: np.ndarray | None = None  # (N, H, W) bool, the anomalous object's pixels
     anomalies: list[dict] = field(default_factory=list)
 
 
@@ -38,7 +39,7 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     return base
 
 
-def _stamp(canvas: np.ndarray, cy: float, cx: float, h: int, w: int, value: float) -> bool:
+def _stamp(canvas: np.ndarray, cy: float, cx: float, h: int, w: int, value: float, mask: np.ndarray | None = None) -> bool:
     height, width = canvas.shape
     y0, y1 = int(round(cy - h / 2)), int(round(cy + h / 2))
     x0, x1 = int(round(cx - w / 2)), int(round(cx + w / 2))
@@ -46,6 +47,8 @@ def _stamp(canvas: np.ndarray, cy: float, cx: float, h: int, w: int, value: floa
     if y0c >= y1c or x0c >= x1c:
         return False
     canvas[y0c:y1c, x0c:x1c] = value
+    if mask is not None:
+        mask[y0c:y1c, x0c:x1c] = True
     return True
 
 
@@ -75,6 +78,7 @@ def render_scene(
         )
     frames = np.empty((num_frames, height, width), dtype=np.uint8)
     labels = np.zeros(num_frames, dtype=bool)
+    masks = np.zeros((num_frames, height, width), dtype=bool)
     for t in range(num_frames):
         canvas = background.copy()
         for p in people:
@@ -87,17 +91,17 @@ def render_scene(
             if age < 0:
                 continue
             if kind == "fast":
-                visible = _stamp(canvas, height * 0.55, -20 + 7.0 * age, 14, 26, 235)
+                visible = _stamp(canvas, height * 0.55, -20 + 7.0 * age, 14, 26, 235, masks[t])
             elif kind == "wrong_way":
-                visible = _stamp(canvas, -10 + 2.0 * age, width * 0.5, 12, 5, 55)
-                visible |= _stamp(canvas, -18 + 2.0 * age, width * 0.5, 4, 4, 35)
+                visible = _stamp(canvas, -10 + 2.0 * age, width * 0.5, 12, 5, 55, masks[t])
+                visible |= _stamp(canvas, -18 + 2.0 * age, width * 0.5, 4, 4, 35, masks[t])
             else:
                 raise ValueError(f"unknown anomaly kind {kind!r}; choose from {ANOMALY_KINDS}")
             labels[t] |= visible
         noise = rng.normal(0, 2.0, canvas.shape)
         frames[t] = np.clip(canvas + noise, 0, 255).astype(np.uint8)
     described = [{"kind": k, "start_frame": s} for k, s in anomalies]
-    return Scene(frames, labels, described)
+    return Scene(frames=frames, labels=labels, masks=masks, anomalies=described)
 
 
 def encode_mp4(frames: np.ndarray, fps: float = 25.0) -> bytes:

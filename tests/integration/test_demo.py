@@ -12,3 +12,5 @@ def test_demo_quick(ray_local, tmp_path, capsys):
     assert "cam01" in out and "cam02" in out  # the sample SQL query printed its table
     assert (tmp_path / "mlflow.db").exists()
     assert list((tmp_path / "demo" / "results" / "scores").rglob("*.parquet"))
+    assert (tmp_path / "demo" / "plots" / "roc.png").stat().st_size > 1000
+    assert list((tmp_path / "mlartifacts").rglob("timelines.png"))  # logged to MLflow

@@ -109,3 +109,38 @@ def test_query_command(scored, capsys):
     assert main(["query", "--results", root, "SELECT nope FROM scores"]) != 0
     assert main(["query", "--results", root, f"COPY scores TO '{root}/stolen.parquet'"]) != 0
     assert not Path(root, "stolen.parquet").exists()
+
+
+def test_mask_scorer_writes_the_sibling_masks_table(ray_local, s3, archive, tmp_path):
+    import torch
+
+    from vad.checkpoint import decode_record, save_checkpoint
+    from vad.query import run_query
+    from vad.scorers import build_scorer
+    from vad.stages import decode_mask
+
+    torch.manual_seed(0)
+    model = build_scorer("vgg_ae", width_divisor=8, mask_percentile=98).eval()
+    model.calibrate(torch.rand(2, DECODE.clip_len, *DECODE.resize))
+    checkpoint = str(tmp_path / "vgg.pt")
+    save_checkpoint(checkpoint, model, version="m1", threshold=0.1, decode=decode_record(DECODE))
+    cfg = ScoreJobConfig(
+        source=SourceConfig(uri=f"{archive['uri']}/cam01"),
+        output=OutputConfig(uri=str(tmp_path / "results")),
+        scorer=ScorerConfig(name="vgg_ae", checkpoint=checkpoint, batch_size=4, device="cpu"),
+        decode=DECODE,
+        storage=s3.storage_config(),
+        mlflow=MlflowConfig(enabled=False),
+        work_dir=str(tmp_path / "work"),
+    )
+    summary = run_scoring(cfg)
+    root = str(tmp_path / "results")
+    _, rows = run_query(root, "SELECT count(*), count(DISTINCT m.clip_id) FROM masks m JOIN scores s USING (clip_id)")
+    assert rows[0] == (summary.clips, summary.clips)
+    _, masks = run_query(root, "SELECT height, width, mask_png, anomalous_pixels FROM masks LIMIT 3")
+    for height, width, pngs, counts in masks:
+        assert (height, width) == DECODE.resize and len(pngs) == DECODE.clip_len
+        decoded = [decode_mask(png) for png in pngs]
+        assert [int(m.sum()) for m in decoded] == counts
+        assert all(m.shape == DECODE.resize for m in decoded)
+    assert list(Path(root, "masks").rglob("date=2026-11-24/camera=cam01/*.parquet"))

@@ -118,3 +118,19 @@ def test_frame_level_report_on_separable_and_random_scores():
     noise = frame_level_report(labels, [rng.uniform(size=len(y)) for y in labels])
     assert 0.3 < noise["auc_micro"] < 0.7
     assert normalise_per_video(np.array([2.0, 4.0, 6.0])).tolist() == [0.0, 0.5, 1.0]
+
+
+def test_pixel_level_report():
+    from vad.metrics import pixel_level_report
+
+    truth = np.zeros((2, 4, 4), dtype=bool)
+    truth[0, :2, :2] = True  # 4 pixels
+    predicted = np.zeros_like(truth)
+    predicted[0, :2, :] = True  # 8 pixels, 4 right
+    report = pixel_level_report(predicted, truth, pixel_scores=truth * 2.0 + predicted)
+    assert report["pixel_precision"] == 0.5 and report["pixel_recall"] == 1.0
+    assert report["pixel_f1"] == pytest.approx(2 / 3)
+    assert report["pixel_auc"] == 1.0
+    with pytest.raises(ValueError, match="shapes differ"):
+        pixel_level_report(predicted[:1], truth)
+

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vad.config import DecodeConfig
+
 ARCHIVE = "ucsd_ped2.tar.gz"
 
 
@@ -75,6 +77,31 @@ def load_ped2() -> Ped2:
         target.mkdir(parents=True, exist_ok=True)
         _safe_extract(source / ARCHIVE, target)
     return Ped2(root)
+
+
+# name -> (hparams, decode, training decodes, epochs, lr); `fast` is the CI variant.
+PED2_SETTINGS = {
+    "full": {
+        "conv_ae": ({"widths": [128, 64, 32]}, DecodeConfig(clip_len=10, stride=10, resize=(64, 96)), [2], 20, 1e-3),
+        "pred": ({"widths": [32, 64, 128]}, DecodeConfig(clip_len=8, stride=8, resize=(80, 120)), [4], 5, 1e-3),
+        "st_ae": ({"widths": [64, 32], "lstm": [32, 16, 32]}, DecodeConfig(clip_len=10, stride=10, resize=(64, 96)), [5, "x2", "x3"], 15, 1e-3),
+        "vgg_ae": ({"width_divisor": 2}, DecodeConfig(clip_len=4, stride=4, resize=(64, 96)), [4], 8, 1e-3),
+    },
+    "fast": {
+        "conv_ae": ({"widths": [64, 32, 16]}, DecodeConfig(clip_len=10, stride=10, resize=(48, 72)), [5], 10, 2e-3),
+        "pred": ({"widths": [16, 32, 64]}, DecodeConfig(clip_len=8, stride=8, resize=(48, 72)), [8], 2, 2e-3),
+        "st_ae": ({"widths": [32, 16], "lstm": [16, 8, 16]}, DecodeConfig(clip_len=10, stride=10, resize=(48, 72)), [10], 8, 2e-3),
+        "vgg_ae": ({"width_divisor": 4}, DecodeConfig(clip_len=4, stride=4, resize=(48, 72)), [8], 6, 2e-3),
+    },
+}
+
+
+def training_decodes(decode: DecodeConfig, spec: list) -> list[DecodeConfig]:
+    """[stride] or [stride, "x2", "x3"]: the latter adds clips sampled every 2nd / 3rd frame."""
+    stride, *steps = spec
+    out = [decode.model_copy(update={"stride": stride})]
+    out += [decode.model_copy(update={"stride": stride, "frame_step": int(s[1:])}) for s in steps]
+    return out
 
 
 @dataclass

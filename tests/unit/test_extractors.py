@@ -1,0 +1,41 @@
+import numpy as np
+import pytest
+import torch
+
+from vad.extractors import EXTRACTORS, build_extractor, register
+from vad.extractors.c3d import C3D
+from vad.stages import ExtractFeatures
+
+
+def test_registry():
+    assert set(EXTRACTORS) == {"c3d", "i3d"}
+    with pytest.raises(ValueError, match="already registered"):
+        register("c3d", C3D)
+    with pytest.raises(ValueError, match="unknown extractor"):
+        build_extractor("resnet")
+
+
+def test_c3d_loads_the_public_pickle_layout(tmp_path):
+    random = build_extractor("c3d")
+    assert random.pretrained is False
+    layout = {k: torch.randn_like(v) for k, v in random.state_dict().items() if k != "mean"}
+    assert layout["fc6.weight"].shape == (4096, 8192) and layout["fc8.weight"].shape == (487, 4096)
+    loaded = build_extractor("c3d", state_dict=layout)
+    assert loaded.pretrained and torch.equal(loaded.conv3a.weight, layout["conv3a.weight"])
+    with pytest.raises(ValueError, match="c3d.pickle"):
+        build_extractor("c3d", state_dict={"conv1.weight": layout["conv1.weight"]})
+    path = tmp_path / "c3d.pickle"
+    torch.save(layout, path)
+    stage = ExtractFeatures(extractor="c3d", weights=str(path), device="cpu")
+    batch = {"clip_index": np.arange(2), "frames": np.random.default_rng(0).integers(0, 255, (2, 16, 112, 112, 3), dtype=np.uint8)}
+    out = stage(batch)
+    assert "frames" not in out and out["features"].shape == (2, 4096)
+    assert out["pretrained"].all() and (out["features"] >= 0).all()  # fc6 after ReLU
+
+
+def test_i3d_random_init_is_flagged_and_grayscale_rejected():
+    stage = ExtractFeatures(extractor="i3d", device="cpu")
+    out = stage({"frames": np.zeros((1, 8, 64, 64, 3), dtype=np.uint8)})
+    assert out["features"].shape == (1, 1024) and not out["pretrained"].any()
+    with pytest.raises(ValueError, match="RGB"):
+        stage({"frames": np.zeros((1, 8, 64, 64), dtype=np.uint8)})
