@@ -144,3 +144,22 @@ def test_mask_scorer_writes_the_sibling_masks_table(ray_local, s3, archive, tmp_
         assert [int(m.sum()) for m in decoded] == counts
         assert all(m.shape == DECODE.resize for m in decoded)
     assert list(Path(root, "masks").rglob("date=2026-11-24/camera=cam01/*.parquet"))
+
+
+def test_evaluate_command(scored, archive, tmp_path, capsys):
+    import json
+
+    labels = tmp_path / "labels.json"
+    test_labels = {k: v.tolist() for k, v in archive["labels"].items() if "/test_" in k}
+    labels.write_text(json.dumps({**test_labels, "cam09/2026-11-24/missing.mp4": [0, 1]}))
+    plots = tmp_path / "plots"
+    code = main(["evaluate", "--results", str(scored["root"]), "--labels", str(labels), "--plots", str(plots), "--smoothing", "5"])
+    assert code == 0
+    out = capsys.readouterr().out
+    micro = float(out.split("concatenated) ")[1].split()[0])
+    assert 0.6 < micro <= 1.0
+    assert f"[{len(test_labels)} videos" in out and "missing.mp4" in out
+    assert (plots / "roc.png").stat().st_size > 1000 and (plots / "timelines.png").stat().st_size > 1000
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    assert main(["evaluate", "--results", str(scored["root"]), "--labels", str(bad)]) == 2
