@@ -84,8 +84,8 @@ PED2_SETTINGS = {
     "full": {
         "conv_ae": ({"widths": [128, 64, 32]}, DecodeConfig(clip_len=10, stride=10, resize=(64, 96)), [2], 20, 1e-3),
         "pred": ({"widths": [32, 64, 128]}, DecodeConfig(clip_len=8, stride=8, resize=(80, 120)), [4], 5, 1e-3),
-        "st_ae": ({"widths": [64, 32], "lstm": [32, 16, 32]}, DecodeConfig(clip_len=10, stride=10, resize=(64, 96)), [5, "x2", "x3"], 15, 1e-3),
-        "vgg_ae": ({"width_divisor": 2}, DecodeConfig(clip_len=4, stride=4, resize=(64, 96)), [4], 8, 1e-3),
+        "st_ae": ({"widths": [64, 32], "lstm": [32, 16, 32]}, DecodeConfig(clip_len=10, stride=10, resize=(64, 96)), [10, "x2", "x3"], 10, 1e-3),
+        "vgg_ae": ({"width_divisor": 2}, DecodeConfig(clip_len=4, stride=4, resize=(64, 96)), [8], 6, 1e-3),
     },
     "fast": {
         "conv_ae": ({"widths": [64, 32, 16]}, DecodeConfig(clip_len=10, stride=10, resize=(48, 72)), [5], 10, 2e-3),

@@ -8,6 +8,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from vad.scorers.conv_ae.loss import frame_errors, reconstruction_loss
+
 
 @dataclass
 class ScoreOutput:
@@ -33,3 +35,15 @@ class ClipScorer(nn.Module):
     def hparams(self) -> dict:
         """Constructor keyword arguments, stored in checkpoints so the model can be rebuilt."""
         raise NotImplementedError
+
+
+class ReconstructionScorer(ClipScorer):
+    """A scorer whose forward pass reconstructs its input clip: trained on the reconstruction
+    loss, scored by each frame's reconstruction error (Hasan et al. 2016; Chong & Tay 2017)."""
+
+    def training_loss(self, clips: torch.Tensor) -> torch.Tensor:
+        return reconstruction_loss(self(clips), clips)
+
+    def score(self, clips: torch.Tensor) -> ScoreOutput:
+        errors = frame_errors(self(clips), clips)
+        return ScoreOutput(score=errors.mean(dim=1), frame_scores=errors)

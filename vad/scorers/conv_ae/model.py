@@ -15,8 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from vad.scorers.base import ClipScorer, ScoreOutput
-from vad.scorers.conv_ae.loss import frame_errors, reconstruction_loss
+from vad.scorers.base import ReconstructionScorer
 
 
 @dataclass(frozen=True)
@@ -29,7 +28,7 @@ class ConvAEWeights:
     normalisation: str = "pixels / 255"
 
 
-class ConvAutoencoder(ClipScorer):
+class ConvAutoencoder(ReconstructionScorer):
     name = "conv_ae"
 
     def __init__(self, *, clip_len: int = 16, widths: tuple[int, int, int] = (128, 64, 32)):
@@ -57,13 +56,6 @@ class ConvAutoencoder(ClipScorer):
         if clips.shape[2] % 8 or clips.shape[3] % 8:
             raise ValueError(f"conv_ae needs height and width divisible by 8, got {tuple(clips.shape[2:])}")
         return self.decoder(self.encoder(clips))
-
-    def training_loss(self, clips: torch.Tensor) -> torch.Tensor:
-        return reconstruction_loss(self(clips), clips)
-
-    def score(self, clips: torch.Tensor) -> ScoreOutput:
-        errors = frame_errors(self(clips), clips)
-        return ScoreOutput(score=errors.mean(dim=1), frame_scores=errors)
 
     def hparams(self) -> dict:
         return {"clip_len": self.clip_len, "widths": list(self.widths)}

@@ -13,8 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vad.scorers.base import ClipScorer, ScoreOutput
-from vad.scorers.conv_ae.loss import frame_errors, reconstruction_loss
+from vad.scorers.base import ReconstructionScorer
 
 
 class ConvLSTMCell(nn.Module):
@@ -48,7 +47,7 @@ class ConvLSTM(nn.Module):
         return torch.stack(outputs, dim=1)
 
 
-class SpatiotemporalAE(ClipScorer):
+class SpatiotemporalAE(ReconstructionScorer):
     name = "st_ae"
 
     def __init__(self, *, clip_len: int = 10, widths: tuple[int, int] = (64, 32), lstm: tuple[int, int, int] = (32, 16, 32)):
@@ -76,13 +75,6 @@ class SpatiotemporalAE(ClipScorer):
         features = self.encoder(clips.reshape(b * t, 1, h, w))
         features = self.temporal(features.view(b, t, *features.shape[1:]))
         return self.decoder(features.flatten(0, 1)).view(b, t, h, w)
-
-    def training_loss(self, clips: torch.Tensor) -> torch.Tensor:
-        return reconstruction_loss(self(clips), clips)
-
-    def score(self, clips: torch.Tensor) -> ScoreOutput:
-        errors = frame_errors(self(clips), clips)
-        return ScoreOutput(score=errors.mean(dim=1), frame_scores=errors)
 
     def hparams(self) -> dict:
         return {"clip_len": self.clip_len, "widths": list(self.widths), "lstm": list(self.lstm_widths)}
