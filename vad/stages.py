@@ -91,6 +91,8 @@ class ScoreClips:
                 pngs[i] = [encode_mask(frame) for frame in clip]
             batch["mask_png"] = pngs
             batch["anomalous_pixels"] = masks.reshape(n, masks.shape[1], -1).sum(axis=2).astype(np.int32)
+            batch["mask_height"] = np.full(n, masks.shape[2], dtype=np.int32)
+            batch["mask_width"] = np.full(n, masks.shape[3], dtype=np.int32)
         return batch
 
 
@@ -115,11 +117,10 @@ def decode_mask(png: bytes) -> np.ndarray:
 
 def masks_table(batch: dict[str, np.ndarray]) -> pa.Table:
     n = len(batch["clip_id"])
-    first = [decode_mask(clip[0]).shape for clip in batch["mask_png"]]
     columns = {
         "schema_version": pa.array(np.full(n, SCORES_SCHEMA_VERSION, dtype=np.int16)),
-        "height": pa.array([h for h, _ in first], type=pa.int32()),
-        "width": pa.array([w for _, w in first], type=pa.int32()),
+        "height": pa.array(batch["mask_height"], type=pa.int32()),
+        "width": pa.array(batch["mask_width"], type=pa.int32()),
         "mask_png": pa.array([list(c) for c in batch["mask_png"]], type=MASKS_SCHEMA.field("mask_png").type),
         "anomalous_pixels": pa.array([list(c) for c in batch["anomalous_pixels"]], type=MASKS_SCHEMA.field("anomalous_pixels").type),
     }

@@ -61,11 +61,12 @@ class VGGAutoencoder(ClipScorer):
         """Load the encoder from a torchvision VGG16 state dict (keys `features.N.weight`)."""
         if self.width_divisor != 1:
             raise ValueError("pretrained VGG16 weights need width_divisor=1")
-        own = {k: v for k, v in state_dict.items() if k.startswith("features.") and f"{k[len('features.'):]}" in self.features.state_dict()}
-        missing = set(self.features.state_dict()) - {k[len("features."):] for k in own}
+        wanted = self.features.state_dict()
+        mine = {k: state_dict.get(f"features.{k}") for k in wanted}
+        missing = sorted(k for k, v in mine.items() if v is None)
         if missing:
-            raise ValueError(f"not a torchvision VGG16 state dict: missing {sorted(missing)[:4]}")
-        self.features.load_state_dict({k[len("features."):]: v for k, v in own.items()})
+            raise ValueError(f"not a torchvision VGG16 state dict: missing features.{missing[0]} and {len(missing) - 1} more")
+        self.features.load_state_dict(mine)
 
     def _frames(self, clips: torch.Tensor) -> tuple[torch.Tensor, int, int]:
         if clips.ndim != 4:
