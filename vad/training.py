@@ -58,12 +58,15 @@ def _batches(clips: np.ndarray, batch_size: int, rng: np.random.Generator | None
         yield torch.from_numpy(clips[order[i : i + batch_size]]).float().div_(255.0)
 
 
-def clip_scores(model: ClipScorer, clips: np.ndarray, batch_size: int = 32, device: str = "cpu") -> np.ndarray:
+def score_clips(
+    model: ClipScorer, clips: np.ndarray, batch_size: int = 32, device: str = "cpu", field: str = "score"
+) -> np.ndarray:
+    """Scores of uint8 clips in batches: `field` "score" gives (N,), "frame_scores" gives (N, T)."""
     model.eval()
     out = []
     with torch.inference_mode():
         for batch in _batches(clips, batch_size, None):
-            out.append(model.score(batch.to(device)).score.float().cpu().numpy())
+            out.append(getattr(model.score(batch.to(device)), field).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
 
@@ -100,13 +103,13 @@ def fit(
             loss.backward()
             optimiser.step()
             losses.append(float(loss.detach()))
-        val_scores = clip_scores(model, val, batch_size, device) if n_val else np.zeros(0)
+        val_scores = score_clips(model, val, batch_size, device) if n_val else np.zeros(0)
         row = {"epoch": epoch, "train/loss": float(np.mean(losses)), "val/score_mean": float(val_scores.mean()) if n_val else float("nan")}
         history.append(row)
         log.info("epoch %d/%d  train/loss %.5f  val/score_mean %.5f", epoch + 1, epochs, row["train/loss"], row["val/score_mean"])
         if on_epoch is not None:
             on_epoch(row)
-    reference = val_scores if n_val else clip_scores(model, train, batch_size, device)
+    reference = val_scores if n_val else score_clips(model, train, batch_size, device)
     if hasattr(model, "calibrate"):  # scorers with pixel masks calibrate them on held-out normal clips
         model.eval()
         model.calibrate(torch.from_numpy(val if n_val else train[:64]).float().div_(255.0).to(device))

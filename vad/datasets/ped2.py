@@ -148,11 +148,9 @@ def benchmark_scorer(
     Nothing is selected on the test set: fixed epochs, no checkpoint picking, no threshold."""
     import time
 
-    import torch
-
     from vad.metrics import frame_level_report, frames_from_clips
     from vad.scorers import build_scorer
-    from vad.training import fit
+    from vad.training import fit, score_clips
 
     ped2 = load_ped2()
     train_decodes = train_decode if isinstance(train_decode, (list, tuple)) else [train_decode]
@@ -163,21 +161,15 @@ def benchmark_scorer(
         train = train[np.random.default_rng(seed).choice(len(train), max_train_clips, replace=False)]
     model = build_scorer(name, clip_len=decode.clip_len, **hparams)
     result = fit(model, train, epochs=epochs, batch_size=batch_size, lr=lr, val_fraction=0.05, seed=seed)
-    model.eval()
     labels = ped2.test_labels()
     test = _clips_with_starts(ped2.test_dir, decode)
     ys, ss, n_clips, t0 = [], [], 0, time.perf_counter()
-    with torch.inference_mode():
-        for key, (starts, clips) in test.items():
-            scores = []
-            for i in range(0, len(clips), batch_size):
-                batch = torch.from_numpy(clips[i : i + batch_size]).float().div_(255.0)
-                scores.append(model.score(batch).frame_scores.numpy())
-            frame_scores = np.concatenate(scores)
-            n_clips += len(frame_scores)
-            rows = [(s, decode.frame_step, f) for s, f in zip(starts, frame_scores)]
-            ys.append(labels[key])
-            ss.append(frames_from_clips(len(labels[key]), rows, "mean"))
+    for key, (starts, clips) in test.items():
+        frame_scores = score_clips(model, clips, batch_size, field="frame_scores")
+        n_clips += len(frame_scores)
+        rows = [(s, decode.frame_step, f) for s, f in zip(starts, frame_scores)]
+        ys.append(labels[key])
+        ss.append(frames_from_clips(len(labels[key]), rows, "mean"))
     score_s = time.perf_counter() - t0
     report = frame_level_report(ys, ss, per_video_norm=True, smoothing=smoothing)
     return BenchResult(
