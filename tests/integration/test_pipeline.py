@@ -146,6 +146,45 @@ def test_mask_scorer_writes_the_sibling_masks_table(ray_local, s3, archive, tmp_
     assert list(Path(root, "masks").rglob("date=2026-11-24/camera=cam01/*.parquet"))
 
 
+def test_mil_scorer_runs_in_the_pipeline_on_rgb_clips(ray_local, s3, archive, tmp_path):
+    """Backbone + MIL head as one checkpoint: the job decodes RGB clips and writes one score per clip,
+    the same score the in-memory scorer gives those clips."""
+    import torch
+
+    from vad.checkpoint import decode_record, save_checkpoint
+    from vad.config import SourceConfig as Source
+    from vad.decode import iter_clips
+    from vad.scorers import build_scorer
+    from vad.sources import list_videos
+
+    torch.manual_seed(0)
+    model = build_scorer("mil", extractor="i3d").eval()
+    decode = DECODE.model_copy(update={"clip_len": 16, "stride": 16, "resize": (32, 32), "grayscale": False})
+    checkpoint = str(tmp_path / "mil.pt")
+    save_checkpoint(checkpoint, model, version="mil1", threshold=0.5, decode=decode_record(decode))
+    source = f"{archive['uri']}/cam02"
+    cfg = ScoreJobConfig(
+        source=SourceConfig(uri=source),
+        output=OutputConfig(uri=str(tmp_path / "results")),
+        scorer=ScorerConfig(name="mil", checkpoint=checkpoint, batch_size=4, device="cpu"),
+        decode=decode,
+        storage=s3.storage_config(),
+        mlflow=MlflowConfig(enabled=False),
+        work_dir=str(tmp_path / "work"),
+    )
+    summary = run_scoring(cfg)
+    table = pads.dataset(str(tmp_path / "results" / "scores"), partitioning=pads.partitioning(PARTITION_SCHEMA, flavor="hive")).to_table().to_pandas()
+    assert summary.clips == len(table) > 0 and set(table["model_name"]) == {"mil"}
+    video, _ = list_videos(Source(uri=source), s3.storage_config())
+    first = video[0]
+    clips = np.stack([c.frames for c in iter_clips(first, decode, s3.storage_config())])
+    with torch.inference_mode():
+        expected = model.score(torch.from_numpy(clips).float() / 255).score.numpy()
+    got = table[table["video_uri"] == first.uri].sort_values("clip_index")["score"].to_numpy()
+    assert np.allclose(got, expected, atol=1e-5)
+    assert all(np.allclose(f, s) for f, s in zip(table["frame_scores"], table["score"]))
+
+
 def test_evaluate_command(scored, archive, tmp_path, capsys):
     import json
 

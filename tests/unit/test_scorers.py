@@ -6,7 +6,8 @@ import torch
 
 from vad.scorers import SCORERS, build_scorer
 from vad.scorers.mil.loss import mil_ranking_loss
-from vad.scorers.mil.model import MILHead, segment_features, train_mil
+from vad.scorers.base import frame_score_from_errors
+from vad.scorers.mil.model import MILHead, MILScorer, segment_features, train_mil
 from vad.scorers.pred.loss import gradient_loss, psnr
 
 CASES = {
@@ -14,7 +15,9 @@ CASES = {
     "pred": ({"widths": [8, 16]}, (2, 6, 32, 40)),
     "st_ae": ({"clip_len": 10, "widths": [8, 8], "lstm": [8, 4, 8]}, (2, 10, 32, 40)),
     "vgg_ae": ({"width_divisor": 8}, (2, 3, 32, 40)),
+    "mil": ({"extractor": "i3d"}, (2, 16, 32, 32, 3)),
 }
+TRAINED_ON_NORMAL_CLIPS = sorted(set(CASES) - {"mil"})  # mil learns from weakly labelled bags
 
 
 def test_every_registered_scorer_is_covered():
@@ -36,7 +39,7 @@ def test_score_output_shapes_and_rebuild(name):
     assert torch.allclose(twin.score(clips).score, out.score)
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("name", TRAINED_ON_NORMAL_CLIPS)
 def test_training_reduces_loss(name):
     hparams, shape = CASES[name]
     torch.manual_seed(0)
@@ -124,3 +127,64 @@ def test_mil_learns_to_rank_bags():
     with torch.no_grad():
         scores = head(torch.from_numpy(anomalous)).numpy()
     assert scores[:, 10:14].mean() > scores[:, :10].mean() + 0.1
+
+
+def test_mil_scorer_is_the_trained_head_on_normalised_backbone_features():
+    from vad.extractors import build_extractor
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    normal = rng.normal(0, 1, (6, 32, 1024)).astype(np.float32)
+    anomalous = rng.normal(0, 1, (6, 32, 1024)).astype(np.float32)
+    head, _ = train_mil(anomalous, normal, epochs=20, batch_pairs=6, lr=0.05)
+    backbone = build_extractor("i3d")
+    scorer = MILScorer.from_parts("i3d", backbone, head)
+    clips = torch.rand(3, 16, 32, 32, 3)
+    with torch.inference_mode():
+        out = scorer.score(clips)
+        expected = head(torch.nn.functional.normalize(backbone.features(clips), dim=1))
+    assert torch.allclose(out.score, expected, atol=1e-6)
+    assert torch.equal(out.frame_scores, out.score[:, None].expand(-1, 16))
+    assert scorer.hparams() == {"extractor": "i3d", "dropout": 0.6, "pretrained_backbone": False}
+    with pytest.raises(ValueError, match="1024-d features, c3d gives 4096-d"):
+        MILScorer.from_parts("c3d", build_extractor("c3d"), head)
+    with pytest.raises(ValueError, match="grayscale: false"):
+        scorer.score(torch.rand(1, 16, 32, 32))
+    with pytest.raises(NotImplementedError, match="weakly labelled"):
+        scorer.training_loss(clips)
+
+
+def test_c3d_mil_scorer_feeds_the_backbone_0_255():
+    torch.manual_seed(0)
+    scorer = build_scorer("mil", extractor="c3d").eval()
+    clips = torch.rand(1, 16, 112, 112, 3)
+    with torch.inference_mode():
+        features = scorer.clip_features(clips)
+        assert torch.allclose(features, scorer.backbone(clips * 255.0))
+
+
+def test_frame_score_from_errors_whole_frame_and_worst_window():
+    errors = torch.zeros(2, 3, 16, 24)
+    errors[0, 1, 4:8, 4:8] = 1.0  # a small object in one frame
+    whole = frame_score_from_errors(errors)
+    assert whole.shape == (2, 3) and whole[0, 1].item() == pytest.approx(16 / (16 * 24))
+    window = frame_score_from_errors(errors, patch=4)
+    assert window.shape == (2, 3) and window[0, 1].item() == 1.0 and window[1].abs().sum() == 0
+    with pytest.raises(ValueError, match="larger than the 16x24 frame"):
+        frame_score_from_errors(errors, patch=20)
+
+
+@pytest.mark.parametrize("name", TRAINED_ON_NORMAL_CLIPS)
+def test_score_patch_is_kept_in_hparams_and_changes_frame_scores(name):
+    hparams, shape = CASES[name]
+    torch.manual_seed(0)
+    whole = build_scorer(name, **hparams).eval()
+    window = build_scorer(name, **{**hparams, "score_patch": 8}).eval()
+    window.load_state_dict(whole.state_dict())
+    assert window.hparams()["score_patch"] == 8
+    clips = torch.rand(shape)
+    with torch.inference_mode():
+        a, b = whole.score(clips).frame_scores, window.score(clips).frame_scores
+    assert a.shape == b.shape
+    assert (b >= a - 1e-4).all()  # the worst window's error >= the frame's mean error (pred: -PSNR of it)
+    assert not torch.allclose(a, b)

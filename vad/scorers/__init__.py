@@ -25,11 +25,13 @@ def build_scorer(name: str, **hparams) -> ClipScorer:
 
 def _register_builtin() -> None:
     from vad.scorers.conv_ae.model import conv_ae
+    from vad.scorers.mil.model import mil
     from vad.scorers.pred.model import pred
     from vad.scorers.st_ae.model import st_ae
     from vad.scorers.vgg_ae.model import vgg_ae
 
     register("conv_ae", conv_ae)
+    register("mil", mil)
     register("pred", pred)
     register("st_ae", st_ae)
     register("vgg_ae", vgg_ae)

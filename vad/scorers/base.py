@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from vad.scorers.conv_ae.loss import frame_errors, reconstruction_loss
+from vad.scorers.conv_ae.loss import reconstruction_loss
 
 
 @dataclass
@@ -18,6 +19,23 @@ class ScoreOutput:
     score: torch.Tensor  # (B,)
     frame_scores: torch.Tensor  # (B, T)
     mask: torch.Tensor | None = None  # (B, T, H, W) bool, for scorers that localise
+
+
+def frame_score_from_errors(errors: torch.Tensor, patch: int | None = None) -> torch.Tensor:
+    """One score per frame from a per-pixel error map (..., H, W) -> (...).
+
+    `patch` None: the mean over the whole frame (the papers' frame error). `patch` p: the largest mean
+    error over p x p windows (stride p/2). A small anomalous object (a cyclist among pedestrians)
+    changes few pixels; averaging over the whole frame dilutes its error with the background's,
+    the window maximum keeps it.
+    """
+    if not patch:
+        return errors.flatten(-2).mean(-1)
+    lead, (h, w) = errors.shape[:-2], errors.shape[-2:]
+    if patch > min(h, w):
+        raise ValueError(f"score_patch {patch} is larger than the {h}x{w} frame")
+    pooled = F.avg_pool2d(errors.reshape(-1, 1, h, w), patch, stride=max(1, patch // 2))
+    return pooled.flatten(1).amax(1).view(lead)
 
 
 class ClipScorer(nn.Module):
@@ -39,11 +57,14 @@ class ClipScorer(nn.Module):
 
 class ReconstructionScorer(ClipScorer):
     """A scorer whose forward pass reconstructs its input clip: trained on the reconstruction
-    loss, scored by each frame's reconstruction error (Hasan et al. 2016; Chong & Tay 2017)."""
+    loss, scored by each frame's reconstruction error (Hasan et al. 2016; Chong & Tay 2017).
+    Subclasses set `score_patch` (see `frame_score_from_errors`)."""
+
+    score_patch: int | None = None
 
     def training_loss(self, clips: torch.Tensor) -> torch.Tensor:
         return reconstruction_loss(self(clips), clips)
 
     def score(self, clips: torch.Tensor) -> ScoreOutput:
-        errors = frame_errors(self(clips), clips)
+        errors = frame_score_from_errors((self(clips) - clips) ** 2, self.score_patch)
         return ScoreOutput(score=errors.mean(dim=1), frame_scores=errors)

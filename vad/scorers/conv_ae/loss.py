@@ -10,11 +10,6 @@ def reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor) -> t
     return torch.mean((reconstruction - target) ** 2)
 
 
-def frame_errors(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """e(t): squared reconstruction error of each frame, averaged over its pixels. (B, T, H, W) -> (B, T)."""
-    return ((reconstruction - target) ** 2).flatten(2).mean(dim=2)
-
-
 def regularity_score(errors: torch.Tensor) -> torch.Tensor:
     """s(t) = 1 - (e(t) - min e) / max e over one video's frame errors (Hasan et al. 2016, eq. 3)."""
     low, high = errors.min(), errors.max()

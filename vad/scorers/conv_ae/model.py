@@ -4,7 +4,8 @@ A cuboid of T grayscale frames is stacked as T input channels of a 2-D
 convolutional encoder-decoder (conv/tanh/max-pool down, transposed convs up).
 The paper's widths are 512/256/128 on 227x227 inputs; the defaults here are a
 quarter of that on 128x128 so it trains on CPUs; `widths` restores the paper's.
-Anomaly score: reconstruction error (higher = more anomalous); the paper's
+Anomaly score: reconstruction error (higher = more anomalous), over the whole
+frame or, with `score_patch`, its worst window; the paper's
 per-video regularity score is `loss.regularity_score`, applied at evaluation.
 """
 
@@ -31,10 +32,10 @@ class ConvAEWeights:
 class ConvAutoencoder(ReconstructionScorer):
     name = "conv_ae"
 
-    def __init__(self, *, clip_len: int = 16, widths: tuple[int, int, int] = (128, 64, 32)):
+    def __init__(self, *, clip_len: int = 16, widths: tuple[int, int, int] = (128, 64, 32), score_patch: int | None = None):
         super().__init__()
         c1, c2, c3 = widths
-        self.clip_len, self.widths = clip_len, tuple(widths)
+        self.clip_len, self.widths, self.score_patch = clip_len, tuple(widths), score_patch
         self.encoder = nn.Sequential(
             nn.Conv2d(clip_len, c1, 5, stride=2, padding=2), nn.Tanh(),  # H/2
             nn.MaxPool2d(2),  # H/4
@@ -58,8 +59,10 @@ class ConvAutoencoder(ReconstructionScorer):
         return self.decoder(self.encoder(clips))
 
     def hparams(self) -> dict:
-        return {"clip_len": self.clip_len, "widths": list(self.widths)}
+        return {"clip_len": self.clip_len, "widths": list(self.widths), "score_patch": self.score_patch}
 
 
-def conv_ae(*, clip_len: int = 16, widths: tuple[int, int, int] | list[int] = (128, 64, 32)) -> ConvAutoencoder:
-    return ConvAutoencoder(clip_len=clip_len, widths=tuple(widths))
+def conv_ae(
+    *, clip_len: int = 16, widths: tuple[int, int, int] | list[int] = (128, 64, 32), score_patch: int | None = None
+) -> ConvAutoencoder:
+    return ConvAutoencoder(clip_len=clip_len, widths=tuple(widths), score_patch=score_patch)

@@ -4,6 +4,7 @@ Each video is a bag of 32 temporal segments; a segment's feature is the mean
 of the (C3D fc6 4096-d or I3D 1024-d) clip features inside it, L2-normalised.
 A 3-layer MLP (d -> 512 -> 32 -> 1, dropout 0.6, sigmoid) scores segments and is
 trained with the ranking loss of `loss.py` on weakly labelled videos.
+`MILScorer` joins a backbone and a trained head into a pipeline scorer (`mil`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vad.scorers.base import ClipScorer, ScoreOutput
 from vad.scorers.mil.loss import mil_ranking_loss
 
 SEGMENTS = 32
@@ -82,3 +84,59 @@ def train_mil(
         losses.append(float(loss.detach()))
     head.eval()
     return head, losses
+
+
+class MILScorer(ClipScorer):
+    """A backbone (C3D or I3D) and a trained MIL head: scores RGB clips in the scoring pipeline.
+
+    Training ranks 32-segment bags (`train_mil`); at scoring time each clip is one instance, its
+    L2-normalised feature scored by the head, so a nightly job needs no whole-video pass. Every frame
+    of a clip takes the clip's score. The checkpoint holds the backbone too, so it is self-contained.
+    """
+
+    name = "mil"
+    grayscale = False
+
+    def __init__(self, *, extractor: str = "i3d", dropout: float = 0.6, pretrained_backbone: bool = False):
+        super().__init__()
+        from vad.extractors import build_extractor
+
+        self.extractor, self.pretrained_backbone = extractor, pretrained_backbone
+        self.backbone = build_extractor(extractor)
+        self.backbone.pretrained = pretrained_backbone
+        self.head = MILHead(feature_dim=self.backbone.weights.feature_dim, dropout=dropout)
+
+    @classmethod
+    def from_parts(cls, extractor: str, backbone: nn.Module, head: MILHead) -> "MILScorer":
+        """Join a (pretrained) backbone and a head trained on its features."""
+        if head.feature_dim != backbone.weights.feature_dim:
+            raise ValueError(f"the head takes {head.feature_dim}-d features, {extractor} gives {backbone.weights.feature_dim}-d")
+        scorer = cls(extractor=extractor, dropout=head.dropout, pretrained_backbone=bool(backbone.pretrained))
+        scorer.backbone.load_state_dict(backbone.state_dict())
+        scorer.head.load_state_dict(head.state_dict())
+        return scorer.eval()
+
+    def clip_features(self, clips: torch.Tensor) -> torch.Tensor:
+        """RGB clips (B, T, H, W, 3) in [0, 1] -> backbone features (B, d)."""
+        if clips.ndim != 5 or clips.shape[-1] != 3:
+            raise ValueError(f"mil scores RGB clips (B, T, H, W, 3), got {tuple(clips.shape)}; set decode.grayscale: false")
+        return self.backbone(clips * 255.0 if self.extractor == "c3d" else clips)  # C3D takes 0-255
+
+    def score(self, clips: torch.Tensor) -> ScoreOutput:
+        features = nn.functional.normalize(self.clip_features(clips).float(), dim=1)
+        scores = self.head(features)
+        return ScoreOutput(score=scores, frame_scores=scores[:, None].expand(-1, clips.shape[1]))
+
+    def training_loss(self, clips: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(
+            "mil is trained on weakly labelled videos, not on normal clips: train a head with "
+            "vad.scorers.mil.train_mil on segment features and join it with MILScorer.from_parts"
+        )
+
+    def hparams(self) -> dict:
+        return {"extractor": self.extractor, "dropout": self.head.dropout, "pretrained_backbone": self.pretrained_backbone}
+
+
+def mil(*, extractor: str = "i3d", dropout: float = 0.6, pretrained_backbone: bool = False, clip_len: int | None = None) -> MILScorer:
+    """`clip_len` is accepted for a uniform builder call and unused: the backbone fixes its own."""
+    return MILScorer(extractor=extractor, dropout=dropout, pretrained_backbone=pretrained_backbone)

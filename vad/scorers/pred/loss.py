@@ -20,7 +20,10 @@ def gradient_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (pdx - tdx).abs().mean() + (pdy - tdy).abs().mean()
 
 
-def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-frame PSNR in dB for images in [0, 1]; (N, 1, H, W) -> (N,)."""
-    mse = ((pred - target) ** 2).flatten(1).mean(1).clamp_min(1e-10)
+def psnr(pred: torch.Tensor, target: torch.Tensor, patch: int | None = None) -> torch.Tensor:
+    """Per-frame PSNR in dB for images in [0, 1]; (N, 1, H, W) -> (N,). With `patch`, the PSNR of
+    the worst-predicted p x p window (see `vad.scorers.base.frame_score_from_errors`)."""
+    from vad.scorers.base import frame_score_from_errors
+
+    mse = frame_score_from_errors(((pred - target) ** 2).flatten(0, 1), patch).clamp_min(1e-10)
     return 10.0 * torch.log10(1.0 / mse)

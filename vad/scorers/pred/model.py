@@ -2,7 +2,8 @@
 
 A small U-Net maps the stacked previous frames to the next one; training
 minimises L2 intensity loss plus a gradient loss. A frame is anomalous when it
-is badly predicted: its score is the negative PSNR of the prediction, which
+is badly predicted: its score is the negative PSNR of the prediction (of the
+whole frame or, with `score_patch`, of its worst window), which
 evaluation normalises per video, as in the paper. The first `history` frames of
 a clip cannot be predicted and take the score of the first predicted frame.
 """
@@ -53,9 +54,13 @@ class UNet(nn.Module):
 class FramePredictor(ClipScorer):
     name = "pred"
 
-    def __init__(self, *, history: int = 3, widths: tuple[int, ...] = (32, 64, 128), gradient_weight: float = 1.0):
+    def __init__(
+        self, *, history: int = 3, widths: tuple[int, ...] = (32, 64, 128), gradient_weight: float = 1.0,
+        score_patch: int | None = None,
+    ):
         super().__init__()
         self.history, self.widths, self.gradient_weight = history, tuple(widths), gradient_weight
+        self.score_patch = score_patch
         self.net = UNet(history, 1, self.widths)
 
     def _windows(self, clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,14 +86,20 @@ class FramePredictor(ClipScorer):
 
     def score(self, clips: torch.Tensor) -> ScoreOutput:
         inputs, target = self._windows(clips)
-        predicted = -psnr(self(inputs), target).view(clips.shape[0], -1)  # (B, T-h)
+        predicted = -psnr(self(inputs), target, self.score_patch).view(clips.shape[0], -1)  # (B, T-h)
         frame_scores = torch.cat([predicted[:, :1].expand(-1, self.history), predicted], dim=1)
         return ScoreOutput(score=predicted.mean(dim=1), frame_scores=frame_scores)
 
     def hparams(self) -> dict:
-        return {"history": self.history, "widths": list(self.widths), "gradient_weight": self.gradient_weight}
+        return {
+            "history": self.history, "widths": list(self.widths), "gradient_weight": self.gradient_weight,
+            "score_patch": self.score_patch,
+        }
 
 
-def pred(*, history: int = 3, widths=(32, 64, 128), gradient_weight: float = 1.0, clip_len: int | None = None) -> FramePredictor:
+def pred(
+    *, history: int = 3, widths=(32, 64, 128), gradient_weight: float = 1.0, score_patch: int | None = None,
+    clip_len: int | None = None,
+) -> FramePredictor:
     """`clip_len` is accepted for a uniform builder call and unused: any clip longer than `history` works."""
-    return FramePredictor(history=history, widths=tuple(widths), gradient_weight=gradient_weight)
+    return FramePredictor(history=history, widths=tuple(widths), gradient_weight=gradient_weight, score_patch=score_patch)

@@ -4,7 +4,8 @@ A spatial encoder (two strided convolutions) maps each frame of a 10-frame
 cuboid to a feature map; three ConvLSTM layers (64 -> 32 -> 64 channels in the
 paper) learn how those features evolve; a spatial decoder (two transposed
 convolutions) reconstructs every frame. Anomaly score: per-frame reconstruction
-error (the paper's regularity score is its per-video min-max complement).
+error over the frame or, with `score_patch`, its worst window (the paper's
+regularity score is its per-video min-max complement).
 Training augments with temporal strides 1, 2 and 3 (`decode.frame_step`).
 """
 
@@ -50,9 +51,13 @@ class ConvLSTM(nn.Module):
 class SpatiotemporalAE(ReconstructionScorer):
     name = "st_ae"
 
-    def __init__(self, *, clip_len: int = 10, widths: tuple[int, int] = (64, 32), lstm: tuple[int, int, int] = (32, 16, 32)):
+    def __init__(
+        self, *, clip_len: int = 10, widths: tuple[int, int] = (64, 32), lstm: tuple[int, int, int] = (32, 16, 32),
+        score_patch: int | None = None,
+    ):
         super().__init__()
         self.clip_len, self.widths, self.lstm_widths = clip_len, tuple(widths), tuple(lstm)
+        self.score_patch = score_patch
         c1, c2 = widths
         # The paper: 11x11/4 and 5x5/2 convolutions on 227x227; 5x5/2 and 3x3/2 suit small inputs.
         self.encoder = nn.Sequential(
@@ -77,8 +82,8 @@ class SpatiotemporalAE(ReconstructionScorer):
         return self.decoder(features.flatten(0, 1)).view(b, t, h, w)
 
     def hparams(self) -> dict:
-        return {"clip_len": self.clip_len, "widths": list(self.widths), "lstm": list(self.lstm_widths)}
+        return {"clip_len": self.clip_len, "widths": list(self.widths), "lstm": list(self.lstm_widths), "score_patch": self.score_patch}
 
 
-def st_ae(*, clip_len: int = 10, widths=(64, 32), lstm=(32, 16, 32)) -> SpatiotemporalAE:
-    return SpatiotemporalAE(clip_len=clip_len, widths=tuple(widths), lstm=tuple(lstm))
+def st_ae(*, clip_len: int = 10, widths=(64, 32), lstm=(32, 16, 32), score_patch: int | None = None) -> SpatiotemporalAE:
+    return SpatiotemporalAE(clip_len=clip_len, widths=tuple(widths), lstm=tuple(lstm), score_patch=score_patch)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vad.scorers.base import ClipScorer, ScoreOutput
+from vad.scorers.base import ClipScorer, ScoreOutput, frame_score_from_errors
 
 # torchvision vgg16 `features` up to pool3, with its layer indices.
 _VGG16_BLOCKS = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M"]
@@ -38,11 +38,15 @@ def vgg16_features(blocks=_VGG16_BLOCKS) -> nn.Sequential:
 class VGGAutoencoder(ClipScorer):
     name = "vgg_ae"
 
-    def __init__(self, *, mask_percentile: float = 99.0, mask_mode: str = "calibrated", width_divisor: int = 1):
+    def __init__(
+        self, *, mask_percentile: float = 99.0, mask_mode: str = "calibrated", width_divisor: int = 1,
+        score_patch: int | None = None,
+    ):
         super().__init__()
         if mask_mode not in ("calibrated", "per_frame"):
             raise ValueError(f"mask_mode must be 'calibrated' or 'per_frame', got {mask_mode!r}")
         self.mask_percentile, self.mask_mode, self.width_divisor = mask_percentile, mask_mode, width_divisor
+        self.score_patch = score_patch
         blocks = [b if b == "M" else b // width_divisor for b in _VGG16_BLOCKS]
         self.features = vgg16_features(blocks)
         c = blocks[-2]
@@ -97,7 +101,7 @@ class VGGAutoencoder(ClipScorer):
 
     def score(self, clips: torch.Tensor) -> ScoreOutput:
         errors = self.pixel_errors(clips)  # (B, T, H, W)
-        frame_scores = errors.flatten(2).mean(2)
+        frame_scores = frame_score_from_errors(errors, self.score_patch)
         if self.mask_mode == "per_frame" or torch.isnan(self.pixel_threshold):
             flat = errors.flatten(2).float()
             threshold = torch.quantile(flat, self.mask_percentile / 100, dim=2)[..., None, None]
@@ -106,9 +110,15 @@ class VGGAutoencoder(ClipScorer):
         return ScoreOutput(score=frame_scores.mean(1), frame_scores=frame_scores, mask=errors > threshold)
 
     def hparams(self) -> dict:
-        return {"mask_percentile": self.mask_percentile, "mask_mode": self.mask_mode, "width_divisor": self.width_divisor}
+        return {
+            "mask_percentile": self.mask_percentile, "mask_mode": self.mask_mode, "width_divisor": self.width_divisor,
+            "score_patch": self.score_patch,
+        }
 
 
-def vgg_ae(*, mask_percentile: float = 99.0, mask_mode: str = "calibrated", width_divisor: int = 1, clip_len: int | None = None) -> VGGAutoencoder:
+def vgg_ae(
+    *, mask_percentile: float = 99.0, mask_mode: str = "calibrated", width_divisor: int = 1,
+    score_patch: int | None = None, clip_len: int | None = None,
+) -> VGGAutoencoder:
     """`clip_len` is accepted for a uniform builder call and unused: frames are scored one by one."""
-    return VGGAutoencoder(mask_percentile=mask_percentile, mask_mode=mask_mode, width_divisor=width_divisor)
+    return VGGAutoencoder(mask_percentile=mask_percentile, mask_mode=mask_mode, width_divisor=width_divisor, score_patch=score_patch)
