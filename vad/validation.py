@@ -6,8 +6,9 @@ gets a synthetic anomaly drawn from the video itself, and the frame-level AUC of
 frames from the untouched ones is the validation metric (`val/pseudo_auc`):
 
 - "fast": a patch of the scene (about one pedestrian in size) crosses the frame several times faster
-  than people walk (3 s to cross the frame) — the typical Ped2 anomaly (cyclists, skaters);
-- "object": a large foreign block with a darker rim drifts through — a vehicle on a walkway.
+  than people walk (6 s to cross the frame) — the typical Ped2 anomaly (cyclists, skaters);
+- "object": a large foreign block with a darker rim drifts through at walking pace — a vehicle on
+  a walkway.
 
 This is a proxy: it rewards scorers that notice unusual motion and appearance, and is only used to
 compare settings, never reported as the accuracy on real anomalies.
@@ -23,31 +24,38 @@ KINDS = ("fast", "object")
 
 
 def inject_pseudo_anomaly(frames: np.ndarray, kind: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(T, H, W) uint8 frames -> (copy with an anomaly in its middle third, per-frame 0/1 labels)."""
+    """(T, H, W) uint8 frames -> (copy with an anomaly in its middle third, per-frame 0/1 labels).
+
+    Only the object's own pixels are pasted (where it differs from the static background, the
+    video's median frame), so there is no rectangular seam for a model to spot."""
     if kind not in KINDS:
         raise ValueError(f"unknown pseudo-anomaly {kind!r}; choose from {KINDS}")
     t, h, w = frames.shape[:3]
     if t < 6:
         raise ValueError(f"a video of {t} frames is too short for a pseudo-anomaly")
+    background = np.median(frames, axis=0).astype(np.int16)
     out = frames.copy()
     labels = np.zeros(t, dtype=np.int8)
     first, last = t // 3, 2 * t // 3
     if kind == "fast":
         ph, pw = max(2, h // 6), max(2, w // 10)
-        sy, sx = _moving_patch(frames, first, ph, pw, rng)
+        sy, sx = _foreground_window(frames[first], background, ph, pw, rng)
         patch = frames[first, sy : sy + ph, sx : sx + pw].copy()
-        speed = max(1.0, (w - pw) / 30)  # crosses the frame in 30 frames (3 s at 10 fps): a cyclist
+        mask = np.abs(patch.astype(np.int16) - background[sy : sy + ph, sx : sx + pw]) > 20
+        speed = max(1.0, (w - pw) / 60)  # crosses the frame in 6 s at 10 fps: a cyclist, not a walker
     else:
         ph, pw = max(2, h // 4), max(2, w // 5)
-        patch = np.full((ph, pw) + frames.shape[3:], int(rng.integers(100, 200)), dtype=np.uint8)
+        level = int(np.clip(background.mean() + rng.choice([-40, 40]), 0, 255))
+        patch = np.full((ph, pw) + frames.shape[3:], level, dtype=np.uint8)
         rim = max(1, min(ph, pw) // 6)
-        patch[:rim], patch[-rim:], patch[:, :rim], patch[:, -rim:] = 60, 60, 60, 60
-        speed = max(1.0, (w - pw) / 60)
+        patch[:rim], patch[-rim:], patch[:, :rim], patch[:, -rim:] = 2 * [level // 2] + 2 * [level // 2]
+        mask = np.ones((ph, pw) + frames.shape[3:], dtype=bool)
+        speed = max(0.5, (w - pw) / 120)  # a vehicle at walking pace: wrong by appearance
     y = int(rng.integers(h // 3, h - ph + 1)) if h - ph + 1 > h // 3 else 0
     x, direction = float(rng.integers(0, w - pw + 1)), 1 if rng.random() < 0.5 else -1
     for i in range(first, last):
         xi = int(round(x))
-        out[i, y : y + ph, xi : xi + pw] = patch
+        np.copyto(out[i, y : y + ph, xi : xi + pw], patch, where=mask)
         labels[i] = 1
         x += direction * speed
         if x < 0 or x > w - pw:  # bounce off the frame edges
@@ -56,22 +64,26 @@ def inject_pseudo_anomaly(frames: np.ndarray, kind: str, rng: np.random.Generato
     return out, labels
 
 
-def _moving_patch(frames: np.ndarray, index: int, ph: int, pw: int, rng: np.random.Generator) -> tuple[int, int]:
-    """Top-left corner of the window, among random candidates, that changes most between frames
-    `index` and `index + 1` (a person walking, not bare pavement)."""
-    t, h, w = frames.shape[:3]
-    change = np.abs(frames[min(index + 1, t - 1)].astype(np.int16) - frames[index].astype(np.int16))
+def _foreground_window(frame: np.ndarray, background: np.ndarray, ph: int, pw: int, rng: np.random.Generator) -> tuple[int, int]:
+    """Top-left corner of the window, among random candidates, that differs most from the background
+    (a person, not bare pavement)."""
+    h, w = frame.shape[:2]
+    foreground = np.abs(frame.astype(np.int16) - background)
     candidates = [(int(rng.integers(0, h - ph + 1)), int(rng.integers(0, w - pw + 1))) for _ in range(64)]
-    return max(candidates, key=lambda c: int(change[c[0] : c[0] + ph, c[1] : c[1] + pw].sum()))
+    return max(candidates, key=lambda c: int(foreground[c[0] : c[0] + ph, c[1] : c[1] + pw].sum()))
 
 
-def cut_clips(frames: np.ndarray, clip_len: int) -> tuple[list[int], np.ndarray]:
-    """Non-overlapping clips of a frame array, plus one aligned to the last frame (as the decoder cuts)."""
-    starts = clip_starts(len(frames), clip_len, clip_len)
+def cut_clips(frames: np.ndarray, clip_len: int, stride: int | None = None) -> tuple[list[int], np.ndarray]:
+    """Clips of a frame array every `stride` frames (default: back to back), plus one aligned to the
+    last frame, as the decoder cuts them."""
+    starts = clip_starts(len(frames), clip_len, stride or clip_len)
     return starts, np.stack([frames[s : s + clip_len] for s in starts])
 
 
-def pseudo_anomaly_report(model, videos: list[np.ndarray], clip_len: int, *, batch_size: int = 16, seed: int = 0) -> dict:
+def pseudo_anomaly_report(
+    model, videos: list[np.ndarray], clip_len: int, *, stride: int | None = None, batch_size: int = 16, seed: int = 0,
+    smoothing: int = 1,
+) -> dict:
     """Frame-level report (`vad.metrics.frame_level_report`) of `model` on every held-out normal video
     with each kind of pseudo-anomaly injected."""
     from vad.metrics import frame_level_report, frames_from_clips
@@ -82,8 +94,8 @@ def pseudo_anomaly_report(model, videos: list[np.ndarray], clip_len: int, *, bat
     for frames in videos:
         for kind in KINDS:
             injected, y = inject_pseudo_anomaly(frames, kind, rng)
-            starts, clips = cut_clips(injected, clip_len)
+            starts, clips = cut_clips(injected, clip_len, stride)
             frame_scores = score_clips(model, clips, batch_size, field="frame_scores")
             labels.append(y)
             scores.append(frames_from_clips(len(y), [(s, 1, f) for s, f in zip(starts, frame_scores)], "mean"))
-    return frame_level_report(labels, scores, per_video_norm=True)
+    return frame_level_report(labels, scores, per_video_norm=True, smoothing=smoothing)

@@ -111,6 +111,20 @@ def test_query_command(scored, capsys):
     assert not Path(root, "stolen.parquet").exists()
 
 
+def _score_one_camera(s3, source: str, scorer: str, checkpoint: str, decode, tmp_path):
+    """The job on one camera's prefix with a checkpoint made by the test; MLflow off."""
+    cfg = ScoreJobConfig(
+        source=SourceConfig(uri=source),
+        output=OutputConfig(uri=str(tmp_path / "results")),
+        scorer=ScorerConfig(name=scorer, checkpoint=checkpoint, batch_size=4, device="cpu"),
+        decode=decode,
+        storage=s3.storage_config(),
+        mlflow=MlflowConfig(enabled=False),
+        work_dir=str(tmp_path / "work"),
+    )
+    return run_scoring(cfg)
+
+
 def test_mask_scorer_writes_the_sibling_masks_table(ray_local, s3, archive, tmp_path):
     import torch
 
@@ -124,16 +138,7 @@ def test_mask_scorer_writes_the_sibling_masks_table(ray_local, s3, archive, tmp_
     model.calibrate(torch.rand(2, DECODE.clip_len, *DECODE.resize))
     checkpoint = str(tmp_path / "vgg.pt")
     save_checkpoint(checkpoint, model, version="m1", threshold=0.1, decode=decode_record(DECODE))
-    cfg = ScoreJobConfig(
-        source=SourceConfig(uri=f"{archive['uri']}/cam01"),
-        output=OutputConfig(uri=str(tmp_path / "results")),
-        scorer=ScorerConfig(name="vgg_ae", checkpoint=checkpoint, batch_size=4, device="cpu"),
-        decode=DECODE,
-        storage=s3.storage_config(),
-        mlflow=MlflowConfig(enabled=False),
-        work_dir=str(tmp_path / "work"),
-    )
-    summary = run_scoring(cfg)
+    summary = _score_one_camera(s3, f"{archive['uri']}/cam01", "vgg_ae", checkpoint, DECODE, tmp_path)
     root = str(tmp_path / "results")
     _, rows = run_query(root, "SELECT count(*), count(DISTINCT m.clip_id) FROM masks m JOIN scores s USING (clip_id)")
     assert rows[0] == (summary.clips, summary.clips)
@@ -163,16 +168,7 @@ def test_mil_scorer_runs_in_the_pipeline_on_rgb_clips(ray_local, s3, archive, tm
     checkpoint = str(tmp_path / "mil.pt")
     save_checkpoint(checkpoint, model, version="mil1", threshold=0.5, decode=decode_record(decode))
     source = f"{archive['uri']}/cam02"
-    cfg = ScoreJobConfig(
-        source=SourceConfig(uri=source),
-        output=OutputConfig(uri=str(tmp_path / "results")),
-        scorer=ScorerConfig(name="mil", checkpoint=checkpoint, batch_size=4, device="cpu"),
-        decode=decode,
-        storage=s3.storage_config(),
-        mlflow=MlflowConfig(enabled=False),
-        work_dir=str(tmp_path / "work"),
-    )
-    summary = run_scoring(cfg)
+    summary = _score_one_camera(s3, source, "mil", checkpoint, decode, tmp_path)
     table = pads.dataset(str(tmp_path / "results" / "scores"), partitioning=pads.partitioning(PARTITION_SCHEMA, flavor="hive")).to_table().to_pandas()
     assert summary.clips == len(table) > 0 and set(table["model_name"]) == {"mil"}
     video, _ = list_videos(Source(uri=source), s3.storage_config())

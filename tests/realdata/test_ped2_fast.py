@@ -17,14 +17,7 @@ def test_ped2_labels_match_the_official_ranges():
     assert labels["01"][:60].sum() == 0 and labels["01"][60:].all()  # gt_frame = [61:180]
 
 
-# st_ae measured 0.70-0.74 micro AUC with CPU-sized settings (8-16 epochs, 48x72); still open in issue 3.
-BELOW_TARGET = {"st_ae": "ConvLSTM autoencoder measured 0.70-0.74 AUC with the fast CPU settings"}
-
-
-@pytest.mark.parametrize(
-    "name",
-    [pytest.param(n, marks=pytest.mark.xfail(reason=BELOW_TARGET[n], strict=False)) if n in BELOW_TARGET else n for n in sorted(PED2_SETTINGS["fast"])],
-)
+@pytest.mark.parametrize("name", sorted(PED2_SETTINGS["fast"]))
 def test_scorer_beats_075_auc_on_ped2(name):
     hparams, decode, train_spec, epochs, lr = PED2_SETTINGS["fast"][name]
     result = benchmark_scorer(name, hparams, decode, training_decodes(decode, train_spec), epochs=epochs, lr=lr)
