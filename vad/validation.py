@@ -6,7 +6,8 @@ gets a synthetic anomaly drawn from the video itself, and the frame-level AUC of
 frames from the untouched ones is the validation metric (`val/pseudo_auc`):
 
 - "fast": a patch of the scene (about one pedestrian in size) crosses the frame several times faster
-  than people walk (6 s to cross the frame) — the typical Ped2 anomaly (cyclists, skaters);
+  than people walk (12 s to cross the frame, about 3x walking pace) — the typical Ped2 anomaly
+  (cyclists, skaters);
 - "object": a large foreign block with a darker rim drifts through at walking pace — a vehicle on
   a walkway.
 
@@ -42,10 +43,10 @@ def inject_pseudo_anomaly(frames: np.ndarray, kind: str, rng: np.random.Generato
         sy, sx = _foreground_window(frames[first], background, ph, pw, rng)
         patch = frames[first, sy : sy + ph, sx : sx + pw].copy()
         mask = np.abs(patch.astype(np.int16) - background[sy : sy + ph, sx : sx + pw]) > 20
-        speed = max(1.0, (w - pw) / 60)  # crosses the frame in 6 s at 10 fps: a cyclist, not a walker
+        speed = (w - pw) / 120  # crosses the frame in 12 s at 10 fps: a cyclist, about 3x a walker
     else:
         ph, pw = max(2, h // 4), max(2, w // 5)
-        level = int(np.clip(background.mean() + rng.choice([-40, 40]), 0, 255))
+        level = int(np.clip(background.mean() + rng.choice([-25, 25]), 0, 255))
         patch = np.full((ph, pw) + frames.shape[3:], level, dtype=np.uint8)
         rim = max(1, min(ph, pw) // 6)
         patch[:rim], patch[-rim:], patch[:, :rim], patch[:, -rim:] = 2 * [level // 2] + 2 * [level // 2]
