@@ -1,10 +1,11 @@
 """Validation without anomaly labels: pseudo-anomalies injected into held-out normal videos.
 
 Normal footage is all a user has when training, so model and setting choices can't be made on a
-real anomaly AUC without touching test data. Instead, the middle third of each held-out normal video
-gets a synthetic anomaly drawn from the video itself, and the frame-level AUC of separating those
+real anomaly AUC without touching test data. Instead, each held-out normal video gets a synthetic
+anomaly made from the video itself after its first third, and the frame-level AUC of separating those
 frames from the untouched ones is the validation metric (`val/pseudo_auc`):
 
+- "speedup": a stretch of the video fast-forwarded 3x — people move like cyclists, nothing is pasted;
 - "fast": a patch of the scene (about one pedestrian in size) crosses the frame several times faster
   than people walk (12 s to cross the frame, about 3x walking pace) — the typical Ped2 anomaly
   (cyclists, skaters);
@@ -21,19 +22,38 @@ import numpy as np
 
 from vad.decode import clip_starts
 
-KINDS = ("fast", "object")
+KINDS = ("speedup", "fast", "object")
+DEFAULT_KINDS = ("speedup", "object")
+
+
+def speed_up(frames: np.ndarray, factor: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Fast-forward a stretch after the first third: every person and car moves `factor` times
+    faster there, with nothing pasted in (frame skipping as a pseudo-anomaly, as in Astrid et al.,
+    ICCVW 2021). The result is shorter than the input; returns (frames, per-frame 0/1 labels)."""
+    t = len(frames)
+    first = t // 3
+    span = (t - first) // (2 * factor)  # leaves at least half of the rest as a normal tail
+    if span < 2:
+        raise ValueError(f"a video of {t} frames is too short for a pseudo-anomaly")
+    fast = frames[first : first + factor * span : factor]
+    out = np.concatenate([frames[:first], fast, frames[first + factor * span :]])
+    labels = np.zeros(len(out), dtype=np.int8)
+    labels[first : first + span] = 1
+    return out, labels
 
 
 def inject_pseudo_anomaly(frames: np.ndarray, kind: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(T, H, W) uint8 frames -> (copy with an anomaly in its middle third, per-frame 0/1 labels).
+    """(T, H, W) uint8 frames -> (copy with an anomaly after its first third, per-frame 0/1 labels).
 
-    Only the object's own pixels are pasted (where it differs from the static background, the
+    "fast" and "object" fill the middle third; only the object's own pixels are pasted (where it differs from the static background, the
     video's median frame), so there is no rectangular seam for a model to spot."""
     if kind not in KINDS:
         raise ValueError(f"unknown pseudo-anomaly {kind!r}; choose from {KINDS}")
     t, h, w = frames.shape[:3]
     if t < 6:
         raise ValueError(f"a video of {t} frames is too short for a pseudo-anomaly")
+    if kind == "speedup":
+        return speed_up(frames)
     background = np.median(frames, axis=0).astype(np.int16)
     out = frames.copy()
     labels = np.zeros(t, dtype=np.int8)
@@ -83,7 +103,7 @@ def cut_clips(frames: np.ndarray, clip_len: int, stride: int | None = None) -> t
 
 def pseudo_anomaly_report(
     model, videos: list[np.ndarray], clip_len: int, *, stride: int | None = None, batch_size: int = 16, seed: int = 0,
-    smoothing: int = 1,
+    smoothing: int = 1, kinds: tuple[str, ...] = DEFAULT_KINDS,
 ) -> dict:
     """Frame-level report (`vad.metrics.frame_level_report`) of `model` on every held-out normal video
     with each kind of pseudo-anomaly injected."""
@@ -93,7 +113,7 @@ def pseudo_anomaly_report(
     rng = np.random.default_rng(seed)
     labels, scores = [], []
     for frames in videos:
-        for kind in KINDS:
+        for kind in kinds:
             injected, y = inject_pseudo_anomaly(frames, kind, rng)
             starts, clips = cut_clips(injected, clip_len, stride)
             frame_scores = score_clips(model, clips, batch_size, field="frame_scores")
