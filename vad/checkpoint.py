@@ -29,16 +29,8 @@ class LoadedScorer:
     metrics: dict = field(default_factory=dict)
 
 
-def save_checkpoint(
-    uri: str,
-    model: ClipScorer,
-    *,
-    version: str,
-    threshold: float,
-    decode: dict,
-    metrics: dict | None = None,
-    storage: StorageConfig | None = None,
-) -> None:
+def checkpoint_bytes(model: ClipScorer, *, version: str, threshold: float, decode: dict, metrics: dict | None = None) -> bytes:
+    """A checkpoint as bytes: a plain dict of tensors and JSON-like values (see the module doc)."""
     payload = {
         "format": FORMAT,
         "scorer": model.name,
@@ -52,7 +44,21 @@ def save_checkpoint(
     }
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    write_bytes(uri, buffer.getvalue(), storage)
+    return buffer.getvalue()
+
+
+def save_checkpoint(
+    uri: str,
+    model: ClipScorer,
+    *,
+    version: str,
+    threshold: float,
+    decode: dict,
+    metrics: dict | None = None,
+    storage: StorageConfig | None = None,
+) -> None:
+    data = checkpoint_bytes(model, version=version, threshold=threshold, decode=decode, metrics=metrics)
+    write_bytes(uri, data, storage)
 
 
 def load_checkpoint(uri: str, storage: StorageConfig | None = None, map_location: str = "cpu") -> LoadedScorer:

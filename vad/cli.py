@@ -54,7 +54,20 @@ def cmd_train(args) -> int:
 
     cfg = load_config(args.config, TrainJobConfig, _overrides(args.set))
     summary = run_training(cfg)
-    print(json.dumps({"checkpoint": summary.checkpoint, "clips": summary.clips, "threshold": summary.result.threshold}, indent=2))
+    registered = summary.registered
+    print(
+        json.dumps(
+            {
+                "checkpoint": summary.checkpoint,
+                "clips": summary.clips,
+                "threshold": summary.result.threshold,
+                "mlflow_run_id": summary.mlflow_run_id,
+                "registered": f"models:/{registered.name}/{registered.version}" if registered else None,
+                "promoted": registered.promoted if registered else False,
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

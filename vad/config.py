@@ -204,6 +204,33 @@ class TrainLoopConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
+class DistributedConfig(_Section):
+    """How Ray Train runs the training loop (`vad.distributed`)."""
+
+    num_workers: int = Field(1, ge=1, description="training workers (DDP ranks)")
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(1.0, gt=0, description="with use_gpu")
+    checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints")
+    keep_checkpoints: int = Field(2, ge=1)
+    max_failures: int = Field(2, ge=-1, description="restarts of the worker group from the last checkpoint; -1 = unlimited")
+    storage_path: str | None = Field(
+        None, description="where Ray Train keeps run state and checkpoints; null = <work_dir>/ray-train (use s3:// or shared storage on clusters)"
+    )
+    ray_address: str | None = Field(None, description="null = start or join a local Ray")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray started by the job")
+
+
+class RegistryConfig(_Section):
+    """MLflow model registry: every trained model is registered; the alias moves only to a better one."""
+
+    enabled: bool = True
+    model_name: str | None = Field(None, description="null = vad-<model name>, e.g. vad-conv-ae")
+    alias: str = "champion"
+    metric: str = Field("val/loss", description="validation metric that decides promotion (never test data)")
+    lower_is_better: bool = True
+
+
 class TrainOutputConfig(_Section):
     checkpoint: str = Field(..., description="where to write the checkpoint (path or s3:// uri)")
     version: str = Field("1", description="model version recorded in every score row")
@@ -214,6 +241,8 @@ class TrainJobConfig(_Section):
     output: TrainOutputConfig
     model: TrainModelConfig = TrainModelConfig()
     train: TrainLoopConfig = TrainLoopConfig()
+    distributed: DistributedConfig = DistributedConfig()
+    registry: RegistryConfig = RegistryConfig()
     decode: DecodeConfig = DecodeConfig(stride=4)
     storage: StorageConfig = StorageConfig()
     mlflow: MlflowConfig = MlflowConfig(experiment="vad-train")

@@ -17,6 +17,7 @@ import numpy as np
 
 from vad.config import (
     DecodeConfig,
+    DistributedConfig,
     MlflowConfig,
     OutputConfig,
     RayConfig,
@@ -73,6 +74,7 @@ def run_demo(work_dir: str = "vad-work", epochs: int = 25, num_cpus: int | None 
             decode=decode.model_copy(update={"stride": 4}),
             storage=storage,
             mlflow=mlflow,
+            distributed=DistributedConfig(num_cpus=num_cpus),
             run_name="demo-train",
             work_dir=str(work),
         )

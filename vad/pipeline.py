@@ -60,7 +60,7 @@ def _num_gpus(cfg: ScoreJobConfig) -> float:
     return 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
 
 
-def build_dataset(cfg: ScoreJobConfig, listing: list[dict], run_id: str):
+def build_dataset(cfg: ScoreJobConfig, listing: list[dict], run_id: str, checkpoint: str | None = None):
     """The lazy Ray Dataset of the job; consuming it runs the job and yields one row per file written."""
     import ray
 
@@ -80,7 +80,7 @@ def build_dataset(cfg: ScoreJobConfig, listing: list[dict], run_id: str):
     ds = ds.map_batches(
         ScoreClips,
         fn_constructor_kwargs={
-            "checkpoint": cfg.scorer.checkpoint,
+            "checkpoint": checkpoint or cfg.scorer.checkpoint,
             "storage": storage,
             "device": cfg.scorer.device,
             "run_id": run_id,
@@ -103,13 +103,16 @@ def build_dataset(cfg: ScoreJobConfig, listing: list[dict], run_id: str):
 def run_scoring(cfg: ScoreJobConfig, run_date: str | None = None) -> RunSummary:
     """Score every video under `cfg.source.uri`; returns what was written."""
     from vad.checkpoint import check_decode_matches, load_checkpoint
+    from vad.registry import resolve_model_uri
+    from vad.tracking import tracking_uri
 
     started_at = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()
     run_date = run_date or started_at.date().isoformat()
     run_id = uuid.uuid4().hex[:16]
     # Fail fast on the driver, before any cluster work: a bad checkpoint or decode mismatch.
-    loaded = load_checkpoint(cfg.scorer.checkpoint, cfg.storage)
+    checkpoint = resolve_model_uri(cfg.scorer.checkpoint, tracking_uri(cfg.mlflow, cfg.work_dir), cfg.work_dir)
+    loaded = load_checkpoint(checkpoint, cfg.storage)
     check_decode_matches(loaded, cfg.decode)
     videos, rejected = list_videos(cfg.source, cfg.storage, run_date)
     for bad in rejected:
@@ -122,7 +125,7 @@ def run_scoring(cfg: ScoreJobConfig, run_date: str | None = None) -> RunSummary:
         files, clips, anomalies = [], 0, 0
         if videos:
             ensure_ray(cfg)
-            for row in build_dataset(cfg, [v.to_row() for v in videos], run_id).iter_rows():
+            for row in build_dataset(cfg, [v.to_row() for v in videos], run_id, checkpoint).iter_rows():
                 files.append(row["path"])
                 clips += int(row["rows"])
                 anomalies += int(row["anomalies"])

@@ -1,16 +1,18 @@
-"""`vad train`: train a scorer on normal footage and write a checkpoint."""
+"""`vad train`: train a scorer on normal footage with Ray Train, write a checkpoint, track and
+register it in MLflow."""
 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 
-from vad.checkpoint import decode_record, save_checkpoint
+from vad.checkpoint import checkpoint_bytes, decode_record
 from vad.config import TrainJobConfig
-from vad.scorers import build_scorer
-from vad.stages import pick_device
+from vad.sources import list_videos
+from vad.storage import write_bytes
 from vad.tracking import mlflow_run
-from vad.training import FitResult, fit, load_clips
+from vad.training import FitResult
 
 log = logging.getLogger(__name__)
 
@@ -21,58 +23,72 @@ class TrainSummary:
     clips: int
     result: FitResult
     mlflow_run_id: str | None = None
+    registered: object | None = None  # vad.registry.Registration
 
 
-def run_training(cfg: TrainJobConfig) -> TrainSummary:
-    clips = load_clips(cfg.source, cfg.decode, cfg.storage, cfg.train.key_regex, cfg.train.max_clips)
+def training_videos(cfg: TrainJobConfig) -> list:
+    videos, rejected = list_videos(cfg.source, cfg.storage)
+    for bad in rejected:
+        log.warning("skipped %s: %s", bad.uri, bad.reason)
+    wanted = re.compile(cfg.train.key_regex) if cfg.train.key_regex else None
+    videos = [v for v in videos if wanted is None or wanted.search(v.key)]
+    if not videos:
+        raise ValueError(f"no training videos under {cfg.source.uri!r}" + (f" matching {cfg.train.key_regex!r}" if wanted else ""))
+    return videos
+
+
+def _params(cfg: TrainJobConfig, hparams: dict, videos: int) -> dict:
+    """Run parameters for MLflow; storage credentials are never included."""
+    return {
+        "model.name": cfg.model.name,
+        **{f"model.{k}": v for k, v in hparams.items()},
+        **{f"train.{k}": v for k, v in cfg.train.model_dump().items()},
+        **{f"distributed.{k}": v for k, v in cfg.distributed.model_dump().items()},
+        **{f"decode.{k}": v for k, v in decode_record(cfg.decode).items()},
+        "source.uri": cfg.source.uri,
+        "videos": videos,
+    }
+
+
+def run_training(cfg: TrainJobConfig, *, fail_once_after_epoch: dict | None = None) -> TrainSummary:
+    """Train, write the checkpoint to `cfg.output.checkpoint`, log and register it.
+
+    `fail_once_after_epoch` ({"epoch": k, "marker": path}) makes a worker raise once after epoch k,
+    for testing recovery."""
+    from vad.distributed import train_distributed
+
+    from vad.scorers import build_scorer
+
     hparams = {"clip_len": cfg.decode.clip_len, **cfg.model.hparams}
-    model = build_scorer(cfg.model.name, **hparams)
-    log.info("training %s on %d clips of shape %s", cfg.model.name, len(clips), clips.shape[1:])
+    model = build_scorer(cfg.model.name, **hparams)  # bad names or hparams fail here, before any cluster work
+    if not model.trains_on_normal_clips:
+        raise ValueError(f"{cfg.model.name} is not trained on normal footage by `vad train`; see its README")
+    videos = training_videos(cfg)
+    log.info("training %s on %d videos with %d Ray Train worker(s)", cfg.model.name, len(videos), cfg.distributed.num_workers)
     with mlflow_run(cfg.mlflow, cfg.work_dir, cfg.run_name or f"train-{cfg.model.name}", {"vad.job": "train"}) as mlflow:
+        spec = None
         if mlflow is not None:
-            mlflow.log_params(
-                {
-                    "model.name": cfg.model.name,
-                    **{f"model.{k}": v for k, v in hparams.items()},
-                    **{f"train.{k}": v for k, v in cfg.train.model_dump().items()},
-                    **{f"decode.{k}": v for k, v in decode_record(cfg.decode).items()},
-                    "source.uri": cfg.source.uri,
-                    "clips": len(clips),
-                }
-            )
-
-        def on_epoch(row: dict) -> None:
-            if mlflow is not None:
-                mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
-
-        t = cfg.train
-        result = fit(
-            model,
-            clips,
-            epochs=t.epochs,
-            batch_size=t.batch_size,
-            lr=t.lr,
-            weight_decay=t.weight_decay,
-            val_fraction=t.val_fraction,
-            threshold_quantile=t.threshold_quantile,
-            seed=t.seed,
-            device=pick_device(t.device),
-            on_epoch=on_epoch,
+            mlflow.log_params(_params(cfg, hparams, len(videos)))
+            spec = {"tracking_uri": mlflow.get_tracking_uri(), "run_id": mlflow.active_run().info.run_id}
+        trained = train_distributed(cfg, videos, hparams, spec, fail_once_after_epoch)
+        final = trained.history[-1] if trained.history else {}
+        metrics = {"train/loss": final.get("train/loss", float("nan")), "val/loss": final.get("val/loss", float("nan")), "train/seconds": trained.seconds}
+        data = checkpoint_bytes(
+            trained.model, version=cfg.output.version, threshold=trained.threshold, decode=decode_record(cfg.decode), metrics=metrics
         )
-        model.cpu()
-        metrics = {"train/loss": result.history[-1]["train/loss"], "train/seconds": result.seconds}
-        save_checkpoint(
-            cfg.output.checkpoint,
-            model,
-            version=cfg.output.version,
-            threshold=result.threshold,
-            decode=decode_record(cfg.decode),
-            metrics=metrics,
-            storage=cfg.storage,
-        )
-        run_id = None
+        write_bytes(cfg.output.checkpoint, data, cfg.storage)
+        run_id, registered = None, None
         if mlflow is not None:
-            mlflow.log_metrics({"train/threshold": result.threshold, "train/seconds": result.seconds})
+            mlflow.log_metrics({"train/threshold": trained.threshold, "train/seconds": trained.seconds, "train/clips": trained.train_clips})
             mlflow.set_tag("vad.checkpoint", cfg.output.checkpoint)
+            mlflow.set_tag("vad.ray_train_path", trained.run_path)
+            if cfg.registry.enabled:
+                from vad.registry import register_checkpoint
+
+                shape = (cfg.decode.clip_len, *(cfg.decode.resize or ())) + (() if cfg.decode.grayscale else (3,))
+                registered = register_checkpoint(
+                    mlflow, data, cfg.registry, cfg.model.name, shape, metrics.get(cfg.registry.metric, float("nan"))
+                )
             run_id = mlflow.active_run().info.run_id
-    return TrainSummary(cfg.output.checkpoint, len(clips), result, run_id)
+    result = FitResult(trained.threshold, trained.history, trained.val_scores, trained.seconds)
+    return TrainSummary(cfg.output.checkpoint, trained.train_clips, result, run_id, registered)

@@ -96,6 +96,7 @@ class MILScorer(ClipScorer):
 
     name = "mil"
     grayscale = False
+    trains_on_normal_clips = False
 
     def __init__(self, *, extractor: str = "i3d", dropout: float = 0.6, pretrained_backbone: bool = False):
         super().__init__()

@@ -1,0 +1,155 @@
+"""Training through Ray Train: 2 workers, checkpoints, recovery, MLflow tracking and registry."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import DECODE
+from vad.checkpoint import load_checkpoint
+from vad.config import (
+    DistributedConfig,
+    MlflowConfig,
+    SourceConfig,
+    TrainJobConfig,
+    TrainLoopConfig,
+    TrainModelConfig,
+    TrainOutputConfig,
+)
+from vad.train_job import run_training
+
+EPOCHS = 4
+
+
+def _config(s3, archive, work, name: str, **distributed) -> TrainJobConfig:
+    return TrainJobConfig(
+        source=SourceConfig(uri=archive["uri"]),
+        output=TrainOutputConfig(checkpoint=str(work / f"{name}.pt"), version=name),
+        model=TrainModelConfig(name="conv_ae", hparams={"widths": [16, 8, 8]}),
+        train=TrainLoopConfig(epochs=EPOCHS, batch_size=8, lr=3e-3, key_regex="/train_", val_fraction=0.25, device="cpu"),
+        distributed=DistributedConfig(num_workers=2, cpus_per_worker=0.5, **distributed),
+        decode=DECODE.model_copy(update={"stride": 4}),
+        storage=s3.storage_config(),
+        mlflow=MlflowConfig(experiment="test-ray-train"),
+        run_name=name,
+        work_dir=str(work),
+    )
+
+
+def _weights(path: str) -> dict:
+    return load_checkpoint(path).model.state_dict()
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp("ray-train")
+
+
+@pytest.fixture(scope="module")
+def baseline(ray_local, s3, archive, work):
+    cfg = _config(s3, archive, work, "baseline")
+    return cfg, run_training(cfg)
+
+
+def test_two_workers_train_and_the_loss_falls(baseline):
+    cfg, summary = baseline
+    losses = [row["train/loss"] for row in summary.result.history]
+    assert [row["epoch"] for row in summary.result.history] == list(range(EPOCHS))
+    assert losses[-1] < 0.7 * losses[0], losses
+    assert np.isfinite(summary.result.history[-1]["val/loss"])
+    assert summary.clips > 0 and np.isfinite(summary.result.threshold)
+    assert load_checkpoint(summary.checkpoint).threshold == pytest.approx(summary.result.threshold)
+
+
+def test_mlflow_holds_params_metrics_artifacts_and_the_registered_model(baseline):
+    from mlflow.tracking import MlflowClient
+
+    from vad.registry import resolve_model_uri
+    from vad.tracking import tracking_uri
+
+    cfg, summary = baseline
+    client = MlflowClient(tracking_uri(cfg.mlflow, cfg.work_dir))
+    run = client.get_run(summary.mlflow_run_id)
+    params = run.data.params
+    assert params["model.name"] == "conv_ae" and params["distributed.num_workers"] == "2"
+    assert params["train.epochs"] == str(EPOCHS) and params["decode.clip_len"] == str(DECODE.clip_len)
+    assert not any("secret" in key or "access_key" in key for key in params)
+    for key in ("train/loss", "val/loss"):
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+        assert steps == list(range(EPOCHS)), (key, steps)  # rank 0 logs once per epoch
+    assert {"train/threshold", "train/seconds"} <= set(run.data.metrics)
+    version = client.get_model_version_by_alias("vad-conv-ae", "champion")
+    assert version.run_id == run.info.run_id and summary.registered.promoted
+    stored = resolve_model_uri("models:/vad-conv-ae@champion", tracking_uri(cfg.mlflow, cfg.work_dir), cfg.work_dir)
+    assert Path(stored).is_file() and Path(stored).read_bytes() == Path(summary.checkpoint).read_bytes()
+
+
+def test_registered_model_scores_exactly_like_the_in_memory_one(baseline, archive, s3):
+    import mlflow
+
+    from vad.decode import iter_clips
+    from vad.registry import resolve_model_uri
+    from vad.sources import list_videos
+    from vad.tracking import tracking_uri
+
+    cfg, summary = baseline
+    uri = tracking_uri(cfg.mlflow, cfg.work_dir)
+    in_memory = load_checkpoint(summary.checkpoint).model
+    registered = load_checkpoint(resolve_model_uri("models:/vad-conv-ae@champion", uri, cfg.work_dir)).model
+    videos, _ = list_videos(SourceConfig(uri=archive["uri"]), s3.storage_config())
+    clips = np.stack([c.frames for c in iter_clips(videos[0], DECODE, s3.storage_config())]).astype(np.float32) / 255
+    with torch.inference_mode():
+        expected = in_memory.score(torch.from_numpy(clips)).score.numpy()
+        assert np.array_equal(registered.score(torch.from_numpy(clips)).score.numpy(), expected)
+    mlflow.set_tracking_uri(uri)
+    pyfunc = mlflow.pyfunc.load_model("models:/vad-conv-ae@champion")
+    assert np.array_equal(pyfunc.predict(clips), expected)
+    assert list(pyfunc.metadata.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, DECODE.clip_len, *DECODE.resize]
+
+
+def test_a_failed_worker_group_restarts_from_the_checkpoint_and_ends_the_same(baseline, s3, archive, work):
+    cfg = _config(s3, archive, work, "retried", max_failures=1)
+    summary = run_training(cfg, fail_once_after_epoch={"epoch": 1, "marker": str(work / "retried.failed")})
+    assert (work / "retried.failed").exists()  # it did fail once
+    reference = _weights(baseline[1].checkpoint)
+    for key, value in _weights(summary.checkpoint).items():
+        assert torch.allclose(value, reference[key], atol=1e-6), key
+
+
+def test_a_stopped_run_resumes_from_its_last_checkpoint_when_started_again(baseline, s3, archive, work):
+    from mlflow.tracking import MlflowClient
+
+    from vad.tracking import tracking_uri
+
+    cfg = _config(s3, archive, work, "stopped", max_failures=0)
+    with pytest.raises(Exception, match="injected failure"):
+        run_training(cfg, fail_once_after_epoch={"epoch": 2, "marker": str(work / "stopped.failed")})
+    resumed = run_training(cfg)  # same run name and storage: Ray Train picks up the checkpoint
+    assert [row["epoch"] for row in resumed.result.history] == list(range(EPOCHS))
+    client = MlflowClient(tracking_uri(cfg.mlflow, cfg.work_dir))
+    assert [m.step for m in client.get_metric_history(resumed.mlflow_run_id, "train/loss")] == [3]  # only epoch 3 ran again
+    reference = _weights(baseline[1].checkpoint)
+    for key, value in _weights(resumed.checkpoint).items():
+        assert torch.allclose(value, reference[key], atol=1e-6), key
+
+
+def test_the_alias_moves_only_to_a_better_model(baseline):
+    from mlflow.tracking import MlflowClient
+
+    from vad.config import RegistryConfig
+    from vad.registry import register_checkpoint
+    from vad.tracking import mlflow_run, tracking_uri
+
+    cfg, summary = baseline
+    data = open(summary.checkpoint, "rb").read()
+    registry = RegistryConfig(model_name="vad-alias-test")
+    shape = (DECODE.clip_len, *DECODE.resize)
+    outcomes = []
+    for metric in (0.5, 0.7, 0.3):  # first, worse, better (val/loss: lower is better)
+        with mlflow_run(cfg.mlflow, cfg.work_dir, "alias") as mlflow:
+            mlflow.log_metric("val/loss", metric)
+            outcomes.append(register_checkpoint(mlflow, data, registry, "conv_ae", shape, metric))
+    assert [o.promoted for o in outcomes] == [True, False, True]
+    client = MlflowClient(tracking_uri(cfg.mlflow, cfg.work_dir))
+    assert str(client.get_model_version_by_alias("vad-alias-test", "champion").version) == outcomes[2].version

@@ -1,0 +1,268 @@
+"""Training through Ray Train: the same job on a laptop and on a GPU cluster.
+
+The driver lists the normal footage and builds Ray Datasets with the scoring pipeline's decode stage
+(held-out videos for validation); a TorchTrainer runs `train_loop` on `distributed.num_workers`
+workers (DDP through `prepare_model`, bf16 autocast on GPU). Rank 0 writes a checkpoint every
+`distributed.checkpoint_every` epochs and logs metrics to MLflow. A run that fails is restarted from
+its last checkpoint (`max_failures`); a run that was stopped resumes when started again with the same
+`run_name` and storage. The driver then sets the threshold from validation scores and writes a vad
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vad.config import TrainJobConfig
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.pt"
+
+
+@dataclass
+class DistributedResult:
+    """What a Ray Train run produced (the model holds the final weights, on CPU)."""
+
+    model: object
+    history: list[dict] = field(default_factory=list)
+    val_scores: np.ndarray | None = None
+    threshold: float = float("nan")
+    train_clips: int = 0
+    val_clips: int = 0
+    seconds: float = 0.0
+    run_path: str = ""
+
+
+def split_videos(videos: list, val_fraction: float) -> tuple[list, list]:
+    """(training, validation) videos: every k-th video (k = 1 / val_fraction) is held out, so no clip
+    of a validation video is ever trained on. With fewer than 2 videos there is no validation set."""
+    if val_fraction <= 0 or len(videos) < 2:
+        return list(videos), []
+    every = max(2, int(round(1 / val_fraction)))
+    val = [v for i, v in enumerate(videos) if i % every == every - 1] or [videos[-1]]
+    return [v for v in videos if v not in val], val
+
+
+def clips_dataset(videos: list, cfg: TrainJobConfig):
+    """A Ray Dataset with one `frames` row per clip, decoded by the scoring pipeline's stage."""
+    import ray
+
+    from vad.stages import decode_videos
+
+    # Ordered blocks make the clip order, and so a seeded run and its resumption, reproducible.
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
+    ds = ray.data.from_items([v.to_row() for v in videos], override_num_blocks=max(1, min(len(videos), 1000)))
+    ds = ds.map_batches(decode_videos, batch_size=1, fn_kwargs={"decode": cfg.decode, "storage": cfg.storage}, num_cpus=cfg.decode.num_cpus)
+    return ds.select_columns(["frames"])
+
+
+class TrainingLoss(torch.nn.Module):
+    """A scorer whose forward is its training loss, so that DDP all-reduces its gradients."""
+
+    def __init__(self, scorer):
+        super().__init__()
+        self.scorer = scorer
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        return self.scorer.training_loss(clips)
+
+
+def _all_workers_sum(total: float, count: int) -> tuple[float, int]:
+    """(sum, count) over all workers, or the local pair outside a process group."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        pair = torch.tensor([total, float(count)], dtype=torch.float64)
+        dist.all_reduce(pair)
+        return float(pair[0]), int(pair[1])
+    return total, count
+
+
+def _mean(pair: tuple[float, int]) -> float:
+    return pair[0] / pair[1] if pair[1] else float("nan")
+
+
+def train_loop(config: dict) -> None:
+    """Runs on every Ray Train worker."""
+    import ray.train as train
+    from ray.train.torch import get_device, prepare_model
+
+    from vad.config import TrainLoopConfig, TrainModelConfig
+    from vad.scorers import build_scorer
+
+    model_cfg, loop = TrainModelConfig(**config["model"]), TrainLoopConfig(**config["train"])
+    torch.manual_seed(loop.seed)
+    device = get_device()
+    scorer = build_scorer(model_cfg.name, **config["hparams"])
+    loss_model = prepare_model(TrainingLoss(scorer))
+    optimiser = torch.optim.Adam(scorer.parameters(), lr=loop.lr, weight_decay=loop.weight_decay)
+    start, history = 0, []
+    checkpoint = train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder) / STATE_FILE, map_location=device, weights_only=True)
+        scorer.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        start, history = int(state["epoch"]) + 1, list(state["history"])
+    rank = train.get_context().get_world_rank()
+    tracker = _Tracker(config.get("mlflow")) if rank == 0 else None
+    amp = device.type == "cuda"
+    train_shard = train.get_dataset_shard("train")
+    val_shard = train.get_dataset_shard("val") if config["has_val"] else None
+    for epoch in range(start, loop.epochs):
+        scorer.train()
+        total, count = 0.0, 0
+        batches = train_shard.iter_torch_batches(
+            batch_size=loop.batch_size, local_shuffle_buffer_size=4 * loop.batch_size, local_shuffle_seed=loop.seed + epoch
+        )
+        for batch in batches:
+            clips = batch["frames"].to(device).float().div_(255.0)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                loss = loss_model(clips)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            total, count = total + float(loss.detach()) * len(clips), count + len(clips)
+        scorer.eval()
+        val_total, val_count = 0.0, 0
+        if val_shard is not None:
+            with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                for batch in val_shard.iter_torch_batches(batch_size=loop.batch_size):
+                    clips = batch["frames"].to(device).float().div_(255.0)
+                    val_total += float(scorer.training_loss(clips)) * len(clips)
+                    val_count += len(clips)
+        trained = _all_workers_sum(total, count)
+        metrics = {
+            "epoch": epoch, "train/loss": _mean(trained), "train/clips": trained[1],
+            "val/loss": _mean(_all_workers_sum(val_total, val_count)),
+        }
+        history.append(metrics)
+        if tracker is not None:
+            tracker.log(metrics, epoch)
+        last = epoch == loop.epochs - 1
+        if (epoch + 1) % config["checkpoint_every"] == 0 or last:
+            with tempfile.TemporaryDirectory() as folder:
+                saved = None
+                if rank == 0:
+                    state = {"model": scorer.state_dict(), "optimiser": optimiser.state_dict(), "epoch": epoch, "history": history}
+                    torch.save(state, Path(folder) / STATE_FILE)
+                    saved = train.Checkpoint.from_directory(folder)
+                train.report(metrics, checkpoint=saved)
+        else:
+            train.report(metrics)
+        _maybe_fail(config.get("fail_once_after_epoch"), epoch)
+
+
+def _maybe_fail(spec: dict | None, epoch: int) -> None:
+    """Fault injection for the resume tests: raise once after a given epoch (a marker file remembers)."""
+    if not spec or epoch != spec["epoch"]:
+        return
+    marker = Path(spec["marker"])
+    if not marker.exists():
+        marker.write_text("failed once")
+        raise RuntimeError(f"injected failure after epoch {epoch}")
+
+
+class _Tracker:
+    """MLflow logging from rank 0 into the driver's run (by id, so no active-run state is needed)."""
+
+    def __init__(self, spec: dict | None):
+        self.client = None
+        if spec:
+            from mlflow.tracking import MlflowClient
+
+            self.client, self.run_id = MlflowClient(spec["tracking_uri"]), spec["run_id"]
+
+    def log(self, metrics: dict, step: int) -> None:
+        if self.client is None:
+            return
+        import math
+
+        for key, value in metrics.items():
+            if key != "epoch" and not math.isnan(value):
+                self.client.log_metric(self.run_id, key, float(value), step=step)
+
+
+def ensure_ray(cfg: TrainJobConfig) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs: dict = {"include_dashboard": False}
+    if cfg.distributed.ray_address:
+        kwargs["address"] = cfg.distributed.ray_address
+    elif cfg.distributed.num_cpus:
+        kwargs["num_cpus"] = cfg.distributed.num_cpus
+    ray.init(**kwargs)
+
+
+def run_name(cfg: TrainJobConfig) -> str:
+    return cfg.run_name or f"train-{cfg.model.name}"
+
+
+def train_distributed(
+    cfg: TrainJobConfig, videos: list, hparams: dict, mlflow_spec: dict | None = None, fail_once_after_epoch: dict | None = None
+) -> DistributedResult:
+    """Train `cfg.model` with Ray Train on the clips of `videos`; returns the final model and threshold."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from vad.scorers import build_scorer
+    from vad.training import score_clips
+
+    ensure_ray(cfg)
+    dist = cfg.distributed
+    train_videos, val_videos = split_videos(videos, cfg.train.val_fraction)
+    datasets = {"train": clips_dataset(train_videos, cfg)}
+    if val_videos:
+        datasets["val"] = clips_dataset(val_videos, cfg).materialize()
+    storage = dist.storage_path or str(Path(cfg.work_dir).expanduser().resolve() / "ray-train")
+    resources = {"CPU": dist.cpus_per_worker, **({"GPU": dist.gpus_per_worker} if dist.use_gpu else {})}
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={
+            "model": cfg.model.model_dump(),
+            "train": cfg.train.model_dump(),
+            "hparams": hparams,
+            "checkpoint_every": dist.checkpoint_every,
+            "has_val": bool(val_videos),
+            "mlflow": mlflow_spec,
+            "fail_once_after_epoch": fail_once_after_epoch,
+        },
+        scaling_config=ray.train.ScalingConfig(num_workers=dist.num_workers, use_gpu=dist.use_gpu, resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=run_name(cfg),
+            storage_path=storage,
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=dist.keep_checkpoints),
+            failure_config=ray.train.FailureConfig(max_failures=dist.max_failures),
+        ),
+        datasets=datasets,
+    )
+    started = time.perf_counter()
+    result = trainer.fit()
+    seconds = time.perf_counter() - started
+    model = build_scorer(cfg.model.name, **hparams)
+    with result.checkpoint.as_directory() as folder:
+        state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    model.eval()
+    history = list(state["history"])  # every epoch, across restarts and resumptions
+    # The threshold is a quantile of held-out normal clips' scores (training clips when there are none).
+    reference = datasets["val"] if val_videos else datasets["train"].limit(512)
+    clips = np.concatenate([b["frames"] for b in reference.iter_batches(batch_size=256, batch_format="numpy")])
+    scores = score_clips(model, clips)
+    if hasattr(model, "calibrate"):  # scorers with pixel masks calibrate them on the same clips
+        model.calibrate(torch.from_numpy(clips[:64]).float().div_(255.0))
+    return DistributedResult(
+        model=model, history=history, val_scores=scores, threshold=float(np.quantile(scores, cfg.train.threshold_quantile)),
+        train_clips=int(history[-1]["train/clips"]) if history else 0, val_clips=len(clips) if val_videos else 0,
+        seconds=seconds, run_path=result.path,
+    )
