@@ -107,6 +107,25 @@ def test_registered_model_scores_exactly_like_the_in_memory_one(baseline, archiv
     assert np.array_equal(pyfunc.predict(clips), expected)
     assert list(pyfunc.metadata.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, DECODE.clip_len, *DECODE.resize]
 
+    # The nightly job takes the registry URI as its checkpoint.
+    import pyarrow.dataset as pads
+
+    from vad.config import OutputConfig, ScoreJobConfig, ScorerConfig
+    from vad.pipeline import run_scoring
+    from vad.schema import PARTITION_SCHEMA
+
+    out = Path(cfg.work_dir) / "scored-by-registry"
+    run_scoring(
+        ScoreJobConfig(
+            source=SourceConfig(uri=videos[0].uri.rsplit("/", 1)[0]), output=OutputConfig(uri=str(out)),
+            scorer=ScorerConfig(checkpoint="models:/vad-conv-ae@champion", device="cpu"), decode=DECODE,
+            storage=s3.storage_config(), mlflow=cfg.mlflow, work_dir=cfg.work_dir,
+        )
+    )
+    table = pads.dataset(str(out / "scores"), partitioning=pads.partitioning(PARTITION_SCHEMA, flavor="hive")).to_table().to_pandas()
+    first = table[table["video_uri"] == videos[0].uri].sort_values("clip_index")
+    assert np.allclose(first["score"].to_numpy(), expected, atol=1e-6)
+
 
 def test_a_failed_worker_group_restarts_from_the_checkpoint_and_ends_the_same(baseline, s3, archive, work):
     cfg = _config(s3, archive, work, "retried", max_failures=1)
