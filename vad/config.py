@@ -199,6 +199,7 @@ class TrainLoopConfig(_Section):
     val_fraction: float = Field(0.1, ge=0, lt=1)
     threshold_quantile: float = Field(0.99, gt=0, le=1)
     key_regex: str | None = Field(None, description="train only on videos whose key matches")
+    shuffle_buffer_clips: int = Field(1024, ge=1, description="clips each worker shuffles among (a local shuffle buffer)")
     max_clips: int | None = Field(None, ge=1)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"

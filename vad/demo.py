@@ -51,6 +51,7 @@ def run_demo(work_dir: str = "vad-work", epochs: int = 25, num_cpus: int | None 
     work = Path(work_dir).resolve()
     results = work / "demo" / "results"
     shutil.rmtree(results, ignore_errors=True)
+    shutil.rmtree(work / "ray-train" / "demo-train", ignore_errors=True)  # a fresh training run each time
     s3 = start_local_s3()
     print(f"[1/5] local S3 server on {s3.endpoint_url}")
     try:

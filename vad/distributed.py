@@ -121,7 +121,7 @@ def train_loop(config: dict) -> None:
         scorer.train()
         total, count = 0.0, 0
         batches = train_shard.iter_torch_batches(
-            batch_size=loop.batch_size, local_shuffle_buffer_size=4 * loop.batch_size, local_shuffle_seed=loop.seed + epoch
+            batch_size=loop.batch_size, local_shuffle_buffer_size=loop.shuffle_buffer_clips, local_shuffle_seed=loop.seed + epoch
         )
         for batch in batches:
             clips = batch["frames"].to(device).float().div_(255.0)
@@ -196,7 +196,7 @@ def ensure_ray(cfg: TrainJobConfig) -> None:
 
     if ray.is_initialized():
         return
-    kwargs: dict = {"include_dashboard": False}
+    kwargs: dict = {}  # with the dashboard: Ray Train's controller is watched through the state API
     if cfg.distributed.ray_address:
         kwargs["address"] = cfg.distributed.ray_address
     elif cfg.distributed.num_cpus:
@@ -204,8 +204,29 @@ def ensure_ray(cfg: TrainJobConfig) -> None:
     ray.init(**kwargs)
 
 
+FINISHED_MARKER = "vad-finished.json"
+
+
 def run_name(cfg: TrainJobConfig) -> str:
-    return cfg.run_name or f"train-{cfg.model.name}"
+    """Ray Train's run name: `cfg.run_name`, or a fresh timestamped one (so that only a run named
+    again on purpose resumes)."""
+    import datetime as dt
+
+    return cfg.run_name or f"train-{cfg.model.name}-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}"
+
+
+def _storage_path(cfg: TrainJobConfig) -> str:
+    return cfg.distributed.storage_path or str(Path(cfg.work_dir).expanduser().resolve() / "ray-train")
+
+
+def _already_finished(marker_uri: str, cfg: TrainJobConfig) -> bool:
+    from vad.storage import read_bytes
+
+    try:
+        read_bytes(marker_uri, cfg.storage)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def train_distributed(
@@ -222,9 +243,17 @@ def train_distributed(
     dist = cfg.distributed
     train_videos, val_videos = split_videos(videos, cfg.train.val_fraction)
     datasets = {"train": clips_dataset(train_videos, cfg)}
+    if cfg.train.max_clips:
+        datasets["train"] = datasets["train"].limit(cfg.train.max_clips)
     if val_videos:
         datasets["val"] = clips_dataset(val_videos, cfg).materialize()
-    storage = dist.storage_path or str(Path(cfg.work_dir).expanduser().resolve() / "ray-train")
+    storage, name = _storage_path(cfg), run_name(cfg)
+    marker = f"{storage.rstrip('/')}/{name}/{FINISHED_MARKER}"
+    if _already_finished(marker, cfg):
+        raise ValueError(
+            f"training run {name!r} under {storage} has already finished; give a new run_name "
+            "(re-using a name resumes an unfinished run)"
+        )
     resources = {"CPU": dist.cpus_per_worker, **({"GPU": dist.gpus_per_worker} if dist.use_gpu else {})}
     trainer = TorchTrainer(
         train_loop,
@@ -239,7 +268,7 @@ def train_distributed(
         },
         scaling_config=ray.train.ScalingConfig(num_workers=dist.num_workers, use_gpu=dist.use_gpu, resources_per_worker=resources),
         run_config=ray.train.RunConfig(
-            name=run_name(cfg),
+            name=name,
             storage_path=storage,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=dist.keep_checkpoints),
             failure_config=ray.train.FailureConfig(max_failures=dist.max_failures),
@@ -249,6 +278,9 @@ def train_distributed(
     started = time.perf_counter()
     result = trainer.fit()
     seconds = time.perf_counter() - started
+    from vad.storage import write_bytes
+
+    write_bytes(marker, b'{"finished": true}', cfg.storage)
     model = build_scorer(cfg.model.name, **hparams)
     with result.checkpoint.as_directory() as folder:
         state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)

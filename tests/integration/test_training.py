@@ -148,6 +148,8 @@ def test_a_stopped_run_resumes_from_its_last_checkpoint_when_started_again(basel
     assert [row["epoch"] for row in resumed.result.history] == list(range(EPOCHS))
     client = MlflowClient(tracking_uri(cfg.mlflow, cfg.work_dir))
     assert [m.step for m in client.get_metric_history(resumed.mlflow_run_id, "train/loss")] == [3]  # only epoch 3 ran again
+    with pytest.raises(ValueError, match="has already finished"):
+        run_training(cfg)  # a finished run is not silently "resumed" into the same model
     reference = _weights(baseline[1].checkpoint)
     for key, value in _weights(resumed.checkpoint).items():
         assert torch.allclose(value, reference[key], atol=1e-6), key
