@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from vad.config import TrainJobConfig
+from vad.storage import read_bytes, write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -220,8 +221,6 @@ def _storage_path(cfg: TrainJobConfig) -> str:
 
 
 def _already_finished(marker_uri: str, cfg: TrainJobConfig) -> bool:
-    from vad.storage import read_bytes
-
     try:
         read_bytes(marker_uri, cfg.storage)
     except FileNotFoundError:
@@ -278,8 +277,6 @@ def train_distributed(
     started = time.perf_counter()
     result = trainer.fit()
     seconds = time.perf_counter() - started
-    from vad.storage import write_bytes
-
     write_bytes(marker, b'{"finished": true}', cfg.storage)
     model = build_scorer(cfg.model.name, **hparams)
     with result.checkpoint.as_directory() as folder:

@@ -1,22 +1,19 @@
-"""Training of clip scorers on normal footage (single process).
+"""Single-process training and batch scoring of clip scorers on in-memory clips (benchmarks, tests).
 
-Distributed training through Ray Train builds on the same `fit` step.
+`vad train` runs on Ray Train instead (`vad.distributed`): the same model, loss and Adam optimiser,
+with Ray Data feeding clips and checkpoints between epochs.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from vad.config import DecodeConfig, SourceConfig, StorageConfig
-from vad.decode import iter_clips
 from vad.scorers import ClipScorer
-from vad.sources import list_videos
 
 log = logging.getLogger(__name__)
 
@@ -27,29 +24,6 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
     val_scores: np.ndarray | None = None
     seconds: float = 0.0
-
-
-def load_clips(
-    source: SourceConfig,
-    decode: DecodeConfig,
-    storage: StorageConfig | None = None,
-    key_regex: str | None = None,
-    max_clips: int | None = None,
-) -> np.ndarray:
-    """All clips (uint8) of the videos under a source whose key matches `key_regex`."""
-    videos, _ = list_videos(source, storage)
-    wanted = re.compile(key_regex) if key_regex else None
-    clips: list[np.ndarray] = []
-    for video in videos:
-        if wanted and not wanted.search(video.key):
-            continue
-        for clip in iter_clips(video, decode, storage):
-            clips.append(clip.frames)
-            if max_clips and len(clips) >= max_clips:
-                return np.stack(clips)
-    if not clips:
-        raise ValueError(f"no training clips under {source.uri!r}" + (f" matching {key_regex!r}" if key_regex else ""))
-    return np.stack(clips)
 
 
 def _batches(clips: np.ndarray, batch_size: int, rng: np.random.Generator | None):
