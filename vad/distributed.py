@@ -295,3 +295,89 @@ def train_distributed(
         train_clips=int(history[-1]["train/clips"]) if history else 0, val_clips=len(clips) if val_videos else 0,
         seconds=seconds, run_path=result.path,
     )
+
+
+def mil_train_loop(config: dict) -> None:
+    """Ray Train worker loop of the MIL head: each step ranks a batch of (anomalous, normal) bag pairs."""
+    import ray
+    import ray.train as train
+    from ray.train.torch import prepare_model
+
+    from vad.scorers.mil.loss import mil_ranking_loss
+    from vad.scorers.mil.model import MILHead
+
+    anomalous, normal = (torch.from_numpy(np.asarray(ray.get(ref))).float() for ref in config["bags"])
+    rank = train.get_context().get_world_rank()
+    torch.manual_seed(config["seed"])  # the same initial head on every rank
+    head = MILHead(feature_dim=anomalous.shape[-1], dropout=config["dropout"])
+    model = prepare_model(head)
+    optimiser = torch.optim.Adagrad(head.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
+    start, history = 0, []
+    checkpoint = train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder) / STATE_FILE, weights_only=True)
+        head.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        start, history = int(state["epoch"]) + 1, list(state["history"])
+    pairs = config["batch_pairs"]
+    for epoch in range(start, config["epochs"]):
+        rng = np.random.default_rng([config["seed"], rank, epoch])  # each rank draws its own pairs
+        head.train()
+        losses = []
+        for _ in range(config["steps_per_epoch"]):
+            ia, inn = rng.integers(0, len(anomalous), pairs), rng.integers(0, len(normal), pairs)
+            loss = mil_ranking_loss(model(anomalous[ia]), model(normal[inn]))
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            losses.append(float(loss.detach()))
+        metrics = {"epoch": epoch, "train/loss": _mean(_all_workers_sum(float(np.sum(losses)), len(losses)))}
+        history.append(metrics)
+        with tempfile.TemporaryDirectory() as folder:
+            saved = None
+            if rank == 0:
+                torch.save({"model": head.state_dict(), "optimiser": optimiser.state_dict(), "epoch": epoch, "history": history}, Path(folder) / STATE_FILE)
+                saved = train.Checkpoint.from_directory(folder)
+            train.report(metrics, checkpoint=saved)
+
+
+def train_mil_distributed(
+    anomalous: np.ndarray, normal: np.ndarray, *, name: str, storage_path: str, num_workers: int = 2,
+    cpus_per_worker: float = 1.0, use_gpu: bool = False, epochs: int = 20, steps_per_epoch: int = 25,
+    batch_pairs: int = 30, lr: float = 1e-3, weight_decay: float = 1e-3, dropout: float = 0.6, seed: int = 0,
+    max_failures: int = 2,
+):
+    """The MIL head (Sultani et al.) trained with Ray Train on bags (n, 32, d); returns (head, history).
+
+    Same loss and Adagrad as `vad.scorers.mil.train_mil`; every rank draws its own bag pairs, DDP
+    averages their gradients, so N workers see N x `batch_pairs` pairs per step."""
+    import ray
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from vad.scorers.mil.model import MILHead
+
+    if not ray.is_initialized():
+        ray.init()
+    trainer = TorchTrainer(
+        mil_train_loop,
+        train_loop_config={
+            "bags": [ray.put(np.ascontiguousarray(anomalous, dtype=np.float32)), ray.put(np.ascontiguousarray(normal, dtype=np.float32))],
+            "epochs": epochs, "steps_per_epoch": steps_per_epoch, "batch_pairs": batch_pairs, "lr": lr,
+            "weight_decay": weight_decay, "dropout": dropout, "seed": seed,
+        },
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=num_workers, use_gpu=use_gpu, resources_per_worker={"CPU": cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
+        ),
+        run_config=ray.train.RunConfig(
+            name=name, storage_path=storage_path, checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+        ),
+    )
+    result = trainer.fit()
+    with result.checkpoint.as_directory() as folder:
+        state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+    head = MILHead(feature_dim=anomalous.shape[-1], dropout=dropout)
+    head.load_state_dict(state["model"])
+    return head.eval(), list(state["history"])

@@ -174,3 +174,21 @@ def test_the_alias_moves_only_to_a_better_model(baseline):
     assert [o.promoted for o in outcomes] == [True, False, True]
     client = MlflowClient(tracking_uri(cfg.mlflow, cfg.work_dir))
     assert str(client.get_model_version_by_alias("vad-alias-test", "champion").version) == outcomes[2].version
+
+
+def test_the_mil_head_trains_on_two_ray_train_workers(ray_local, tmp_path):
+    from vad.distributed import train_mil_distributed
+
+    rng = np.random.default_rng(0)
+    normal = rng.normal(0, 1, (12, 32, 16)).astype(np.float32)
+    anomalous = rng.normal(0, 1, (12, 32, 16)).astype(np.float32)
+    anomalous[:, 10:14, 0] += 4  # a few anomalous segments in every positive bag
+    head, history = train_mil_distributed(
+        anomalous, normal, name="mil", storage_path=str(tmp_path), num_workers=2, cpus_per_worker=0.5,
+        epochs=6, steps_per_epoch=25, batch_pairs=6, lr=0.05,
+    )
+    assert [row["epoch"] for row in history] == list(range(6))
+    assert history[-1]["train/loss"] < history[0]["train/loss"]
+    with torch.no_grad():
+        scores = head(torch.from_numpy(anomalous)).numpy()
+    assert scores[:, 10:14].mean() > scores[:, :10].mean() + 0.1
