@@ -91,6 +91,36 @@ def _mean(pair: tuple[float, int]) -> float:
     return pair[0] / pair[1] if pair[1] else float("nan")
 
 
+def _restore(model: torch.nn.Module, optimiser, device=None) -> tuple[int, list[dict]]:
+    """Load the run's latest checkpoint, if any, into model and optimiser; (first epoch to run, history)."""
+    import ray.train as train
+
+    checkpoint = train.get_checkpoint()
+    if checkpoint is None:
+        return 0, []
+    with checkpoint.as_directory() as folder:
+        state = torch.load(Path(folder) / STATE_FILE, map_location=device, weights_only=True)
+    model.load_state_dict(state["model"])
+    optimiser.load_state_dict(state["optimiser"])
+    return int(state["epoch"]) + 1, list(state["history"])
+
+
+def _report(metrics: dict, history: list[dict], model: torch.nn.Module, optimiser, *, rank: int, save: bool) -> None:
+    """Report an epoch's metrics; with `save`, rank 0 attaches a checkpoint (weights, optimiser, history)."""
+    import ray.train as train
+
+    if not save:
+        train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        saved = None
+        if rank == 0:
+            state = {"model": model.state_dict(), "optimiser": optimiser.state_dict(), "epoch": metrics["epoch"], "history": history}
+            torch.save(state, Path(folder) / STATE_FILE)
+            saved = train.Checkpoint.from_directory(folder)
+        train.report(metrics, checkpoint=saved)
+
+
 def train_loop(config: dict) -> None:
     """Runs on every Ray Train worker."""
     import ray.train as train
@@ -105,14 +135,7 @@ def train_loop(config: dict) -> None:
     scorer = build_scorer(model_cfg.name, **config["hparams"])
     loss_model = prepare_model(TrainingLoss(scorer))
     optimiser = torch.optim.Adam(scorer.parameters(), lr=loop.lr, weight_decay=loop.weight_decay)
-    start, history = 0, []
-    checkpoint = train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            state = torch.load(Path(folder) / STATE_FILE, map_location=device, weights_only=True)
-        scorer.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimiser"])
-        start, history = int(state["epoch"]) + 1, list(state["history"])
+    start, history = _restore(scorer, optimiser, device)
     rank = train.get_context().get_world_rank()
     tracker = _Tracker(config.get("mlflow")) if rank == 0 else None
     amp = device.type == "cuda"
@@ -148,17 +171,8 @@ def train_loop(config: dict) -> None:
         history.append(metrics)
         if tracker is not None:
             tracker.log(metrics, epoch)
-        last = epoch == loop.epochs - 1
-        if (epoch + 1) % config["checkpoint_every"] == 0 or last:
-            with tempfile.TemporaryDirectory() as folder:
-                saved = None
-                if rank == 0:
-                    state = {"model": scorer.state_dict(), "optimiser": optimiser.state_dict(), "epoch": epoch, "history": history}
-                    torch.save(state, Path(folder) / STATE_FILE)
-                    saved = train.Checkpoint.from_directory(folder)
-                train.report(metrics, checkpoint=saved)
-        else:
-            train.report(metrics)
+        save = (epoch + 1) % config["checkpoint_every"] == 0 or epoch == loop.epochs - 1
+        _report(metrics, history, scorer, optimiser, rank=rank, save=save)
         _maybe_fail(config.get("fail_once_after_epoch"), epoch)
 
 
@@ -240,19 +254,19 @@ def train_distributed(
 
     ensure_ray(cfg)
     dist = cfg.distributed
+    storage, name = _storage_path(cfg), run_name(cfg)
+    marker = f"{storage.rstrip('/')}/{name}/{FINISHED_MARKER}"
+    if _already_finished(marker, cfg):  # before any decoding
+        raise ValueError(
+            f"training run {name!r} under {storage} has already finished; give a new run_name "
+            "(re-using a name resumes an unfinished run)"
+        )
     train_videos, val_videos = split_videos(videos, cfg.train.val_fraction)
     datasets = {"train": clips_dataset(train_videos, cfg)}
     if cfg.train.max_clips:
         datasets["train"] = datasets["train"].limit(cfg.train.max_clips)
     if val_videos:
         datasets["val"] = clips_dataset(val_videos, cfg).materialize()
-    storage, name = _storage_path(cfg), run_name(cfg)
-    marker = f"{storage.rstrip('/')}/{name}/{FINISHED_MARKER}"
-    if _already_finished(marker, cfg):
-        raise ValueError(
-            f"training run {name!r} under {storage} has already finished; give a new run_name "
-            "(re-using a name resumes an unfinished run)"
-        )
     resources = {"CPU": dist.cpus_per_worker, **({"GPU": dist.gpus_per_worker} if dist.use_gpu else {})}
     trainer = TorchTrainer(
         train_loop,
@@ -312,14 +326,7 @@ def mil_train_loop(config: dict) -> None:
     head = MILHead(feature_dim=anomalous.shape[-1], dropout=config["dropout"])
     model = prepare_model(head)
     optimiser = torch.optim.Adagrad(head.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
-    start, history = 0, []
-    checkpoint = train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            state = torch.load(Path(folder) / STATE_FILE, weights_only=True)
-        head.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimiser"])
-        start, history = int(state["epoch"]) + 1, list(state["history"])
+    start, history = _restore(head, optimiser)
     pairs = config["batch_pairs"]
     for epoch in range(start, config["epochs"]):
         rng = np.random.default_rng([config["seed"], rank, epoch])  # each rank draws its own pairs
@@ -334,12 +341,7 @@ def mil_train_loop(config: dict) -> None:
             losses.append(float(loss.detach()))
         metrics = {"epoch": epoch, "train/loss": _mean(_all_workers_sum(float(np.sum(losses)), len(losses)))}
         history.append(metrics)
-        with tempfile.TemporaryDirectory() as folder:
-            saved = None
-            if rank == 0:
-                torch.save({"model": head.state_dict(), "optimiser": optimiser.state_dict(), "epoch": epoch, "history": history}, Path(folder) / STATE_FILE)
-                saved = train.Checkpoint.from_directory(folder)
-            train.report(metrics, checkpoint=saved)
+        _report(metrics, history, head, optimiser, rank=rank, save=True)
 
 
 def train_mil_distributed(
