@@ -35,7 +35,10 @@ def cmd_score(args) -> int:
                 "run_id": summary.run_id,
                 "run_date": summary.run_date,
                 "videos": summary.videos,
+                "up_to_date": summary.up_to_date,
                 "skipped": len(summary.rejected),
+                "errors": len(summary.errors),
+                "failure_rate": round(summary.failure_rate, 4),
                 "clips": summary.clips,
                 "anomalous_clips": summary.anomalous_clips,
                 "files": len(summary.files),
@@ -45,6 +48,14 @@ def cmd_score(args) -> int:
             indent=2,
         )
     )
+    if summary.failed:
+        print(
+            f"vad score: {len(summary.errors)} of {summary.attempted} objects failed ({summary.failure_rate:.1%}), more than "
+            f"run.max_failure_rate {summary.max_failure_rate:.1%}; see the errors table (vad query \"SELECT * FROM errors "
+            f"WHERE run_id = '{summary.run_id}'\")",
+            file=sys.stderr,
+        )
+        return 3
     return 0
 
 
@@ -163,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--date", default=None, help="run date (yyyy-mm-dd) for videos whose key has none; default today")
         p.set_defaults(func=func)
 
-    query = sub.add_parser("query", help="run SQL (DuckDB) over the results; views: scores, runs, scores_regularity")
+    query = sub.add_parser("query", help="run SQL (DuckDB) over the results; views: scores, masks, runs, errors, manifest, scores_regularity")
     query.add_argument("sql", help="the SQL statement, or - to read it from stdin")
     query.add_argument("--results", default="vad-work/demo/results", help="results root (folder or s3:// uri)")
     query.add_argument("--format", choices=["table", "csv", "json"], default="table")

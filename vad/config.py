@@ -94,8 +94,20 @@ class ScorerConfig(_Section):
 
 
 class OutputConfig(_Section):
-    uri: str = Field(..., description="results root (local folder or s3://bucket/prefix)")
-    rows_per_file: int = Field(4096, ge=1, description="clips gathered into each Parquet file (per partition)")
+    uri: str = Field(..., description="results root (local folder or s3://bucket/prefix); one scores file per video")
+
+
+class RunPolicyConfig(_Section):
+    """How a nightly run treats bad input, earlier runs and failures."""
+
+    max_failure_rate: float = Field(
+        0.05, ge=0, le=1, description="the job exits non-zero when more than this fraction of objects ends in the errors table"
+    )
+    incremental: bool = Field(True, description="skip objects the manifest says this model already scored, unchanged")
+    retry_passes: int = Field(
+        1, ge=0, description="extra passes over videos left incomplete by lost workers before they are recorded as errors"
+    )
+    manifest_flush_s: float = Field(30.0, gt=0, description="at most this much finished work is redone after a killed run")
 
 
 class MlflowConfig(_Section):
@@ -117,6 +129,7 @@ class ScoreJobConfig(_Section):
     storage: StorageConfig = StorageConfig()
     mlflow: MlflowConfig = MlflowConfig()
     ray: RayConfig = RayConfig()
+    run: RunPolicyConfig = RunPolicyConfig()
     run_name: str | None = None
     work_dir: str = Field("vad-work", description="local folder for the MLflow db and temp files")
 

@@ -22,6 +22,29 @@ from vad.config import DecodeConfig, StorageConfig
 from vad.sources import VideoRef
 from vad.storage import open_uri
 
+class BadVideo(Exception):
+    """The object itself cannot be scored (empty, corrupt, too short, unreadable frame): the job
+    records it and does not try it again until the object changes."""
+
+    stage = "open"
+
+
+class EmptyObject(BadVideo):
+    pass
+
+
+class CorruptVideo(BadVideo):
+    pass
+
+
+class CorruptFrame(BadVideo):
+    stage = "decode"
+
+
+class TooShort(BadVideo):
+    pass
+
+
 FOLDER_FPS = 10.0  # frame folders carry no timing; UCSD Ped2 was recorded at 10 fps
 _SPOOL_CHUNK = 8 << 20
 
@@ -86,8 +109,12 @@ class _FolderReader:
 
         fs, path = open_uri(self.frames[index], self.storage)
         with fs.open_input_stream(path) as stream:
-            image = Image.open(io.BytesIO(stream.read()))
+            data = stream.read()
+        try:
+            image = Image.open(io.BytesIO(data))
             image.load()
+        except Exception as exc:  # PIL raises OSError, ValueError, SyntaxError... on bad files
+            raise CorruptFrame(f"frame {index} ({self.frames[index].rsplit('/', 1)[-1]}): {exc}") from exc
         image = image.convert("L" if self.decode.grayscale else "RGB")
         if self.decode.resize is not None:
             height, width = self.decode.resize
@@ -97,6 +124,9 @@ class _FolderReader:
     def batch(self, indices: list[int]) -> np.ndarray:
         loaded = {i: self._cache.get(i) if i in self._cache else self._load(i) for i in indices}
         self._cache = loaded
+        shapes = {loaded[i].shape for i in indices}
+        if len(shapes) > 1:
+            raise CorruptFrame(f"frames {indices[0]}..{indices[-1]} differ in size {sorted(shapes)}; set decode.resize")
         return np.stack([loaded[i] for i in indices])
 
     def times(self, first: int, last: int) -> tuple[float, float]:
@@ -105,6 +135,16 @@ class _FolderReader:
 
 class _VideoReader:
     def __init__(self, source, decode: DecodeConfig):
+        import decord
+
+        try:
+            self._open(source, decode)
+        except (RuntimeError, decord.DECORDError) as exc:  # decord raises both on corrupt input
+            raise CorruptVideo(f"cannot open: {exc}") from None
+        if len(self.reader) == 0:
+            raise CorruptVideo("no decodable frames")
+
+    def _open(self, source, decode: DecodeConfig) -> None:
         import decord
 
         self.decode = decode
@@ -134,14 +174,18 @@ class _VideoReader:
         raise error  # type: ignore[misc]
 
     def batch(self, indices: list[int]) -> np.ndarray:
-        frames = self.reader.get_batch(indices).asnumpy()
+        import decord
+
+        try:
+            frames = self.reader.get_batch(indices).asnumpy()
+        except (RuntimeError, decord.DECORDError) as exc:
+            raise CorruptFrame(f"frames {indices[0]}..{indices[-1]}: {exc}") from None
         if self.post_resize is not None:
             frames = _resize(frames, self.post_resize)
         return to_gray(frames) if self.decode.grayscale else frames
 
     def __len__(self) -> int:
         return len(self.reader)
-
 
     def times(self, first: int, last: int) -> tuple[float, float]:
         # Per-frame timestamps, so variable-frame-rate footage gets true times.
@@ -155,6 +199,8 @@ def open_video(video: VideoRef, decode: DecodeConfig, storage: StorageConfig | N
     if video.kind == "frames":
         yield _FolderReader(video.frames, decode, storage)
         return
+    if video.size == 0:
+        raise EmptyObject("zero-byte object")
     fs, path = open_uri(video.uri, storage)
     if fs.type_name == "local":
         yield _VideoReader(path, decode)
@@ -173,32 +219,43 @@ def open_video(video: VideoRef, decode: DecodeConfig, storage: StorageConfig | N
         yield _VideoReader(spool.name, decode)
 
 
+def _cut(reader, starts: list[int], decode: DecodeConfig) -> Iterator[Clip]:
+    for index, start in enumerate(starts):
+        indices = [start + k * decode.frame_step for k in range(decode.clip_len)]
+        start_s, end_s = reader.times(indices[0], indices[-1])
+        yield Clip(index, indices[0], indices[-1], start_s, end_s, reader.batch(indices))
+
+
 def iter_clips(video: VideoRef, decode: DecodeConfig, storage: StorageConfig | None = None) -> Iterator[Clip]:
+    """Every clip of a video in time order; a video shorter than one clip yields none."""
     with open_video(video, decode, storage) as reader:
-        starts = clip_starts(len(reader), decode.clip_len, decode.stride, decode.frame_step)
-        for index, start in enumerate(starts):
-            indices = [start + k * decode.frame_step for k in range(decode.clip_len)]
-            start_s, end_s = reader.times(indices[0], indices[-1])
-            yield Clip(index, indices[0], indices[-1], start_s, end_s, reader.batch(indices))
+        yield from _cut(reader, clip_starts(len(reader), decode.clip_len, decode.stride, decode.frame_step), decode)
 
 
 def iter_clip_batches(
     video: VideoRef, decode: DecodeConfig, storage: StorageConfig | None = None
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Columnar batches of at most `decode.clips_per_batch` clips, ready for Ray Data."""
-    pending: list[Clip] = []
-    for clip in iter_clips(video, decode, storage):
-        pending.append(clip)
-        if len(pending) == decode.clips_per_batch:
-            yield _columns(video, pending)
-            pending = []
-    if pending:
-        yield _columns(video, pending)
+    """Columnar batches of at most `decode.clips_per_batch` clips, ready for Ray Data. Each row
+    carries the video's clip count, so a writer can tell when it has all of them. Raises
+    `BadVideo` (e.g. `TooShort`) for objects that cannot be scored."""
+    with open_video(video, decode, storage) as reader:
+        starts = clip_starts(len(reader), decode.clip_len, decode.stride, decode.frame_step)
+        if not starts:
+            raise TooShort(f"{len(reader)} frames; one clip needs {clip_span(decode)}")
+        pending: list[Clip] = []
+        for clip in _cut(reader, starts, decode):
+            pending.append(clip)
+            if len(pending) == decode.clips_per_batch:
+                yield _columns(video, pending, len(starts))
+                pending = []
+        if pending:
+            yield _columns(video, pending, len(starts))
 
 
-def _columns(video: VideoRef, clips: list[Clip]) -> dict[str, np.ndarray]:
+def _columns(video: VideoRef, clips: list[Clip], clips_in_video: int) -> dict[str, np.ndarray]:
     n = len(clips)
     return {
+        "clips_in_video": np.full(n, clips_in_video, dtype=np.int64),
         "video_uri": np.array([video.uri] * n, dtype=object),
         "camera": np.array([video.camera] * n, dtype=object),
         "date": np.array([video.date] * n, dtype=object),

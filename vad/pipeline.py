@@ -12,6 +12,8 @@ import uuid
 from dataclasses import dataclass, field
 
 from vad.config import ScoreJobConfig
+from vad.ledger import ManifestKey, ManifestWriter, error_row, is_up_to_date, read_manifest, start_error_log, unique_errors, write_errors
+from vad.schema import SCORES_SCHEMA_VERSION, decode_signature
 from vad.sinks import write_run_record
 from vad.sources import Rejected, list_videos
 from vad.stages import ScoreClips, WriteScores, decode_videos
@@ -24,17 +26,30 @@ log = logging.getLogger(__name__)
 class RunSummary:
     run_id: str
     run_date: str
-    videos: int
+    videos: int  # listed videos
     clips: int
     anomalous_clips: int
     files: list[str]
     rejected: list[Rejected] = field(default_factory=list)
     wall_s: float = 0.0
     mlflow_run_id: str | None = None
+    up_to_date: int = 0  # skipped: the manifest has them, unchanged, for this model
+    errors: list[dict] = field(default_factory=list)  # rows of the errors table
+    attempted: int = 0  # objects this run tried (videos to score + newly rejected objects)
+    max_failure_rate: float = 1.0
 
     @property
     def clips_per_s(self) -> float:
         return self.clips / self.wall_s if self.wall_s else 0.0
+
+    @property
+    def failure_rate(self) -> float:
+        return len(self.errors) / self.attempted if self.attempted else 0.0
+
+    @property
+    def failed(self) -> bool:
+        """True when too many objects failed for the job to count as a success."""
+        return self.failure_rate > self.max_failure_rate
 
 
 def ensure_ray(cfg: ScoreJobConfig) -> None:
@@ -60,8 +75,10 @@ def _num_gpus(cfg: ScoreJobConfig) -> float:
     return 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
 
 
-def build_dataset(cfg: ScoreJobConfig, listing: list[dict], run_id: str, checkpoint: str | None = None):
-    """The lazy Ray Dataset of the job; consuming it runs the job and yields one row per file written."""
+def build_dataset(cfg: ScoreJobConfig, listing: list[dict], run_id: str, checkpoint: str | None = None, errors=None):
+    """The lazy Ray Dataset of the job; consuming it runs the job and yields one row per video written.
+
+    `errors` is the run's `vad.ledger.ErrorLog` actor; without one, the first failure fails the job."""
     import ray
 
     ctx = ray.data.DataContext.get_current()
@@ -74,7 +91,7 @@ def build_dataset(cfg: ScoreJobConfig, listing: list[dict], run_id: str, checkpo
     ds = ds.map_batches(
         decode_videos,
         batch_size=1,
-        fn_kwargs={"decode": cfg.decode, "storage": storage},
+        fn_kwargs={"decode": cfg.decode, "storage": storage, "errors": errors},
         num_cpus=cfg.decode.num_cpus,
     )
     ds = ds.map_batches(
@@ -85,6 +102,7 @@ def build_dataset(cfg: ScoreJobConfig, listing: list[dict], run_id: str, checkpo
             "device": cfg.scorer.device,
             "run_id": run_id,
             "decode": cfg.decode,
+            "errors": errors,
         },
         batch_size=cfg.scorer.batch_size,
         compute=ray.data.ActorPoolStrategy(size=cfg.scorer.concurrency),
@@ -93,15 +111,18 @@ def build_dataset(cfg: ScoreJobConfig, listing: list[dict], run_id: str, checkpo
     )
     return ds.map_batches(
         WriteScores,
-        fn_constructor_kwargs={"output_uri": cfg.output.uri, "storage": storage, "run_id": run_id},
-        batch_size=cfg.output.rows_per_file,
-        compute=ray.data.ActorPoolStrategy(size=1),
+        fn_constructor_kwargs={"output_uri": cfg.output.uri, "storage": storage, "run_id": run_id, "decode": cfg.decode, "errors": errors},
+        batch_size=None,
+        compute=ray.data.ActorPoolStrategy(size=1),  # one writer: every clip of a video must meet there
         num_cpus=0.1,  # I/O-bound; must not take a whole CPU from decoding on small machines
     )
 
 
 def run_scoring(cfg: ScoreJobConfig, run_date: str | None = None) -> RunSummary:
-    """Score every video under `cfg.source.uri`; returns what was written."""
+    """Score every new or changed video under `cfg.source.uri`; returns what was written.
+
+    Bad objects end up in the `errors` table, not in an exception; `RunSummary.failed` says
+    whether they were too many (`run.max_failure_rate`)."""
     from vad.checkpoint import check_decode_matches, load_checkpoint
     from vad.registry import resolve_model_uri
     from vad.tracking import tracking_uri
@@ -115,23 +136,49 @@ def run_scoring(cfg: ScoreJobConfig, run_date: str | None = None) -> RunSummary:
     loaded = load_checkpoint(checkpoint, cfg.storage)
     check_decode_matches(loaded, cfg.decode)
     videos, rejected = list_videos(cfg.source, cfg.storage, run_date)
-    for bad in rejected:
+    signature = decode_signature(cfg.decode.clip_len, cfg.decode.stride, cfg.decode.frame_step, cfg.decode.resize, cfg.decode.grayscale)
+
+    def key(uri: str) -> ManifestKey:
+        return ManifestKey(uri, loaded.name, loaded.version, signature)
+
+    manifest = read_manifest(cfg.output.uri, cfg.storage) if cfg.run.incremental else {}
+    todo = [v for v in videos if not is_up_to_date(manifest.get(key(v.uri)), v.size, v.mtime)]
+    new_rejected = [r for r in rejected if not is_up_to_date(manifest.get(key(r.uri)), r.size, r.mtime)]
+    for bad in new_rejected:
         log.warning("skipped %s: %s", bad.uri, bad.reason)
-    log.info("run %s: %d videos to score under %s (%d skipped)", run_id, len(videos), cfg.source.uri, len(rejected))
+    log.info(
+        "run %s: %d videos under %s, %d to score (%d up to date), %d other objects skipped",
+        run_id, len(videos), cfg.source.uri, len(todo), len(videos) - len(todo), len(rejected),
+    )
+    errors = [error_row(r.uri, "list", error_class="Rejected", message=r.reason, permanent=True, size=r.size) for r in new_rejected]
 
     with mlflow_run(cfg.mlflow, cfg.work_dir, cfg.run_name or f"score-{run_date}", {"vad.run_id": run_id, "vad.job": "score"}) as mlflow:
         if mlflow is not None:
             mlflow.log_params(_params(cfg, loaded, run_date))
+        manifest_out = ManifestWriter(cfg.output.uri, run_date, run_id, cfg.storage, flush_s=cfg.run.manifest_flush_s)
         files, clips, anomalies = [], 0, 0
-        if videos:
+        if todo:
             ensure_ray(cfg)
-            for row in build_dataset(cfg, [v.to_row() for v in videos], run_id, checkpoint).iter_rows():
+            written, stage_errors = _score_videos(cfg, todo, run_id, checkpoint, manifest_out, key)
+            for row in written:
                 files.append(row["path"])
                 clips += int(row["rows"])
                 anomalies += int(row["anomalies"])
-        summary = RunSummary(run_id, run_date, len(videos), clips, anomalies, files, rejected, time.perf_counter() - t0)
+            errors += stage_errors
+        by_uri = {v.uri: v for v in videos} | {r.uri: r for r in rejected}
+        for row in errors:
+            if row["permanent"]:  # not tried again until the object changes
+                bad = by_uri[row["uri"]]
+                manifest_out.add(uri=bad.uri, size=bad.size, mtime=bad.mtime, key=key(bad.uri), status="failed", clips=0, scores_path=None)
+        manifest_out.flush()
+        write_errors(cfg.output.uri, run_date, run_id, errors, cfg.storage)
+        summary = RunSummary(
+            run_id, run_date, len(videos), clips, anomalies, files, rejected, time.perf_counter() - t0,
+            up_to_date=len(videos) - len(todo), errors=errors, attempted=len(todo) + len(new_rejected),
+            max_failure_rate=cfg.run.max_failure_rate,
+        )
         record = {
-            "schema_version": 1,
+            "schema_version": SCORES_SCHEMA_VERSION,
             "run_id": run_id,
             "run_date": dt.date.fromisoformat(run_date),
             "started_at": started_at,
@@ -141,6 +188,9 @@ def run_scoring(cfg: ScoreJobConfig, run_date: str | None = None) -> RunSummary:
             "model_version": loaded.version,
             "videos": summary.videos,
             "rejected": len(rejected),
+            "up_to_date": summary.up_to_date,
+            "errors": len(errors),
+            "failure_rate": summary.failure_rate,
             "clips": clips,
             "anomalous_clips": anomalies,
             "wall_s": summary.wall_s,
@@ -148,20 +198,64 @@ def run_scoring(cfg: ScoreJobConfig, run_date: str | None = None) -> RunSummary:
         }
         write_run_record(cfg.output.uri, record, cfg.storage)
         if mlflow is not None:
-            mlflow.log_metrics(
-                {
-                    "score/videos": summary.videos,
-                    "score/rejected": len(rejected),
-                    "score/clips": clips,
-                    "score/anomalous_clips": anomalies,
-                    "score/files": len(files),
-                    "score/wall_s": summary.wall_s,
-                    "score/clips_per_s": summary.clips_per_s,
-                }
-            )
+            metrics = {
+                "score/videos": summary.videos,
+                "score/up_to_date": summary.up_to_date,
+                "score/rejected": len(rejected),
+                "score/errors": len(errors),
+                "score/failure_rate": summary.failure_rate,
+                "score/clips": clips,
+                "score/anomalous_clips": anomalies,
+                "score/files": len(files),
+                "score/wall_s": summary.wall_s,
+                "score/clips_per_s": summary.clips_per_s,
+            }
+            for stage in sorted({row["stage"] for row in errors}):
+                metrics[f"score/errors_{stage}"] = sum(row["stage"] == stage for row in errors)
+            mlflow.log_metrics(metrics)
             summary.mlflow_run_id = mlflow.active_run().info.run_id
-    log.info("run %s: %d clips from %d videos in %.1f s, %d anomalous", run_id, clips, len(videos), summary.wall_s, anomalies)
+    log.info(
+        "run %s: %d clips from %d videos in %.1f s, %d anomalous, %d errors (%.1f%% of %d objects tried)",
+        run_id, clips, len(todo), summary.wall_s, anomalies, len(errors), 100 * summary.failure_rate, summary.attempted,
+    )
     return summary
+
+
+def _score_videos(cfg: ScoreJobConfig, todo: list, run_id: str, checkpoint: str, manifest_out: ManifestWriter, key):
+    """Run the Ray pipeline over `todo`, again over videos a lost worker left incomplete;
+    returns (rows written, error rows)."""
+    import ray
+
+    error_log = start_error_log()
+    try:
+        by_uri = {v.uri: v for v in todo}
+        written: list[dict] = []
+        done: set[str] = set()
+        remaining = todo
+        for attempt in range(cfg.run.retry_passes + 1):
+            for row in build_dataset(cfg, [v.to_row() for v in remaining], run_id, checkpoint, error_log).iter_rows():
+                video = by_uri[row["video_uri"]]
+                if video.uri not in done:
+                    done.add(video.uri)
+                    written.append(row)
+                manifest_out.add(
+                    uri=video.uri, size=video.size, mtime=video.mtime, key=key(video.uri),
+                    status="scored", clips=int(row["rows"]), scores_path=row["path"],
+                )
+            failed = {row["uri"] for row in ray.get(error_log.rows.remote())}
+            remaining = [v for v in remaining if v.uri not in done and v.uri not in failed]
+            if not remaining:
+                break
+            if attempt < cfg.run.retry_passes:
+                log.warning("%d videos incomplete after pass %d (lost workers?); scoring them again", len(remaining), attempt + 1)
+        errors = [row for row in unique_errors(ray.get(error_log.rows.remote())) if row["uri"] not in done]
+        errors += [
+            error_row(v.uri, "incomplete", error_class="Incomplete", message="not all clips were written; tried again next run", size=v.size)
+            for v in remaining
+        ]
+        return written, errors
+    finally:
+        ray.kill(error_log)
 
 
 def _params(cfg: ScoreJobConfig, loaded, run_date: str) -> dict:

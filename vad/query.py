@@ -12,10 +12,17 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from vad.config import StorageConfig
-from vad.schema import MASKS_SCHEMA, PARTITION_SCHEMA, RUNS_SCHEMA, SCORES_SCHEMA
+from vad.schema import ERRORS_SCHEMA, MANIFEST_SCHEMA, MASKS_SCHEMA, PARTITION_SCHEMA, RUNS_SCHEMA, SCORES_SCHEMA
 from vad.storage import filesystem, parse_uri
 
-TABLES = {"scores": SCORES_SCHEMA, "masks": MASKS_SCHEMA, "runs": RUNS_SCHEMA}
+TABLES = {
+    "scores": SCORES_SCHEMA,
+    "masks": MASKS_SCHEMA,
+    "runs": RUNS_SCHEMA,
+    "errors": ERRORS_SCHEMA,
+    "manifest": MANIFEST_SCHEMA,
+}
+PARTITIONED_BY_CAMERA = ("scores", "masks")
 
 # Per-video regularity score of Hasan et al. 2016 over the clip scores.
 REGULARITY_VIEW = """
@@ -27,8 +34,9 @@ WINDOW v AS (PARTITION BY run_id, video_uri)
 """
 
 
-def _dataset(fs: pafs.FileSystem, path: str, schema) -> pads.Dataset:
-    partition_schema = PARTITION_SCHEMA.remove(1) if schema is RUNS_SCHEMA else PARTITION_SCHEMA
+def _dataset(fs: pafs.FileSystem, path: str, table: str) -> pads.Dataset:
+    schema = TABLES[table]
+    partition_schema = PARTITION_SCHEMA if table in PARTITIONED_BY_CAMERA else PARTITION_SCHEMA.remove(1)
     info = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
     files = [f.path for f in info if f.is_file and f.path.endswith(".parquet") and "/." not in f.path]
     return pads.dataset(
@@ -48,12 +56,13 @@ def pa_schema_with(schema, partition_schema):
 
 
 def connect(results_uri: str, storage: StorageConfig | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB with `scores`, `masks`, `runs` and `scores_regularity` views over the results."""
+    """An in-memory DuckDB with views `scores`, `masks`, `runs`, `errors`, `manifest` and
+    `scores_regularity` over the results."""
     root = parse_uri(results_uri)
     fs = filesystem(root, storage)
     con = duckdb.connect(":memory:")
-    for name, schema in TABLES.items():
-        con.register(f"_{name}_arrow", _dataset(fs, root.join(name).path, schema))
+    for name in TABLES:
+        con.register(f"_{name}_arrow", _dataset(fs, root.join(name).path, name))
         con.execute(f"CREATE VIEW {name} AS SELECT * FROM _{name}_arrow")
     con.execute(REGULARITY_VIEW)
     # Read-only from here on: no COPY/ATTACH/file reads or writes, and the setting cannot be undone.

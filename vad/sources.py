@@ -49,6 +49,8 @@ class VideoRef:
 class Rejected:
     uri: str
     reason: str
+    size: int = 0
+    mtime: float = 0.0
 
 
 def validate_camera(camera: str) -> str:
@@ -107,28 +109,30 @@ def list_videos(
     for entry in entries:
         key = entry.path[len(base) :].lstrip("/")
         name = key.lower()
+        mtime = entry.mtime.timestamp() if entry.mtime else 0.0
         if name.endswith(video_ext):
             try:
                 camera, date = identify(entry.path, pattern, source.default_camera, default_date)
             except ValueError as exc:
-                rejected.append(Rejected(to_uri(entry.path), str(exc)))
+                rejected.append(Rejected(to_uri(entry.path), str(exc), entry.size or 0, mtime))
                 continue
-            mtime = entry.mtime.timestamp() if entry.mtime else 0.0
             videos.append(VideoRef(to_uri(entry.path), key, "video", entry.size or 0, mtime, camera, date))
         elif name.endswith(frame_ext):
             folders[entry.path.rsplit("/", 1)[0]].append(entry)
         elif not name.rsplit("/", 1)[-1].startswith("."):
-            rejected.append(Rejected(to_uri(entry.path), "not a video or frame file (by extension)"))
+            rejected.append(Rejected(to_uri(entry.path), "not a video or frame file (by extension)", entry.size or 0, mtime))
 
     for folder, members in folders.items():
         key = folder[len(base) :].lstrip("/") or folder.rsplit("/", 1)[-1]
+        size = sum(m.size or 0 for m in members)
+        mtime = max((m.mtime.timestamp() if m.mtime else 0.0) for m in members)
         if len(members) < source.min_frames_per_folder:
-            rejected.append(Rejected(to_uri(folder), f"only {len(members)} frames"))
+            rejected.append(Rejected(to_uri(folder), f"only {len(members)} frames", size, mtime))
             continue
         try:
             camera, date = identify(folder, pattern, source.default_camera, default_date)
         except ValueError as exc:
-            rejected.append(Rejected(to_uri(folder), str(exc)))
+            rejected.append(Rejected(to_uri(folder), str(exc), size, mtime))
             continue
         members.sort(key=lambda e: e.path)
         videos.append(
@@ -136,8 +140,8 @@ def list_videos(
                 uri=to_uri(folder),
                 key=key,
                 kind="frames",
-                size=sum(m.size or 0 for m in members),
-                mtime=max((m.mtime.timestamp() if m.mtime else 0.0) for m in members),
+                size=size,
+                mtime=mtime,
                 camera=camera,
                 date=date,
                 frames=tuple(to_uri(m.path) for m in members),

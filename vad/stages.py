@@ -7,7 +7,6 @@ Each stage is pure batch-to-batch work; resources (`num_gpus`, `concurrency`,
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from collections.abc import Iterator
 
 import numpy as np
@@ -22,14 +21,30 @@ from vad.storage import filesystem, parse_uri
 
 
 def decode_videos(
-    batch: dict[str, np.ndarray], *, decode: DecodeConfig, storage: StorageConfig | None
+    batch: dict[str, np.ndarray], *, decode: DecodeConfig, storage: StorageConfig | None, errors=None
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Listing rows in, clip batches out, one video at a time (a generator, so memory stays bounded)."""
+    """Listing rows in, clip batches out, one video at a time (a generator, so memory stays bounded).
+
+    With an `errors` log (a `vad.ledger.ErrorLog` actor), a video that fails is reported there
+    and the task goes on with the next one; clips it already yielded are dropped by the writer,
+    which only writes complete videos. Without one, the failure is raised."""
+    from vad.decode import BadVideo
+    from vad.ledger import error_row, report_errors
+
     columns = list(batch)
     for i in range(len(batch["uri"])):
         row = {name: batch[name][i] for name in columns}
         video = VideoRef.from_row(row)
-        yield from iter_clip_batches(video, decode, storage)
+        try:
+            yield from iter_clip_batches(video, decode, storage)
+        except Exception as exc:
+            if errors is None:
+                raise
+            if isinstance(exc, BadVideo):
+                failure = error_row(video.uri, exc.stage, exc, permanent=True, size=video.size)
+            else:  # I/O (after the store's retries) or anything unforeseen: tried again next run
+                failure = error_row(video.uri, "read" if isinstance(exc, OSError) else "decode", exc, size=video.size)
+            report_errors(errors, [failure])
 
 
 def pick_device(requested: str) -> str:
@@ -43,9 +58,12 @@ def pick_device(requested: str) -> str:
 
 
 class ScoreClips:
-    """Loads a checkpoint once per actor; scores clip batches and drops the frame column."""
+    """Loads a checkpoint once per actor; scores clip batches and drops the frame column.
 
-    def __init__(self, *, checkpoint: str, storage: StorageConfig | None, device: str, run_id: str, decode: DecodeConfig):
+    A batch that fails is scored again video by video; videos that still fail are reported
+    to the run's error log and dropped (their other clips are then never written)."""
+
+    def __init__(self, *, checkpoint: str, storage: StorageConfig | None, device: str, run_id: str, decode: DecodeConfig, errors=None):
         import torch
 
         from vad.checkpoint import check_decode_matches, load_checkpoint
@@ -56,17 +74,57 @@ class ScoreClips:
         self.model = self.loaded.model.to(self.device).eval()
         self.run_id = run_id
         self.decode = decode
+        self.errors = errors  # a vad.ledger.ErrorLog actor; None: a failing batch raises
         self.autocast = self.device == "cuda"
         torch.set_grad_enabled(False)
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _score(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         import torch
 
-        frames = batch.pop("frames")
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
             clips = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device, non_blocking=True)
             output = self.model.score(clips.float().div_(255.0))
-        score = output.score.float().cpu().numpy().astype(np.float32)
+        mask = output.mask.cpu().numpy() if output.mask is not None else None
+        return output.score.float().cpu().numpy().astype(np.float32), output.frame_scores.float().cpu().numpy().astype(np.float32), mask
+
+    def _score_each_video(self, batch: dict[str, np.ndarray], frames: np.ndarray):
+        """After a failed batch: score video by video, report the ones that fail, keep the rest."""
+        from vad.ledger import error_row, report_errors
+
+        uris = np.asarray(batch["video_uri"], dtype=object)
+        keep = np.zeros(len(uris), dtype=bool)
+        parts, failures = [], []
+        for uri in dict.fromkeys(uris):
+            rows = uris == uri
+            try:
+                parts.append((rows, self._score(frames[rows])))
+                keep |= rows
+            except Exception as exc:
+                failures.append(error_row(str(uri), "score", exc))
+        if self.errors is None and failures:
+            raise RuntimeError(f"scoring failed: {failures[0]['message']}")
+        report_errors(self.errors, failures)
+        n, clip_len = int(keep.sum()), frames.shape[1]
+        score, frame_scores = np.zeros(n, np.float32), np.zeros((n, clip_len), np.float32)
+        mask = None
+        position = np.cumsum(keep) - 1
+        for rows, (s, f, m) in parts:
+            score[position[rows]], frame_scores[position[rows]] = s, f
+            if m is not None:
+                if mask is None:
+                    mask = np.zeros((n, *m.shape[1:]), dtype=bool)
+                mask[position[rows]] = m
+        if mask is None and self.loaded.model.localises:
+            mask = np.zeros((0, clip_len, 1, 1), dtype=bool)
+        kept = {name: np.asarray(column)[keep] for name, column in batch.items()}
+        return kept, (score, frame_scores, mask)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        frames = batch.pop("frames")
+        try:
+            score, frame_scores, masks = self._score(frames)
+        except Exception:
+            batch, (score, frame_scores, masks) = self._score_each_video(batch, frames)
         n = len(score)
         threshold = np.float32(self.loaded.threshold)
         batch["clip_id"] = np.array(
@@ -77,20 +135,19 @@ class ScoreClips:
             dtype=object,
         )
         batch["score"] = score
-        batch["frame_scores"] = output.frame_scores.float().cpu().numpy().astype(np.float32)
+        batch["frame_scores"] = frame_scores
         batch["threshold"] = np.full(n, threshold, dtype=np.float32)
         batch["is_anomaly"] = score > threshold
         batch["model_name"] = np.array([self.loaded.name] * n, dtype=object)
         batch["model_version"] = np.array([self.loaded.version] * n, dtype=object)
         batch["run_id"] = np.array([self.run_id] * n, dtype=object)
         batch["frame_step"] = np.full(n, self.decode.frame_step, dtype=np.int16)
-        if output.mask is not None:
-            masks = output.mask.cpu().numpy()
+        if masks is not None:
             pngs = np.empty(n, dtype=object)  # one list of PNGs per clip, kept 1-D
             for i, clip in enumerate(masks):
                 pngs[i] = [encode_mask(frame) for frame in clip]
             batch["mask_png"] = pngs
-            batch["anomalous_pixels"] = masks.reshape(n, masks.shape[1], -1).sum(axis=2).astype(np.int32)
+            batch["anomalous_pixels"] = masks.reshape(n, masks.shape[1], masks.shape[2] * masks.shape[3]).sum(axis=2).astype(np.int32)
             batch["mask_height"] = np.full(n, masks.shape[2], dtype=np.int32)
             batch["mask_width"] = np.full(n, masks.shape[3], dtype=np.int32)
         return batch
@@ -146,44 +203,74 @@ def scores_table(batch: dict[str, np.ndarray], scored_at: dt.datetime) -> pa.Tab
 
 
 class WriteScores:
-    """Writes each batch as one Parquet file per (date, camera) partition; returns what it wrote."""
+    """Gathers each video's scored clips and writes them, once all have arrived, as one Parquet
+    file (plus a masks file for scorers that localise) named by video, model and decode.
 
-    def __init__(self, *, output_uri: str, storage: StorageConfig | None, run_id: str):
+    A re-run therefore overwrites rather than duplicates, and a video whose decoding or scoring
+    failed part-way is never written. Clips delivered twice (retried tasks) are kept once.
+    Returns one row per video written; must run as a single actor so each video's clips meet."""
+
+    def __init__(self, *, output_uri: str, storage: StorageConfig | None, run_id: str, decode: DecodeConfig, errors=None):
+        from vad.schema import decode_signature
+
         self.root = parse_uri(output_uri).join("scores")
         self.masks_root = parse_uri(output_uri).join("masks")
         self.fs = filesystem(self.root, storage)
         self.run_id = run_id
+        self.decode_signature = decode_signature(decode.clip_len, decode.stride, decode.frame_step, decode.resize, decode.grayscale)
+        self.errors = errors
+        self._pending: dict[str, dict[int, tuple[pa.Table, pa.Table | None]]] = {}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from vad.sinks import write_parquet_atomic
-
         table = scores_table(batch, dt.datetime.now(dt.timezone.utc))
         masks = masks_table(batch) if "mask_png" in batch else None
-        dates = np.asarray(batch["date"], dtype=object)
-        cameras = np.asarray(batch["camera"], dtype=object)
-        out: dict[str, list] = {"path": [], "date": [], "camera": [], "rows": [], "anomalies": []}
-        for raw_date, raw_camera in sorted(set(zip(dates, cameras))):
-            part = table.filter(pa.array((dates == raw_date) & (cameras == raw_camera)))
-            # Re-validated here: these strings become folder names.
-            date, camera = validate_date(str(raw_date)), validate_camera(str(raw_camera))
-            path = self.root.join(f"date={date}", f"camera={camera}", f"part-{self.run_id}-{uuid.uuid4().hex[:12]}.parquet").path
-            write_parquet_atomic(self.fs, path, part)
-            if masks is not None:
-                mask_part = masks.filter(pa.array((dates == raw_date) & (cameras == raw_camera)))
-                mask_path = self.masks_root.join(f"date={date}", f"camera={camera}", path.rsplit("/", 1)[1]).path
-                write_parquet_atomic(self.fs, mask_path, mask_part)
-            out["path"].append(path)
-            out["date"].append(date)
-            out["camera"].append(camera)
-            out["rows"].append(part.num_rows)
-            out["anomalies"].append(int(pc.sum(part["is_anomaly"]).as_py() or 0))
+        uris = np.asarray(batch["video_uri"], dtype=object)
+        out: dict[str, list] = {name: [] for name in ("video_uri", "path", "date", "camera", "rows", "anomalies")}
+        for uri in dict.fromkeys(uris):
+            rows = np.flatnonzero(uris == uri)
+            expected = int(batch["clips_in_video"][rows[0]])
+            clips = self._pending.setdefault(str(uri), {})
+            for i in rows:
+                clips[int(batch["clip_index"][i])] = (table.slice(i, 1), masks.slice(i, 1) if masks is not None else None)
+            if len(clips) < expected:
+                continue
+            del self._pending[str(uri)]
+            written = self._write(str(uri), str(batch["date"][rows[0]]), str(batch["camera"][rows[0]]), clips)
+            if written is not None:
+                for name, value in written.items():
+                    out[name].append(value)
         return {
+            "video_uri": np.array(out["video_uri"], dtype=object),
             "path": np.array(out["path"], dtype=object),
             "date": np.array(out["date"], dtype=object),
             "camera": np.array(out["camera"], dtype=object),
             "rows": np.array(out["rows"], dtype=np.int64),
             "anomalies": np.array(out["anomalies"], dtype=np.int64),
         }
+
+    def _write(self, uri: str, raw_date: str, raw_camera: str, clips: dict) -> dict | None:
+        from vad.ledger import error_row, report_errors
+        from vad.schema import result_file_name
+        from vad.sinks import write_parquet_atomic
+
+        ordered = [clips[k] for k in sorted(clips)]
+        part = pa.concat_tables([t for t, _ in ordered])
+        name = result_file_name(uri, part["model_name"][0].as_py(), part["model_version"][0].as_py(), self.decode_signature)
+        try:
+            # Re-validated here: these strings become folder names.
+            date, camera = validate_date(raw_date), validate_camera(raw_camera)
+            path = self.root.join(f"date={date}", f"camera={camera}", name).path
+            if ordered[0][1] is not None:
+                mask_path = self.masks_root.join(f"date={date}", f"camera={camera}", name).path
+                write_parquet_atomic(self.fs, mask_path, pa.concat_tables([m for _, m in ordered]))
+            write_parquet_atomic(self.fs, path, part)  # last: a scores file means the video is complete
+        except Exception as exc:
+            if self.errors is None:
+                raise
+            report_errors(self.errors, [error_row(uri, "write", exc)])
+            return None
+        anomalies = int(pc.sum(part["is_anomaly"]).as_py() or 0)
+        return {"video_uri": uri, "path": path, "date": date, "camera": camera, "rows": part.num_rows, "anomalies": anomalies}
 
 
 class ExtractFeatures:

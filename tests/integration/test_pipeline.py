@@ -21,7 +21,7 @@ def scored(ray_local, s3, archive, checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
     cfg = ScoreJobConfig(
         source=SourceConfig(uri=archive["uri"]),
-        output=OutputConfig(uri=str(out / "results"), rows_per_file=7),
+        output=OutputConfig(uri=str(out / "results")),
         scorer=ScorerConfig(name="conv_ae", checkpoint=checkpoint["uri"], batch_size=5, device="cpu"),
         decode=DECODE,
         storage=s3.storage_config(),
@@ -58,7 +58,9 @@ def test_schema_and_partitions(scored):
         schema = pq.read_schema(f)
         assert schema.equals(SCORES_SCHEMA, check_metadata=True)
         table = pq.read_table(f, partitioning=None)
-        assert table.num_rows <= 7
+        assert len(set(table["video_uri"].to_pylist())) == 1, "one file per video"
+        assert table["clip_index"].to_pylist() == list(range(table.num_rows)), "a video's clips, all, in order"
+    assert len(files) == scored["summary"].videos
     df = scored["table"]
     assert set(df.camera) == {"cam01", "cam02"}
     assert {str(d) for d in df.date} == {"2026-11-24"}

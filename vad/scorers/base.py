@@ -44,6 +44,7 @@ class ClipScorer(nn.Module):
     name: ClassVar[str]
     grayscale: ClassVar[bool] = True
     trains_on_normal_clips: ClassVar[bool] = True  # False: trained another way (e.g. weakly labelled bags)
+    localises: ClassVar[bool] = False  # True: `score` also returns pixel masks
 
     def training_loss(self, clips: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -37,6 +37,7 @@ def vgg16_features(blocks=_VGG16_BLOCKS) -> nn.Sequential:
 
 class VGGAutoencoder(ClipScorer):
     name = "vgg_ae"
+    localises = True
 
     def __init__(
         self, *, mask_percentile: float = 99.0, mask_mode: str = "calibrated", width_divisor: int = 1,
