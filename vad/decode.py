@@ -256,6 +256,8 @@ def _columns(video: VideoRef, clips: list[Clip], clips_in_video: int) -> dict[st
     n = len(clips)
     return {
         "clips_in_video": np.full(n, clips_in_video, dtype=np.int64),
+        "video_size": np.full(n, video.size, dtype=np.int64),
+        "video_mtime": np.full(n, video.mtime, dtype=np.float64),
         "video_uri": np.array([video.uri] * n, dtype=object),
         "camera": np.array([video.camera] * n, dtype=object),
         "date": np.array([video.date] * n, dtype=object),

@@ -67,8 +67,12 @@ def start_error_log():
 
 
 def report_errors(errors, rows: list[dict]) -> None:
-    """Send error rows to the run's error log and wait until it has them."""
+    """Send error rows to the run's error log (an actor, or a plain `ErrorLog` in one process)
+    and wait until it has them."""
     if not rows:
+        return
+    if isinstance(errors, ErrorLog):
+        errors.record(rows)
         return
     import ray
 
@@ -179,3 +183,35 @@ class ManifestWriter:
         write_parquet_atomic(self.fs, self.root.join(f"part-{self.run_id}-{uuid.uuid4().hex[:8]}.parquet").path, table)
         self.written += len(self._pending)
         self._pending = []
+
+
+def adopt_finished(output_uri: str, videos: list, key_of, storage: StorageConfig | None = None) -> list[tuple]:
+    """Videos whose complete result file is already there, made from the same object (size and
+    mtime in its metadata) by this model and decode: what a killed run wrote after its last
+    manifest flush. Returns (video, path, clips) triples; costs one listing per partition folder
+    and one footer read per file found."""
+    import pyarrow.parquet as pq
+
+    from vad.schema import result_file_name
+
+    root = parse_uri(output_uri).join("scores")
+    fs = filesystem(root, storage)
+    by_folder: dict[str, list] = {}
+    for video in videos:
+        by_folder.setdefault(root.join(f"date={video.date}", f"camera={video.camera}").path, []).append(video)
+    adopted = []
+    for folder, members in by_folder.items():
+        present = {i.base_name for i in fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True)) if i.is_file}
+        for video in members:
+            key = key_of(video.uri)
+            name = result_file_name(video.uri, key.model_name, key.model_version, key.decode)
+            if name not in present:
+                continue
+            path = f"{folder}/{name}"
+            with fs.open_input_file(path) as handle:
+                meta = pq.read_metadata(handle)
+            found = meta.metadata or {}
+            size, mtime = found.get(b"vad.source_size"), found.get(b"vad.source_mtime")
+            if size is not None and mtime is not None and is_up_to_date(ManifestEntry(int(size), float(mtime), "scored", path), video.size, video.mtime):
+                adopted.append((video, path, meta.num_rows))
+    return adopted

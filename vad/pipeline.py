@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from vad.config import ScoreJobConfig
-from vad.ledger import ManifestKey, ManifestWriter, error_row, is_up_to_date, read_manifest, start_error_log, unique_errors, write_errors
+from vad.ledger import ManifestKey, ManifestWriter, adopt_finished, error_row, is_up_to_date, read_manifest, start_error_log, unique_errors, write_errors
 from vad.schema import SCORES_SCHEMA_VERSION, decode_signature
 from vad.sinks import write_run_record
 from vad.sources import Rejected, list_videos
@@ -143,6 +143,11 @@ def run_scoring(cfg: ScoreJobConfig, run_date: str | None = None) -> RunSummary:
 
     manifest = read_manifest(cfg.output.uri, cfg.storage) if cfg.run.incremental else {}
     todo = [v for v in videos if not is_up_to_date(manifest.get(key(v.uri)), v.size, v.mtime)]
+    adopted = adopt_finished(cfg.output.uri, todo, key, cfg.storage) if cfg.run.incremental else []
+    if adopted:
+        log.info("%d videos were finished by an earlier, interrupted run; not scored again", len(adopted))
+        finished = {video.uri for video, _, _ in adopted}
+        todo = [v for v in todo if v.uri not in finished]
     new_rejected = [r for r in rejected if not is_up_to_date(manifest.get(key(r.uri)), r.size, r.mtime)]
     for bad in new_rejected:
         log.warning("skipped %s: %s", bad.uri, bad.reason)
@@ -156,6 +161,8 @@ def run_scoring(cfg: ScoreJobConfig, run_date: str | None = None) -> RunSummary:
         if mlflow is not None:
             mlflow.log_params(_params(cfg, loaded, run_date))
         manifest_out = ManifestWriter(cfg.output.uri, run_date, run_id, cfg.storage, flush_s=cfg.run.manifest_flush_s)
+        for video, path, rows in adopted:
+            manifest_out.add(uri=video.uri, size=video.size, mtime=video.mtime, key=key(video.uri), status="scored", clips=rows, scores_path=path)
         files, clips, anomalies = [], 0, 0
         if todo:
             ensure_ray(cfg)

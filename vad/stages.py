@@ -153,6 +153,12 @@ class ScoreClips:
         return batch
 
 
+def source_metadata(metadata: dict | None, size: int, mtime: float) -> dict:
+    """Schema metadata of a result file plus the size and mtime of the video it was made from,
+    so a run can adopt results a killed run wrote but never entered in the manifest."""
+    return {**(metadata or {}), b"vad.source_size": str(size).encode(), b"vad.source_mtime": repr(mtime).encode()}
+
+
 def encode_mask(mask: np.ndarray) -> bytes:
     """A boolean (H, W) mask as a 1-bit PNG (a few hundred bytes for a typical sparse mask)."""
     import io
@@ -235,7 +241,11 @@ class WriteScores:
             if len(clips) < expected:
                 continue
             del self._pending[str(uri)]
-            written = self._write(str(uri), str(batch["date"][rows[0]]), str(batch["camera"][rows[0]]), clips)
+            first = rows[0]
+            written = self._write(
+                str(uri), str(batch["date"][first]), str(batch["camera"][first]), clips,
+                int(batch["video_size"][first]), float(batch["video_mtime"][first]),
+            )
             if written is not None:
                 for name, value in written.items():
                     out[name].append(value)
@@ -248,13 +258,14 @@ class WriteScores:
             "anomalies": np.array(out["anomalies"], dtype=np.int64),
         }
 
-    def _write(self, uri: str, raw_date: str, raw_camera: str, clips: dict) -> dict | None:
+    def _write(self, uri: str, raw_date: str, raw_camera: str, clips: dict, size: int, mtime: float) -> dict | None:
         from vad.ledger import error_row, report_errors
         from vad.schema import result_file_name
         from vad.sinks import write_parquet_atomic
 
         ordered = [clips[k] for k in sorted(clips)]
         part = pa.concat_tables([t for t, _ in ordered])
+        part = part.replace_schema_metadata(source_metadata(part.schema.metadata, size, mtime))
         name = result_file_name(uri, part["model_name"][0].as_py(), part["model_version"][0].as_py(), self.decode_signature)
         try:
             # Re-validated here: these strings become folder names.

@@ -56,7 +56,9 @@ def test_schema_and_partitions(scored):
         rel = f.relative_to(scored["root"] / "scores").parts
         assert rel[0].startswith("date=") and rel[1].startswith("camera=") and len(rel) == 3
         schema = pq.read_schema(f)
-        assert schema.equals(SCORES_SCHEMA, check_metadata=True)
+        assert schema.equals(SCORES_SCHEMA)
+        assert schema.metadata[b"vad.schema_version"] == SCORES_SCHEMA.metadata[b"vad.schema_version"]
+        assert int(schema.metadata[b"vad.source_size"]) > 0
         table = pq.read_table(f, partitioning=None)
         assert len(set(table["video_uri"].to_pylist())) == 1, "one file per video"
         assert table["clip_index"].to_pylist() == list(range(table.num_rows)), "a video's clips, all, in order"

@@ -1,0 +1,287 @@
+"""The nightly job on a messy archive and a misbehaving object store: nothing lost, nothing twice."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.dataset as pads
+import pytest
+import yaml
+
+from helpers import DECODE
+from vad.cli import main
+from vad.config import MlflowConfig, OutputConfig, RayConfig, RunPolicyConfig, ScoreJobConfig, ScorerConfig, SourceConfig
+from vad.decode import clip_starts
+from vad.faults import FAULT_KINDS, FaultyS3Proxy, bad_object
+from vad.pipeline import run_scoring
+from vad.schema import PARTITION_SCHEMA
+from vad.synthetic import encode_mp4, render_scene
+
+DAY = "2026-11-24"
+GOOD_FRAMES = 40
+EXPECTED_STAGE = {
+    "zero_byte": ("open", "EmptyObject"),
+    "truncated": ("open", "CorruptVideo"),
+    "garbage": ("open", "CorruptVideo"),
+    "not_video": ("list", "Rejected"),
+    "too_short": ("open", "TooShort"),
+    "bad_frame": ("decode", "CorruptFrame"),
+}
+
+
+def scores(root: Path):
+    folder = root / "scores"
+    if not folder.exists():
+        return None
+    return pads.dataset(str(folder), partitioning=pads.partitioning(PARTITION_SCHEMA, flavor="hive")).to_table().to_pandas()
+
+
+def table(root: Path, name: str):
+    folder = root / name
+    return pads.dataset(str(folder), partitioning="hive").to_table().to_pandas() if folder.exists() else None
+
+
+def expected_clips(frames_by_uri: dict[str, int]) -> set[tuple[str, int]]:
+    return {
+        (uri, index)
+        for uri, n in frames_by_uri.items()
+        for index, _ in enumerate(clip_starts(n, DECODE.clip_len, DECODE.stride, DECODE.frame_step))
+    }
+
+
+def assert_exactly_once(root: Path, frames_by_uri: dict[str, int]) -> None:
+    df = scores(root)
+    got = list(zip(df.video_uri, df.clip_index))
+    assert len(got) == len(set(got)), "a clip was written twice"
+    assert set(got) == expected_clips(frames_by_uri)
+
+
+def put(s3, bucket: str, key: str, data: bytes) -> None:
+    s3.client().put_object(Bucket=bucket, Key=key, Body=data)
+
+
+@pytest.fixture(scope="module")
+def messy(s3):
+    """s3://messy/footage/cam01/<day>/: two good videos and one object of every fault kind."""
+    s3.client().create_bucket(Bucket="messy")
+    rng = np.random.default_rng(11)
+    prefix = f"footage/cam01/{DAY}"
+    good = {}
+    for i in range(2):
+        key = f"{prefix}/good_{i}.mp4"
+        put(s3, "messy", key, encode_mp4(render_scene(100 + i, GOOD_FRAMES, height=64, width=96).frames))
+        good[f"s3://messy/{key}"] = GOOD_FRAMES
+    objects = {}
+    for kind in FAULT_KINDS:
+        obj = bad_object(kind, rng, clip_len=DECODE.clip_len, frames=GOOD_FRAMES, name=kind)
+        for rel, data in obj.files.items():
+            put(s3, "messy", f"{prefix}/{rel}", data)
+        objects[kind] = (f"s3://messy/{prefix}/{obj.name}", obj)
+    return {"uri": "s3://messy/footage", "good": good, "objects": objects}
+
+
+def job_config(s3, source: str, checkpoint: str, out: Path, storage=None, **run) -> ScoreJobConfig:
+    return ScoreJobConfig(
+        source=SourceConfig(uri=source),
+        output=OutputConfig(uri=str(out / "results")),
+        scorer=ScorerConfig(name="conv_ae", checkpoint=checkpoint, batch_size=4, device="cpu"),
+        decode=DECODE,
+        storage=storage or s3.storage_config(),
+        mlflow=MlflowConfig(experiment="test-nightly"),
+        ray=RayConfig(num_cpus=2),
+        run=RunPolicyConfig(**run),
+        work_dir=str(out / "work"),
+    )
+
+
+def write_yaml(cfg: ScoreJobConfig, path: Path) -> Path:
+    data = cfg.model_dump(mode="json")
+    data["storage"]["access_key_id"] = cfg.storage.access_key_id.get_secret_value()
+    data["storage"]["secret_access_key"] = cfg.storage.secret_access_key.get_secret_value()
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def first_night(ray_local, s3, messy, checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("nightly")
+    cfg = job_config(s3, messy["uri"], checkpoint["uri"], out)
+    config = write_yaml(cfg, out / "score.yaml")
+    code = main(["score", "--config", str(config), "--date", DAY])
+    return {"cfg": cfg, "config": config, "root": out / "results", "code": code}
+
+
+def scored_frames(messy) -> dict[str, int]:
+    frames = dict(messy["good"])
+    for kind, (uri, obj) in messy["objects"].items():
+        if obj.expect == "scored":
+            frames[uri] = obj.frames
+    return frames
+
+
+def test_bad_objects_become_error_rows_and_the_rest_is_scored(first_night, messy):
+    root = first_night["root"]
+    assert first_night["code"] == 3, "6 of 10 objects failed: above the default max_failure_rate, so non-zero"
+    errors = table(root, "errors")
+    by_uri = {row.uri: row for row in errors.itertuples()}
+    for kind, (stage, error_class) in EXPECTED_STAGE.items():
+        row = by_uri[messy["objects"][kind][0]]
+        assert (row.stage, row.error_class, row.permanent) == (stage, error_class, True), kind
+        assert row.message
+    assert len(errors) == len(EXPECTED_STAGE)
+    run = table(root, "runs").iloc[0]
+    assert errors.run_id.eq(run.run_id).all()
+    assert run.errors == 6 and run.failure_rate == pytest.approx(0.6)
+    # Good, variable-frame-rate and odd-sized videos: every clip, once; the video that broke
+    # part-way (bad_frame) has no rows at all, although its first clips were decoded.
+    assert_exactly_once(root, scored_frames(messy))
+
+
+def test_variable_frame_rate_gets_true_clip_times(first_night, messy):
+    uri, obj = messy["objects"]["vfr"]
+    df = scores(first_night["root"])
+    clips = df[df.video_uri == uri].sort_values("clip_index")
+    stamps = np.array(obj.timestamps_s)
+    assert np.allclose(clips.start_time_s, stamps[clips.start_frame], atol=2e-3)
+    assert (np.diff(clips.start_time_s) > 0).all()
+    assert (clips.end_time_s > clips.start_time_s).all()
+
+
+def test_error_counters_in_mlflow_and_sql(first_night):
+    import mlflow
+
+    from vad.query import run_query
+
+    root = first_night["root"]
+    run_id = table(root, "runs").iloc[0].run_id
+    client = mlflow.MlflowClient(f"sqlite:///{Path(first_night['cfg'].work_dir).resolve() / 'mlflow.db'}")
+    [run] = client.search_runs(client.get_experiment_by_name("test-nightly").experiment_id, f"tags.`vad.run_id` = '{run_id}'")
+    assert run.data.metrics["score/errors"] == 6
+    assert run.data.metrics["score/errors_open"] == 4 and run.data.metrics["score/errors_decode"] == 1
+    assert run.data.metrics["score/errors_list"] == 1
+    _, rows = run_query(str(root), "SELECT stage, count(*) FROM errors GROUP BY stage ORDER BY stage")
+    assert rows == [("decode", 1), ("list", 1), ("open", 4)]
+    _, rows = run_query(str(root), "SELECT status, count(*) FROM manifest GROUP BY status ORDER BY status")
+    assert rows == [("failed", 6), ("scored", 4)]
+
+
+def test_rerun_does_no_work_then_scores_only_what_changed(first_night, messy, s3, capsys):
+    root, config = first_night["root"], first_night["config"]
+    before = {p: p.stat().st_mtime_ns for p in root.joinpath("scores").rglob("*.parquet")}
+    capsys.readouterr()
+    assert main(["score", "--config", str(config), "--date", DAY]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert (again["clips"], again["errors"], again["files"], again["up_to_date"]) == (0, 0, 0, 9)
+    assert {p: p.stat().st_mtime_ns for p in root.joinpath("scores").rglob("*.parquet")} == before
+
+    # A good video is replaced by a longer one, a new one arrives: only those two are scored,
+    # and the replaced video's old rows are gone.
+    changed, added = next(iter(messy["good"])), f"s3://messy/footage/cam01/{DAY}/late.mp4"
+    put(s3, "messy", changed.removeprefix("s3://messy/"), encode_mp4(render_scene(7, 56, height=64, width=96).frames))
+    put(s3, "messy", added.removeprefix("s3://messy/"), encode_mp4(render_scene(8, 24, height=64, width=96).frames))
+    assert main(["score", "--config", str(config), "--date", DAY]) == 0
+    third = json.loads(capsys.readouterr().out)
+    assert (third["files"], third["up_to_date"]) == (2, 8)
+    assert third["clips"] == len(expected_clips({changed: 56, added: 24}))
+    assert_exactly_once(root, {**scored_frames(messy), changed: 56, added: 24})
+
+
+def test_a_killed_run_rerun_leaves_every_clip_once(ray_local, s3, checkpoint, tmp_path):
+    """SIGKILL the job's driver once results have started to appear, then run it again."""
+    s3.client().create_bucket(Bucket="killed")
+    video = encode_mp4(render_scene(21, 160, height=64, width=96).frames)
+    frames = {}
+    for i in range(16):
+        put(s3, "killed", f"footage/cam0{i % 2}/{DAY}/v{i:02d}.mp4", video)
+        frames[f"s3://killed/footage/cam0{i % 2}/{DAY}/v{i:02d}.mp4"] = 160
+    cfg = job_config(s3, "s3://killed/footage", checkpoint["uri"], tmp_path, manifest_flush_s=0.01)
+    cfg = cfg.model_copy(update={"ray": RayConfig(address=ray_local.get_runtime_context().gcs_address), "mlflow": MlflowConfig(enabled=False)})
+    config = write_yaml(cfg, tmp_path / "score.yaml")
+    job = subprocess.Popen([sys.executable, "-m", "jobs.score", "--config", str(config), "--date", DAY],
+                           cwd=Path(__file__).parents[2], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = tmp_path / "results" / "scores"
+    deadline = time.monotonic() + 240
+    while not list(results.rglob("video-*.parquet")) and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    job.send_signal(signal.SIGKILL)
+    job.wait()
+    written_before_kill = len(list(results.rglob("video-*.parquet")))
+    assert 0 < written_before_kill < len(frames), "the kill should land mid-run"
+    summary = run_scoring(cfg, run_date=DAY)
+    assert_exactly_once(tmp_path / "results", frames)
+    assert summary.errors == [] and summary.up_to_date + len(summary.files) == len(frames)
+    assert summary.up_to_date > 0, "what the killed run finished and recorded is not redone"
+    assert not [p for p in results.rglob("*") if p.name.startswith(".")], "no temp files left visible"
+
+
+def test_flaky_object_store_is_retried(ray_local, s3, archive, checkpoint, tmp_path):
+    """503s, dropped connections and slow answers on a fifth of all requests: nothing is lost."""
+    with FaultyS3Proxy(s3.endpoint_url, fail_rate=0.15, drop_rate=0.05, delay_rate=0.05, delay_s=0.2, seed=5) as proxy:
+        storage = s3.storage_config().model_copy(update={"endpoint_url": proxy.endpoint_url, "retries": 8})
+        cfg = job_config(s3, f"{archive['uri']}/cam01", checkpoint["uri"], tmp_path, storage=storage)
+        cfg = cfg.model_copy(update={"output": OutputConfig(uri="s3://models/flaky-results")})
+        summary = run_scoring(cfg, run_date=DAY)
+    assert proxy.stats["failed"] >= 3 and proxy.stats["dropped"] >= 1, proxy.stats
+    assert summary.errors == []
+    frames = {f"{archive['uri']}/{v.key}": len(v.labels) for v in archive["videos"] if v.key.startswith("cam01/")}
+    assert summary.clips == len(expected_clips(frames)) and len(summary.files) == len(frames)
+
+
+def test_an_object_that_keeps_failing_is_recorded_and_retried_next_run(ray_local, s3, archive, checkpoint, tmp_path):
+    victim = next(v for v in archive["videos"] if v.key.startswith("cam02/"))
+    with FaultyS3Proxy(s3.endpoint_url, fail_paths=(victim.key,)) as proxy:
+        storage = s3.storage_config().model_copy(update={"endpoint_url": proxy.endpoint_url, "retries": 2})
+        cfg = job_config(s3, f"{archive['uri']}/cam02", checkpoint["uri"], tmp_path, storage=storage, max_failure_rate=1.0)
+        summary = run_scoring(cfg, run_date=DAY)
+    [error] = summary.errors
+    assert error["uri"] == f"{archive['uri']}/{victim.key}" and error["stage"] == "read" and not error["permanent"]
+    assert proxy.stats["failed"] >= 3  # the first try and two retries
+    cfg = cfg.model_copy(update={"storage": s3.storage_config()})  # the store has recovered
+    second = run_scoring(cfg, run_date=DAY)
+    assert [Path(p).parent.name for p in second.files] == ["camera=cam02"] and second.errors == []
+
+
+def test_credentials_never_reach_logs_parquet_or_mlflow(ray_local, s3, archive, checkpoint, tmp_path, capfd, caplog):
+    import logging
+
+    key, secret = "AKIAVADLEAKCHECK0001", "vad-leak-check-secret-4f1c9e"
+    from pydantic import SecretStr
+
+    storage = s3.storage_config().model_copy(update={"access_key_id": SecretStr(key), "secret_access_key": SecretStr(secret)})
+    cfg = job_config(s3, f"{archive['uri']}/cam01", checkpoint["uri"], tmp_path, storage=storage)
+    config = write_yaml(cfg, tmp_path / "score.yaml")
+    with caplog.at_level(logging.DEBUG):
+        assert main(["score", "--config", str(config), "--date", DAY, "--set", "run.max_failure_rate=0"]) == 0
+    captured = capfd.readouterr()
+    texts = {"stdout": captured.out, "stderr": captured.err, "log": caplog.text}
+    for path in [*tmp_path.joinpath("results").rglob("*"), *tmp_path.joinpath("work").rglob("*")]:
+        if path.is_file():
+            texts[str(path)] = path.read_bytes().decode("latin-1")
+    session = Path(ray_local._private.worker._global_node.get_session_dir_path()) / "logs"
+    for path in session.rglob("*"):
+        if path.is_file() and path.stat().st_size < 50 << 20:
+            texts[str(path)] = path.read_bytes().decode("latin-1")
+    assert any("mlflow.db" in name for name in texts) and any(name.endswith(".parquet") for name in texts)
+    leaks = [name for name, text in texts.items() if key in text or secret in text]
+    assert leaks == []
+
+
+def test_partition_values_from_keys_are_validated(ray_local, s3, checkpoint, tmp_path):
+    """Camera ids and dates from object keys become folders: hostile ones are refused, not written."""
+    s3.client().create_bucket(Bucket="hostile")
+    video = encode_mp4(render_scene(3, 24, height=64, width=96).frames)
+    for key in ("footage/..%2F..%2Fetc/2026-11-24/a.mp4", "footage/cam$(id)/2026-11-24/b.mp4",
+                "footage/cam01/2026-13-45/c.mp4", "footage/cam01/2026-11-24/ok.mp4"):
+        put(s3, "hostile", key, video)
+    cfg = job_config(s3, "s3://hostile/footage", checkpoint["uri"], tmp_path, max_failure_rate=1.0)
+    summary = run_scoring(cfg, run_date=DAY)
+    assert len(summary.files) == 1 and len(summary.errors) == 3
+    assert {e["stage"] for e in summary.errors} == {"list"}
+    folders = {p.relative_to(tmp_path / "results").as_posix() for p in (tmp_path / "results").rglob("*") if p.is_dir()}
+    assert all(".." not in f and "$" not in f for f in folders)
+    assert os.listdir(tmp_path / "results" / "scores" / "date=2026-11-24") == ["camera=cam01"]
