@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-import numpy as np
+from pathlib import Path
 
-from vad.config import DecodeConfig
+import numpy as np
+import pyarrow.dataset as pads
+import yaml
+
+from vad.config import DecodeConfig, MlflowConfig, OutputConfig, RayConfig, RunPolicyConfig, ScoreJobConfig, ScorerConfig, SourceConfig
+from vad.decode import clip_starts
+from vad.schema import PARTITION_SCHEMA
 
 # Small clips for the integration tests: quick to train and score on 2 CPUs.
 DECODE = DecodeConfig(clip_len=8, stride=8, resize=(48, 64), grayscale=True, clips_per_batch=4)
+DAY = "2026-11-24"
 
 
 def level(i: int) -> int:
@@ -24,3 +31,59 @@ def known_frames(n: int, height: int = 64, width: int = 96) -> np.ndarray:
 def frame_index_of(frame: np.ndarray) -> int:
     """Invert `level` from a decoded (possibly resized, lossy) frame."""
     return int(round((float(np.median(frame)) - 16) / 7))
+
+
+# The nightly job: configs, uploads and the exactly-once check.
+
+
+def scores(root: Path):
+    folder = root / "scores"
+    if not folder.exists():
+        return None
+    return pads.dataset(str(folder), partitioning=pads.partitioning(PARTITION_SCHEMA, flavor="hive")).to_table().to_pandas()
+
+
+def table(root: Path, name: str):
+    folder = root / name
+    return pads.dataset(str(folder), partitioning="hive").to_table().to_pandas() if folder.exists() else None
+
+
+def expected_clips(frames_by_uri: dict[str, int]) -> set[tuple[str, int]]:
+    return {
+        (uri, index)
+        for uri, n in frames_by_uri.items()
+        for index, _ in enumerate(clip_starts(n, DECODE.clip_len, DECODE.stride, DECODE.frame_step))
+    }
+
+
+def assert_exactly_once(root: Path, frames_by_uri: dict[str, int]) -> None:
+    df = scores(root)
+    got = list(zip(df.video_uri, df.clip_index))
+    assert len(got) == len(set(got)), "a clip was written twice"
+    assert set(got) == expected_clips(frames_by_uri)
+
+
+def put(s3, bucket: str, key: str, data: bytes) -> None:
+    s3.client().put_object(Bucket=bucket, Key=key, Body=data)
+
+
+def job_config(s3, source: str, checkpoint: str, out: Path, storage=None, **run) -> ScoreJobConfig:
+    return ScoreJobConfig(
+        source=SourceConfig(uri=source),
+        output=OutputConfig(uri=str(out / "results")),
+        scorer=ScorerConfig(name="conv_ae", checkpoint=checkpoint, batch_size=4, device="cpu"),
+        decode=DECODE,
+        storage=storage or s3.storage_config(),
+        mlflow=MlflowConfig(experiment="test-nightly"),
+        ray=RayConfig(num_cpus=2),
+        run=RunPolicyConfig(**run),
+        work_dir=str(out / "work"),
+    )
+
+
+def write_yaml(cfg: ScoreJobConfig, path: Path) -> Path:
+    data = cfg.model_dump(mode="json")
+    data["storage"]["access_key_id"] = cfg.storage.access_key_id.get_secret_value()
+    data["storage"]["secret_access_key"] = cfg.storage.secret_access_key.get_secret_value()
+    path.write_text(yaml.safe_dump(data))
+    return path

@@ -9,20 +9,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow.dataset as pads
 import pytest
-import yaml
 
-from helpers import DECODE
+from helpers import DAY, DECODE, assert_exactly_once, expected_clips, job_config, put, scores, table, write_yaml
 from vad.cli import main
-from vad.config import MlflowConfig, OutputConfig, RayConfig, RunPolicyConfig, ScoreJobConfig, ScorerConfig, SourceConfig
-from vad.decode import clip_starts
+from vad.config import MlflowConfig, OutputConfig, RayConfig
 from vad.faults import FAULT_KINDS, FaultyS3Proxy, bad_object
 from vad.pipeline import run_scoring
-from vad.schema import PARTITION_SCHEMA
 from vad.synthetic import encode_mp4, render_scene
 
-DAY = "2026-11-24"
 GOOD_FRAMES = 40
 EXPECTED_STAGE = {
     "zero_byte": ("open", "EmptyObject"),
@@ -32,37 +27,6 @@ EXPECTED_STAGE = {
     "too_short": ("open", "TooShort"),
     "bad_frame": ("decode", "CorruptFrame"),
 }
-
-
-def scores(root: Path):
-    folder = root / "scores"
-    if not folder.exists():
-        return None
-    return pads.dataset(str(folder), partitioning=pads.partitioning(PARTITION_SCHEMA, flavor="hive")).to_table().to_pandas()
-
-
-def table(root: Path, name: str):
-    folder = root / name
-    return pads.dataset(str(folder), partitioning="hive").to_table().to_pandas() if folder.exists() else None
-
-
-def expected_clips(frames_by_uri: dict[str, int]) -> set[tuple[str, int]]:
-    return {
-        (uri, index)
-        for uri, n in frames_by_uri.items()
-        for index, _ in enumerate(clip_starts(n, DECODE.clip_len, DECODE.stride, DECODE.frame_step))
-    }
-
-
-def assert_exactly_once(root: Path, frames_by_uri: dict[str, int]) -> None:
-    df = scores(root)
-    got = list(zip(df.video_uri, df.clip_index))
-    assert len(got) == len(set(got)), "a clip was written twice"
-    assert set(got) == expected_clips(frames_by_uri)
-
-
-def put(s3, bucket: str, key: str, data: bytes) -> None:
-    s3.client().put_object(Bucket=bucket, Key=key, Body=data)
 
 
 @pytest.fixture(scope="module")
@@ -83,28 +47,6 @@ def messy(s3):
             put(s3, "messy", f"{prefix}/{rel}", data)
         objects[kind] = (f"s3://messy/{prefix}/{obj.name}", obj)
     return {"uri": "s3://messy/footage", "good": good, "objects": objects}
-
-
-def job_config(s3, source: str, checkpoint: str, out: Path, storage=None, **run) -> ScoreJobConfig:
-    return ScoreJobConfig(
-        source=SourceConfig(uri=source),
-        output=OutputConfig(uri=str(out / "results")),
-        scorer=ScorerConfig(name="conv_ae", checkpoint=checkpoint, batch_size=4, device="cpu"),
-        decode=DECODE,
-        storage=storage or s3.storage_config(),
-        mlflow=MlflowConfig(experiment="test-nightly"),
-        ray=RayConfig(num_cpus=2),
-        run=RunPolicyConfig(**run),
-        work_dir=str(out / "work"),
-    )
-
-
-def write_yaml(cfg: ScoreJobConfig, path: Path) -> Path:
-    data = cfg.model_dump(mode="json")
-    data["storage"]["access_key_id"] = cfg.storage.access_key_id.get_secret_value()
-    data["storage"]["secret_access_key"] = cfg.storage.secret_access_key.get_secret_value()
-    path.write_text(yaml.safe_dump(data))
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,136 @@
+"""Workers, actors and whole nodes die mid-run: the job still writes every clip exactly once."""
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import DAY, DECODE, assert_exactly_once, job_config, put
+from vad.checkpoint import decode_record, save_checkpoint
+from vad.config import MlflowConfig, RayConfig
+from vad.pipeline import run_scoring
+from vad.synthetic import encode_mp4, render_scene
+
+VIDEOS, FRAMES = 16, 160
+
+
+@pytest.fixture(scope="module")
+def long_archive(s3, tmp_path_factory):
+    """16 videos on two cameras: long enough for a kill to land while the job runs."""
+    import torch
+
+    from vad.scorers import build_scorer
+
+    s3.client().create_bucket(Bucket="long")
+    video = encode_mp4(render_scene(31, FRAMES, height=64, width=96).frames)
+    frames = {}
+    for i in range(VIDEOS):
+        key = f"footage/cam0{i % 2}/{DAY}/v{i:02d}.mp4"
+        put(s3, "long", key, video)
+        frames[f"s3://long/{key}"] = FRAMES
+    torch.manual_seed(0)
+    checkpoint = str(tmp_path_factory.mktemp("untrained") / "conv_ae.pt")
+    model = build_scorer("conv_ae", clip_len=DECODE.clip_len, widths=[16, 8, 4]).eval()
+    save_checkpoint(checkpoint, model, version="u1", threshold=0.0, decode=decode_record(DECODE))
+    return {"uri": "s3://long/footage", "frames": frames, "checkpoint": checkpoint}
+
+
+def ray_processes(stage: str) -> list[int]:
+    """PIDs of this machine's Ray actor processes running a pipeline stage (by process title)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if cmdline.startswith("ray::") and stage in cmdline:
+                pids.append(int(entry))
+    return pids
+
+
+def when_results_appear(folder: Path, action, timeout_s: float = 240) -> threading.Thread:
+    """Run `action` in the background as soon as the first result file shows up under `folder`."""
+    def watch():
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if list(folder.rglob("video-*.parquet")):
+                action()
+                return
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("stage", ["ScoreClips", "WriteScores"])
+def test_killed_actor_loses_and_duplicates_nothing(ray_local, s3, long_archive, tmp_path, stage):
+    """SIGKILL the scoring actor (Ray restarts it and retries its tasks) or the writer actor
+    (whose unfinished videos are scored again in a second pass)."""
+    cfg = job_config(s3, long_archive["uri"], long_archive["checkpoint"], tmp_path)
+    cfg = cfg.model_copy(update={"mlflow": MlflowConfig(enabled=False)})
+    killed: list[int] = []
+
+    def kill():
+        for pid in ray_processes(stage):
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    watcher = when_results_appear(tmp_path / "results" / "scores", kill)
+    summary = run_scoring(cfg, run_date=DAY)
+    watcher.join()
+    assert killed, f"no {stage} actor was found to kill"
+    files_at_kill = len(summary.files)
+    assert files_at_kill == VIDEOS and summary.errors == []
+    assert_exactly_once(tmp_path / "results", long_archive["frames"])
+
+
+@pytest.fixture
+def two_node_cluster(ray_local):
+    """A head (no CPUs for work) and two 2-CPU worker nodes on this machine; the shared local
+    Ray is shut down meanwhile and started again afterwards."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    workers = [cluster.add_node(num_cpus=2) for _ in range(2)]
+    ray.init(address=cluster.address, log_to_driver=False)
+    try:
+        yield cluster, workers
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+
+
+def test_losing_a_node_mid_run_loses_and_duplicates_nothing(two_node_cluster, s3, long_archive, tmp_path):
+    cluster, workers = two_node_cluster
+    cfg = job_config(s3, long_archive["uri"], long_archive["checkpoint"], tmp_path)
+    cfg = cfg.model_copy(update={"mlflow": MlflowConfig(enabled=False), "ray": RayConfig(address=cluster.address)})
+    removed = []
+
+    def lose_node():
+        """Remove the worker node that hosts pipeline actors (the head has no CPUs for any)."""
+        import ray
+
+        busy = {
+            actor["Address"]["NodeID"]
+            for actor in ray._private.state.actors().values()
+            if actor["State"] == "ALIVE" and "MapWorker" in actor["ActorClassName"]
+        }
+        victim = next((node for node in workers if node.node_id in busy), None)
+        if victim is not None:
+            cluster.remove_node(victim, allow_graceful=False)
+            removed.append(victim)
+
+    watcher = when_results_appear(tmp_path / "results" / "scores", lose_node)
+    summary = run_scoring(cfg, run_date=DAY)
+    watcher.join()
+    assert removed, "no worker node hosted a pipeline actor when results appeared"
+    assert len(summary.files) == VIDEOS and summary.errors == []
+    assert_exactly_once(tmp_path / "results", long_archive["frames"])
