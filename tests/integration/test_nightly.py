@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from helpers import DAY, DECODE, assert_exactly_once, expected_clips, job_config, put, scores, table, write_yaml
 from vad.cli import main
@@ -227,3 +229,38 @@ def test_partition_values_from_keys_are_validated(ray_local, s3, checkpoint, tmp
     folders = {p.relative_to(tmp_path / "results").as_posix() for p in (tmp_path / "results").rglob("*") if p.is_dir()}
     assert all(".." not in f and "$" not in f for f in folders)
     assert os.listdir(tmp_path / "results" / "scores" / "date=2026-11-24") == ["camera=cam01"]
+
+
+_VALID = encode_mp4(render_scene(9, 24, height=64, width=96).frames)
+
+
+def _corrupt(data) -> bytes:
+    raw = bytearray(_VALID)
+    for position in data.draw(st.lists(st.integers(0, len(raw) - 1), max_size=32)):
+        raw[position] = data.draw(st.integers(0, 255))
+    return bytes(raw[: data.draw(st.integers(1, len(raw)))])
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_random_corrupted_objects_never_crash_the_job(data, ray_local, s3, checkpoint, tmp_path_factory):
+    """Hypothesis fills a prefix with random and corrupted byte strings: the job finishes, and
+    each object is either scored completely or has one row in the errors table."""
+    objects = data.draw(st.lists(st.one_of(st.binary(max_size=4096), st.builds(_corrupt, st.data())), min_size=2, max_size=5))
+    out = tmp_path_factory.mktemp("fuzz")
+    bucket = f"fuzz-{out.name.replace('_', '-').lower()}"[:60]
+    s3.client().create_bucket(Bucket=bucket)
+    uris = []
+    for i, raw in enumerate(objects):
+        put(s3, bucket, f"footage/cam01/{DAY}/o{i}.mp4", raw)
+        uris.append(f"s3://{bucket}/footage/cam01/{DAY}/o{i}.mp4")
+    cfg = job_config(s3, f"s3://{bucket}/footage", checkpoint["uri"], out, max_failure_rate=1.0)
+    summary = run_scoring(cfg.model_copy(update={"mlflow": MlflowConfig(enabled=False)}), run_date=DAY)
+    failed = {e["uri"] for e in summary.errors}
+    assert len(failed) == len(summary.errors), "one error row per failed object"
+    written = scores(out / "results")
+    complete = set(written.video_uri) if written is not None else set()
+    assert failed.isdisjoint(complete) and failed | complete == set(uris)
+    for uri in complete:
+        rows = written[written.video_uri == uri]
+        assert sorted(rows.clip_index) == list(range(len(rows))) and rows.clip_id.is_unique
