@@ -20,7 +20,7 @@ import numpy as np
 
 from vad.config import DecodeConfig, StorageConfig
 from vad.sources import VideoRef
-from vad.storage import open_uri
+from vad.storage import open_uri, read_path, whole_read_attempts, with_retries
 
 class BadVideo(Exception):
     """The object itself cannot be scored (empty, corrupt, too short, unreadable frame): the job
@@ -108,8 +108,7 @@ class _FolderReader:
         from PIL import Image
 
         fs, path = open_uri(self.frames[index], self.storage)
-        with fs.open_input_stream(path) as stream:
-            data = stream.read()
+        data = read_path(fs, path, self.storage)
         try:
             image = Image.open(io.BytesIO(data))
             image.load()
@@ -206,16 +205,20 @@ def open_video(video: VideoRef, decode: DecodeConfig, storage: StorageConfig | N
         yield _VideoReader(path, decode)
         return
     if video.size <= decode.max_in_memory_mb << 20:
-        with fs.open_input_stream(path) as stream:
-            data = stream.read()
-        yield _VideoReader(io.BytesIO(data), decode)
+        yield _VideoReader(io.BytesIO(read_path(fs, path, storage)), decode)
         return
     suffix = os.path.splitext(path)[1]
     with tempfile.NamedTemporaryFile(suffix=suffix, prefix="vad-spool-") as spool:
-        with fs.open_input_stream(path) as stream:
-            while chunk := stream.read(_SPOOL_CHUNK):
-                spool.write(chunk)
-        spool.flush()
+
+        def spool_object() -> None:
+            spool.seek(0)
+            spool.truncate()
+            with fs.open_input_stream(path) as stream:
+                while chunk := stream.read(_SPOOL_CHUNK):
+                    spool.write(chunk)
+            spool.flush()
+
+        with_retries(spool_object, whole_read_attempts(storage), f"spooling {path}")
         yield _VideoReader(spool.name, decode)
 
 

@@ -72,10 +72,44 @@ def open_uri(uri: str, storage: StorageConfig | None = None) -> tuple[pafs.FileS
     return filesystem(location, storage), location.path
 
 
+def with_retries(action, attempts: int, what: str, base_s: float = 0.2, cap_s: float = 10.0):
+    """Call `action()`, retrying I/O errors with exponential backoff and jitter. The S3 client
+    already retries each request; this covers what it cannot, e.g. a connection that drops
+    while an object's body is streaming."""
+    import logging
+    import random
+    import time
+
+    for attempt in range(attempts):
+        try:
+            return action()
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            if attempt == attempts - 1:
+                raise
+            delay = min(cap_s, base_s * 2**attempt) * (0.5 + random.random())
+            logging.getLogger(__name__).warning("%s failed (%s); retry %d/%d in %.1f s", what, exc, attempt + 1, attempts - 1, delay)
+            time.sleep(delay)
+
+
+def read_path(fs: pafs.FileSystem, path: str, storage: StorageConfig | None = None) -> bytes:
+    """A whole object's bytes, with whole-read retries (see `with_retries`)."""
+    def read() -> bytes:
+        with fs.open_input_stream(path) as stream:
+            return stream.read()
+
+    return with_retries(read, whole_read_attempts(storage), f"reading {path}")
+
+
+def whole_read_attempts(storage: StorageConfig | None) -> int:
+    """Whole-object attempts on top of the client's per-request retries (at most 3)."""
+    return min(3, (storage or StorageConfig()).retries + 1)
+
+
 def read_bytes(uri: str, storage: StorageConfig | None = None) -> bytes:
     fs, path = open_uri(uri, storage)
-    with fs.open_input_stream(path) as stream:
-        return stream.read()
+    return read_path(fs, path, storage)
 
 
 def write_bytes(uri: str, data: bytes, storage: StorageConfig | None = None) -> None:
