@@ -138,11 +138,11 @@ def test_rerun_does_no_work_then_scores_only_what_changed(first_night, messy, s3
 def test_a_killed_run_rerun_leaves_every_clip_once(ray_local, s3, checkpoint, tmp_path):
     """SIGKILL the job's driver once results have started to appear, then run it again."""
     s3.client().create_bucket(Bucket="killed")
-    video = encode_mp4(render_scene(21, 160, height=64, width=96).frames)
+    video = encode_mp4(render_scene(21, 320, height=64, width=96).frames)
     frames = {}
-    for i in range(16):
+    for i in range(24):  # about 10 s of work: long enough for the kill to land mid-run
         put(s3, "killed", f"footage/cam0{i % 2}/{DAY}/v{i:02d}.mp4", video)
-        frames[f"s3://killed/footage/cam0{i % 2}/{DAY}/v{i:02d}.mp4"] = 160
+        frames[f"s3://killed/footage/cam0{i % 2}/{DAY}/v{i:02d}.mp4"] = 320
     cfg = job_config(s3, "s3://killed/footage", checkpoint["uri"], tmp_path, manifest_flush_s=0.01)
     cfg = cfg.model_copy(update={"ray": RayConfig(address=ray_local.get_runtime_context().gcs_address), "mlflow": MlflowConfig(enabled=False)})
     config = write_yaml(cfg, tmp_path / "score.yaml")

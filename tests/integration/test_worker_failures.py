@@ -14,12 +14,12 @@ from vad.config import MlflowConfig, RayConfig
 from vad.pipeline import run_scoring
 from vad.synthetic import encode_mp4, render_scene
 
-VIDEOS, FRAMES = 16, 160
+VIDEOS, FRAMES = 20, 240
 
 
 @pytest.fixture(scope="module")
 def long_archive(s3, tmp_path_factory):
-    """16 videos on two cameras: long enough for a kill to land while the job runs."""
+    """Videos on two cameras, enough for a kill to land while the job runs."""
     import torch
 
     from vad.scorers import build_scorer
