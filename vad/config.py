@@ -202,6 +202,9 @@ def parse_override(text: str) -> tuple[str, Any]:
 class TrainModelConfig(_Section):
     name: str = "conv_ae"
     hparams: dict[str, Any] = Field(default_factory=dict, description="builder keyword arguments")
+    backbone_weights: str | None = Field(
+        None, description="mil: state dict of the feature extractor (c3d.pickle layout, or vad.extractors.i3d_convert output); null = random init"
+    )
 
 
 class TrainLoopConfig(_Section):
@@ -212,6 +215,10 @@ class TrainLoopConfig(_Section):
     val_fraction: float = Field(0.1, ge=0, lt=1)
     threshold_quantile: float = Field(0.99, gt=0, le=1)
     key_regex: str | None = Field(None, description="train only on videos whose key matches")
+    anomalous_regex: str | None = Field(
+        None, description="mil: weak video-level labels; videos whose key matches are anomalous, the others normal"
+    )
+    steps_per_epoch: int = Field(25, ge=1, description="mil: optimiser steps per epoch (batch_size bag pairs each)")
     shuffle_buffer_clips: int = Field(1024, ge=1, description="clips each worker shuffles among (a local shuffle buffer)")
     max_clips: int | None = Field(None, ge=1)
     seed: int = 0

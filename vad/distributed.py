@@ -383,3 +383,106 @@ def train_mil_distributed(
     head = MILHead(feature_dim=anomalous.shape[-1], dropout=dropout)
     head.load_state_dict(state["model"])
     return head.eval(), list(state["history"])
+
+
+def clip_features_by_video(cfg: TrainJobConfig, videos: list) -> dict[str, np.ndarray]:
+    """Backbone features (n_clips, d) of every video, in clip order, extracted by Ray Data with
+    the scoring pipeline's decode stage and the `ExtractFeatures` actor."""
+    import ray
+
+    from vad.stages import ExtractFeatures, decode_videos
+
+    extractor = cfg.model.hparams.get("extractor", "i3d")
+    ds = ray.data.from_items([v.to_row() for v in videos], override_num_blocks=max(1, min(len(videos), 1000)))
+    ds = ds.map_batches(decode_videos, batch_size=1, fn_kwargs={"decode": cfg.decode, "storage": cfg.storage}, num_cpus=cfg.decode.num_cpus)
+    ds = ds.map_batches(
+        ExtractFeatures,
+        fn_constructor_kwargs={"extractor": extractor, "weights": cfg.model.backbone_weights, "storage": cfg.storage, "device": cfg.train.device},
+        batch_size=cfg.train.batch_size,
+        compute=ray.data.ActorPoolStrategy(size=cfg.distributed.num_workers),
+        num_cpus=cfg.distributed.cpus_per_worker,
+        num_gpus=cfg.distributed.gpus_per_worker if cfg.distributed.use_gpu else 0,
+    )
+    per_video: dict[str, dict[int, np.ndarray]] = {}
+    for batch in ds.select_columns(["video_uri", "clip_index", "features"]).iter_batches(batch_size=256, batch_format="numpy"):
+        for uri, index, feature in zip(batch["video_uri"], batch["clip_index"], batch["features"]):
+            per_video.setdefault(str(uri), {})[int(index)] = feature
+    return {uri: np.stack([clips[k] for k in sorted(clips)]) for uri, clips in per_video.items()}
+
+
+@dataclass
+class MILResult:
+    model: torch.nn.Module  # MILScorer: backbone + head
+    history: list[dict]
+    threshold: float
+    val_metrics: dict[str, float]
+    bags: dict[str, int]  # counts: train/val x anomalous/normal
+    clips: int
+    seconds: float
+    run_path: str
+
+
+def train_mil_job(cfg: TrainJobConfig, videos: list) -> MILResult:
+    """`vad train` for the MIL ranker: weak labels from `train.anomalous_regex`, 32-segment bags
+    of backbone features, the head trained with Ray Train, validated on held-out videos of both
+    classes (`val/loss`: ranking loss over all their pairs; `val/auc`: video-level AUC of the
+    max segment score), threshold = a quantile of held-out normal clips' scores."""
+    import io
+    import re
+
+    from sklearn.metrics import roc_auc_score
+
+    from vad.extractors import build_extractor
+    from vad.scorers.mil.loss import mil_ranking_loss
+    from vad.scorers.mil.model import MILScorer, segment_features
+
+    if not cfg.train.anomalous_regex:
+        raise ValueError("mil learns from weakly labelled videos: set train.anomalous_regex (keys of anomalous videos)")
+    marked = re.compile(cfg.train.anomalous_regex)
+    anomalous = [v for v in videos if marked.search(v.key)]
+    normal = [v for v in videos if not marked.search(v.key)]
+    if not anomalous or not normal:
+        raise ValueError(f"mil needs anomalous and normal videos; train.anomalous_regex marks {len(anomalous)} of {len(videos)}")
+    ensure_ray(cfg)
+    storage, name = _storage_path(cfg), run_name(cfg)
+    marker = f"{storage.rstrip('/')}/{name}/{FINISHED_MARKER}"
+    if _already_finished(marker, cfg):
+        raise ValueError(f"training run {name!r} under {storage} has already finished; give a new run_name")
+    features = clip_features_by_video(cfg, videos)
+    train_a, val_a = split_videos(anomalous, cfg.train.val_fraction) if cfg.train.val_fraction and len(anomalous) > 1 else (anomalous, [])
+    train_n, val_n = split_videos(normal, cfg.train.val_fraction) if cfg.train.val_fraction and len(normal) > 1 else (normal, [])
+
+    def bags(group: list) -> np.ndarray:
+        return np.stack([segment_features(features[v.uri]) for v in group if v.uri in features])
+
+    started = time.perf_counter()
+    dist = cfg.distributed
+    head, history = train_mil_distributed(
+        bags(train_a), bags(train_n), name=name, storage_path=storage, num_workers=dist.num_workers,
+        cpus_per_worker=dist.cpus_per_worker, use_gpu=dist.use_gpu, epochs=cfg.train.epochs,
+        steps_per_epoch=cfg.train.steps_per_epoch, batch_pairs=cfg.train.batch_size, lr=cfg.train.lr,
+        weight_decay=cfg.train.weight_decay, dropout=cfg.model.hparams.get("dropout", 0.6), seed=cfg.train.seed,
+        max_failures=dist.max_failures,
+    )
+    seconds = time.perf_counter() - started
+    write_bytes(marker, b'{"finished": true}', cfg.storage)
+    val_metrics: dict[str, float] = {}
+    with torch.inference_mode():
+        if val_a and val_n:
+            scores_a, scores_n = head(torch.from_numpy(bags(val_a))), head(torch.from_numpy(bags(val_n)))
+            ia, inn = np.meshgrid(np.arange(len(scores_a)), np.arange(len(scores_n)), indexing="ij")
+            val_metrics["val/loss"] = float(mil_ranking_loss(scores_a[ia.ravel()], scores_n[inn.ravel()]))
+            top = torch.cat([scores_a.max(dim=1).values, scores_n.max(dim=1).values]).numpy()
+            val_metrics["val/auc"] = float(roc_auc_score([1] * len(scores_a) + [0] * len(scores_n), top))
+        reference = np.concatenate([features[v.uri] for v in (val_n or train_n) if v.uri in features])
+        clip_scores = head(torch.nn.functional.normalize(torch.from_numpy(reference).float(), dim=1)).numpy()
+    extractor = cfg.model.hparams.get("extractor", "i3d")
+    state = None
+    if cfg.model.backbone_weights:
+        state = torch.load(io.BytesIO(read_bytes(cfg.model.backbone_weights, cfg.storage)), weights_only=True)
+    model = MILScorer.from_parts(extractor, build_extractor(extractor, state_dict=state), head)
+    return MILResult(
+        model=model, history=history, threshold=float(np.quantile(clip_scores, cfg.train.threshold_quantile)),
+        val_metrics=val_metrics, seconds=seconds, clips=sum(len(f) for f in features.values()), run_path=f"{storage.rstrip('/')}/{name}",
+        bags={"train_anomalous": len(train_a), "train_normal": len(train_n), "val_anomalous": len(val_a), "val_normal": len(val_n)},
+    )

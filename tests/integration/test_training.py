@@ -192,3 +192,41 @@ def test_the_mil_head_trains_on_two_ray_train_workers(ray_local, tmp_path):
     with torch.no_grad():
         scores = head(torch.from_numpy(anomalous)).numpy()
     assert scores[:, 10:14].mean() > scores[:, :10].mean() + 0.1
+
+
+def test_vad_train_trains_the_mil_ranker_on_weak_labels(ray_local, s3, archive, tmp_path):
+    """`vad train` with model mil: I3D features by Ray Data, bags, the head on Ray Train, held-out
+    validation of both classes, a self-contained checkpoint, MLflow and the registry."""
+    import mlflow
+
+    from vad.scorers.mil.model import MILScorer
+
+    decode = DECODE.model_copy(update={"clip_len": 16, "stride": 8, "resize": (32, 32), "grayscale": False})
+    cfg = TrainJobConfig(
+        source=SourceConfig(uri=archive["uri"]),
+        output=TrainOutputConfig(checkpoint=str(tmp_path / "mil.pt"), version="mil-t"),
+        model=TrainModelConfig(name="mil", hparams={"extractor": "i3d"}),
+        train=TrainLoopConfig(epochs=3, steps_per_epoch=4, batch_size=4, lr=1e-2, anomalous_regex="/test_", val_fraction=0.5, device="cpu"),
+        distributed=DistributedConfig(num_workers=1),
+        decode=decode,
+        storage=s3.storage_config(),
+        mlflow=MlflowConfig(experiment="test-mil-train"),
+        run_name="mil-weak",
+        work_dir=str(tmp_path),
+    )
+    summary = run_training(cfg)
+    assert [row["epoch"] for row in summary.result.history] == [0, 1, 2]
+    loaded = load_checkpoint(summary.checkpoint)
+    assert isinstance(loaded.model, MILScorer) and loaded.version == "mil-t" and np.isfinite(loaded.threshold)
+    with torch.inference_mode():
+        scores = loaded.model.score(torch.rand(2, 16, 32, 32, 3)).score
+    assert scores.shape == (2,) and torch.all((scores >= 0) & (scores <= 1))
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}")
+    run = client.get_run(summary.mlflow_run_id)
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [0, 1, 2]
+    assert 0 <= run.data.metrics["val/auc"] <= 1 and np.isfinite(run.data.metrics["val/loss"])
+    assert run.data.metrics["train/bags_val_anomalous"] == 1 and run.data.metrics["train/bags_train_normal"] == 2
+    assert run.data.params["train.anomalous_regex"] == "/test_"
+    assert summary.registered.version == "1" and summary.registered.promoted
+    with pytest.raises(ValueError, match="anomalous_regex"):
+        run_training(cfg.model_copy(update={"train": cfg.train.model_copy(update={"anomalous_regex": None}), "run_name": "mil-unlabelled"}))
