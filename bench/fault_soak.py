@@ -61,17 +61,15 @@ def build_archive(s3, videos: int, fault_share: float, rng: np.random.Generator)
 
 def kill_scoring_actors(times: int, stop: threading.Event, killed: list) -> None:
     """SIGKILL the scoring actor `times` times, a few seconds apart, while the job runs."""
+    import ray
+
     while len(killed) < times and not stop.wait(3.0):
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
-            except OSError:
-                continue
-            if cmdline.startswith("ray::") and "ScoreClips" in cmdline:
-                os.kill(int(entry), signal.SIGKILL)
-                killed.append(int(entry))
+        if not ray.is_initialized():
+            continue
+        for actor in ray._private.state.actors().values():  # this cluster's actors only
+            if actor["State"] == "ALIVE" and "ScoreClips" in actor["ActorClassName"] and actor.get("Pid"):
+                os.kill(int(actor["Pid"]), signal.SIGKILL)
+                killed.append(int(actor["Pid"]))
                 break
 
 

@@ -87,3 +87,15 @@ def write_yaml(cfg: ScoreJobConfig, path: Path) -> Path:
     data["storage"]["secret_access_key"] = cfg.storage.secret_access_key.get_secret_value()
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+def actor_pids(class_part: str) -> list[int]:
+    """PIDs of the live actors of *this* Ray cluster whose class name contains `class_part`
+    (from the GCS actor table, so other Ray sessions on the machine are never touched)."""
+    import ray
+
+    return [
+        int(actor["Pid"])
+        for actor in ray._private.state.actors().values()
+        if actor["State"] == "ALIVE" and class_part in actor["ActorClassName"] and actor.get("Pid")
+    ]

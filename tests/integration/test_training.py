@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import DECODE
+from helpers import DECODE, actor_pids
 from vad.checkpoint import load_checkpoint
 from vad.config import (
     DistributedConfig,
@@ -131,6 +131,48 @@ def test_a_failed_worker_group_restarts_from_the_checkpoint_and_ends_the_same(ba
     cfg = _config(s3, archive, work, "retried", max_failures=1)
     summary = run_training(cfg, fail_once_after_epoch={"epoch": 1, "marker": str(work / "retried.failed")})
     assert (work / "retried.failed").exists()  # it did fail once
+    from mlflow.tracking import MlflowClient
+
+    from vad.tracking import tracking_uri
+
+    steps = [m.step for m in MlflowClient(tracking_uri(cfg.mlflow, cfg.work_dir)).get_metric_history(summary.mlflow_run_id, "train/loss")]
+    assert steps == list(range(EPOCHS)), "the restarted group went on from epoch 1's checkpoint, not from scratch"
+    reference = _weights(baseline[1].checkpoint)
+    for key, value in _weights(summary.checkpoint).items():
+        assert torch.allclose(value, reference[key], atol=1e-6), key
+
+
+def test_sigkilled_workers_restart_from_the_checkpoint_and_end_the_same(baseline, s3, archive, work):
+    """A real kill, not an exception: SIGKILL every Ray Train worker process while the second
+    checkpoint is being written (so the first is committed); the group restarts from the first
+    (epoch 0 is not trained again)."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    from vad.tracking import tracking_uri
+
+    cfg = _config(s3, archive, work, "sigkilled", max_failures=1)
+    run_folder, killed = work / "ray-train" / "sigkilled", []
+
+    def kill_workers_at_second_checkpoint():
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and len(list(run_folder.glob("checkpoint_*"))) < 2:
+            time.sleep(0.05)
+        for pid in actor_pids("RayTrainWorker"):
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    watcher = threading.Thread(target=kill_workers_at_second_checkpoint, daemon=True)
+    watcher.start()
+    summary = run_training(cfg)
+    watcher.join()
+    assert len(killed) == 2, "both workers should have been killed"
+    steps = [m.step for m in MlflowClient(tracking_uri(cfg.mlflow, cfg.work_dir)).get_metric_history(summary.mlflow_run_id, "train/loss")]
+    assert steps.count(0) == 1 and set(steps) == set(range(EPOCHS)), steps
     reference = _weights(baseline[1].checkpoint)
     for key, value in _weights(summary.checkpoint).items():
         assert torch.allclose(value, reference[key], atol=1e-6), key

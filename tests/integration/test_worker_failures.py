@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import DAY, DECODE, assert_exactly_once, job_config, put
+from helpers import DAY, DECODE, actor_pids, assert_exactly_once, job_config, put
 from vad.checkpoint import decode_record, save_checkpoint
 from vad.config import MlflowConfig, RayConfig
 from vad.pipeline import run_scoring
@@ -38,20 +38,6 @@ def long_archive(s3, tmp_path_factory):
     return {"uri": "s3://long/footage", "frames": frames, "checkpoint": checkpoint}
 
 
-def ray_processes(stage: str) -> list[int]:
-    """PIDs of this machine's Ray actor processes running a pipeline stage (by process title)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
-            except OSError:
-                continue
-            if cmdline.startswith("ray::") and stage in cmdline:
-                pids.append(int(entry))
-    return pids
-
-
 def when_results_appear(folder: Path, action, timeout_s: float = 240) -> threading.Thread:
     """Run `action` in the background as soon as the first result file shows up under `folder`."""
     def watch():
@@ -76,7 +62,7 @@ def test_killed_actor_loses_and_duplicates_nothing(ray_local, s3, long_archive, 
     killed: list[int] = []
 
     def kill():
-        for pid in ray_processes(stage):
+        for pid in actor_pids(stage):
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
 
