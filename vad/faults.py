@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import http.client
 import io
-from fractions import Fraction
 import random
 import threading
 from dataclasses import dataclass, field
@@ -33,30 +32,6 @@ FAULT_KINDS = {
     "vfr": "scored",
     "odd_size": "scored",
 }
-
-
-def encode_vfr_mp4(frames: np.ndarray, timestamps_s: list[float]) -> bytes:
-    """H.264 in MP4 with the given presentation time of every frame (variable frame rate)."""
-    import av
-
-    n, height, width = frames.shape[:3]
-    height, width = height - height % 2, width - width % 2
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=30)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.codec_context.time_base = Fraction(1, 1000)
-        stream.options = {"crf": "18", "preset": "veryfast", "bf": "0"}
-        for frame, stamp in zip(frames, timestamps_s):
-            rgb = np.repeat(frame[:height, :width, None], 3, axis=2)
-            video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-            video_frame.pts = int(round(stamp * 1000))
-            video_frame.time_base = Fraction(1, 1000)
-            for packet in stream.encode(video_frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return buffer.getvalue()
 
 
 @dataclass
@@ -99,7 +74,7 @@ def bad_object(kind: str, rng: np.random.Generator, *, clip_len: int, frames: in
     if kind == "vfr":
         gaps = rng.choice([1 / 30, 1 / 15, 1 / 5], size=frames)
         stamps = np.concatenate([[0.0], np.cumsum(gaps[:-1])]).round(3).tolist()
-        return BadObject(f"{name}.mp4", {f"{name}.mp4": encode_vfr_mp4(scene.frames, stamps)}, kind, expect, frames, stamps)
+        return BadObject(f"{name}.mp4", {f"{name}.mp4": encode_mp4(scene.frames, timestamps_s=stamps)}, kind, expect, frames, stamps)
     if kind == "odd_size":
         odd = render_scene(int(rng.integers(1 << 30)), frames, height=58, width=202).frames
         return BadObject(f"{name}.mp4", {f"{name}.mp4": encode_mp4(odd)}, kind, expect, frames)

@@ -104,8 +104,11 @@ def render_scene(
     return Scene(frames=frames, labels=labels, masks=masks, anomalies=described)
 
 
-def encode_mp4(frames: np.ndarray, fps: float = 25.0) -> bytes:
-    """H.264 (yuv420p) in MP4, written in memory with PyAV; dimensions are rounded down to even."""
+def encode_mp4(frames: np.ndarray, fps: float = 25.0, timestamps_s: list[float] | None = None) -> bytes:
+    """H.264 (yuv420p) in MP4, written in memory with PyAV; dimensions are rounded down to even.
+    With `timestamps_s` (one per frame, increasing) the video has a variable frame rate."""
+    from fractions import Fraction
+
     import av
 
     n, height, width = frames.shape[:3]
@@ -115,9 +118,15 @@ def encode_mp4(frames: np.ndarray, fps: float = 25.0) -> bytes:
         stream = container.add_stream("libx264", rate=int(round(fps)))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"crf": "18", "preset": "veryfast", "g": "32"}
-        for frame in frames:
+        if timestamps_s is not None:
+            stream.codec_context.time_base = Fraction(1, 1000)
+            stream.options = {**stream.options, "bf": "0"}
+        for i, frame in enumerate(frames):
             rgb = np.repeat(frame[:height, :width, None], 3, axis=2) if frame.ndim == 2 else frame[:height, :width]
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")):
+            video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            if timestamps_s is not None:
+                video_frame.pts, video_frame.time_base = int(round(timestamps_s[i] * 1000)), Fraction(1, 1000)
+            for packet in stream.encode(video_frame):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)

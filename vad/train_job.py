@@ -63,6 +63,8 @@ def run_mil_training(cfg: TrainJobConfig, hparams: dict) -> TrainSummary:
     """`vad train` for the MIL ranker (weakly labelled videos, see `vad.distributed.train_mil_job`)."""
     from vad.distributed import train_mil_job
 
+    if not cfg.train.anomalous_regex:
+        raise ValueError("mil learns from weakly labelled videos: set train.anomalous_regex (keys of anomalous videos)")
     videos = training_videos(cfg)
     log.info("training the mil head on %d weakly labelled videos with %d Ray Train worker(s)", len(videos), cfg.distributed.num_workers)
     with mlflow_run(cfg.mlflow, cfg.work_dir, cfg.run_name or f"train-{cfg.model.name}", {"vad.job": "train"}) as mlflow:

@@ -19,8 +19,8 @@ def _cfg(tmp_path, name, **hparams):
     )
 
 
-def test_scorers_not_trained_on_normal_clips_are_refused_up_front(tmp_path):
-    with pytest.raises(ValueError, match="mil is not trained on normal footage"):
+def test_mil_without_weak_labels_is_refused_before_listing_videos(tmp_path):
+    with pytest.raises(ValueError, match="set train.anomalous_regex"):
         run_training(_cfg(tmp_path, "mil"))
 
 
