@@ -77,9 +77,18 @@ class DecodeConfig(_Section):
     resize: tuple[int, int] | None = Field((128, 128), description="(height, width) or null to keep")
     grayscale: bool = True
     clips_per_batch: int = Field(8, ge=1)
-    num_cpus: float = Field(1.0, gt=0, description="CPUs reserved by each decode task")
+    num_cpus: float = Field(1.0, gt=0, description="CPUs of each decode task on GPU clusters (without GPUs the scoring actors decode)")
     max_in_memory_mb: int = Field(
         256, ge=0, description="objects larger than this are spooled to a local temp file instead of RAM"
+    )
+    backend: Literal["decord", "pyav"] = Field(
+        "decord", description="decord (the default) or pyav (FFmpeg through PyAV); see bench/throughput.py"
+    )
+    threads: int = Field(1, ge=1, le=64, description="decoder threads per decode task (keep at num_cpus)")
+    split_mb: float | None = Field(
+        256.0, gt=0,
+        description="video objects larger than this are decoded by several tasks, each cutting a contiguous "
+        "share of the clips (each task reads the whole object); null = one task per video",
     )
 
 
@@ -91,6 +100,11 @@ class ScorerConfig(_Section):
     concurrency: int = Field(1, ge=1, description="scoring actors")
     num_cpus: float = Field(1.0, gt=0, description="CPUs reserved by each scoring actor")
     num_gpus: float | None = Field(None, ge=0, description="per actor; null = 1 when the cluster has GPUs")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto = bf16 autocast on CUDA, fp32 on CPU")
+    memory_format: Literal["auto", "channels_last", "contiguous"] = Field(
+        "auto", description="conv weights in channels-last (3D) layout; auto = channels_last (faster on CUDA and on CPU)"
+    )
+    compile: bool = Field(False, description="torch.compile the scoring function once per actor (worth it on GPU for long runs)")
 
 
 class OutputConfig(_Section):

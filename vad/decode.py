@@ -9,6 +9,7 @@ otherwise copy the whole compressed object into RAM.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import io
 import os
@@ -192,6 +193,92 @@ class _VideoReader:
         return float(stamps[0][0]), float(stamps[1][1])
 
 
+class _PyAVReader:
+    """The `pyav` backend: FFmpeg's decoder through PyAV, the same interface as `_VideoReader`.
+
+    Opening demuxes the whole stream once without decoding (exact frame count, per-frame
+    timestamps, keyframes). Frames are then decoded forward; a read that lies behind the
+    decoder, or past a keyframe, seeks to the nearest keyframe first. Frames that are not
+    needed are decoded but never converted; the ones needed are scaled and converted to gray
+    or RGB by swscale in one step."""
+
+    def __init__(self, source, decode: DecodeConfig):
+        import av
+
+        self.decode = decode
+        try:
+            self.container = av.open(source, mode="r")
+            self.stream = self.container.streams.video[0]
+            self._index()
+        except (av.FFmpegError, IndexError, ValueError, OSError) as exc:
+            raise CorruptVideo(f"cannot open: {exc}") from None
+        if not self.pts:
+            raise CorruptVideo("no decodable frames")
+        self.stream.thread_type = "AUTO" if decode.threads > 1 else "SLICE"
+        self.stream.codec_context.thread_count = decode.threads
+        self._frames = None  # the decoding generator, positioned before frame `_next`
+        self._next = 0
+
+    def _index(self) -> None:
+        stamps: list[tuple[int, int, bool]] = []
+        for packet in self.container.demux(self.stream):
+            stamp = packet.pts if packet.pts is not None else packet.dts
+            if stamp is None or packet.size == 0:
+                continue
+            stamps.append((stamp, packet.duration or 0, packet.is_keyframe))
+        stamps.sort()
+        self.pts = [s for s, _, _ in stamps]
+        self.index_of = {s: i for i, s in enumerate(self.pts)}
+        typical = int(np.median(np.diff(self.pts))) if len(self.pts) > 1 else 1
+        self.durations = [d or typical for _, d, _ in stamps]
+        self.keyframes = [i for i, (_, _, key) in enumerate(stamps) if key] or [0]
+        self.time_base = float(self.stream.time_base)
+        self.start = self.pts[0] if self.pts else 0
+
+    def __len__(self) -> int:
+        return len(self.pts)
+
+    def _seek(self, index: int) -> None:
+        key = self.keyframes[max(0, bisect.bisect_right(self.keyframes, index) - 1)]
+        self.container.seek(self.pts[key], stream=self.stream, backward=True, any_frame=False)
+        self._frames = self.container.decode(self.stream)
+        self._next = -1  # unknown until the first frame after the seek arrives
+
+    def _frame(self, index: int):
+        import av
+
+        key = self.keyframes[max(0, bisect.bisect_right(self.keyframes, index) - 1)]
+        if self._frames is None or index < self._next or key > self._next:
+            self._seek(index)
+        try:
+            for frame in self._frames:
+                position = self.index_of.get(frame.pts if frame.pts is not None else -1, -1)
+                self._next = position + 1 if position >= 0 else self._next
+                if position == index:
+                    return frame
+                if position > index:
+                    break
+        except av.FFmpegError as exc:
+            raise CorruptFrame(f"frame {index}: {exc}") from None
+        self._frames = None
+        raise CorruptFrame(f"frame {index} of {len(self)} could not be decoded")
+
+    def batch(self, indices: list[int]) -> np.ndarray:
+        height, width = self.decode.resize if self.decode.resize else (None, None)
+        fmt = "gray" if self.decode.grayscale else "rgb24"
+        return np.stack([self._frame(i).to_ndarray(width=width, height=height, format=fmt) for i in indices])
+
+    def times(self, first: int, last: int) -> tuple[float, float]:
+        return (
+            (self.pts[first] - self.start) * self.time_base,
+            (self.pts[last] + self.durations[last] - self.start) * self.time_base,
+        )
+
+
+def _reader(source, decode: DecodeConfig):
+    return _PyAVReader(source, decode) if decode.backend == "pyav" else _VideoReader(source, decode)
+
+
 @contextlib.contextmanager
 def open_video(video: VideoRef, decode: DecodeConfig, storage: StorageConfig | None = None):
     """A reader with `len`, `batch(indices)` and `times(first, last)`."""
@@ -202,10 +289,10 @@ def open_video(video: VideoRef, decode: DecodeConfig, storage: StorageConfig | N
         raise EmptyObject("zero-byte object")
     fs, path = open_uri(video.uri, storage)
     if fs.type_name == "local":
-        yield _VideoReader(path, decode)
+        yield _reader(path, decode)
         return
     if video.size <= decode.max_in_memory_mb << 20:
-        yield _VideoReader(io.BytesIO(read_path(fs, path, storage)), decode)
+        yield _reader(io.BytesIO(read_path(fs, path, storage)), decode)
         return
     suffix = os.path.splitext(path)[1]
     with tempfile.NamedTemporaryFile(suffix=suffix, prefix="vad-spool-") as spool:
@@ -219,11 +306,11 @@ def open_video(video: VideoRef, decode: DecodeConfig, storage: StorageConfig | N
             spool.flush()
 
         with_retries(spool_object, whole_read_attempts(storage), f"spooling {path}")
-        yield _VideoReader(spool.name, decode)
+        yield _reader(spool.name, decode)
 
 
-def _cut(reader, starts: list[int], decode: DecodeConfig) -> Iterator[Clip]:
-    for index, start in enumerate(starts):
+def _cut(reader, starts: list[int], decode: DecodeConfig, first_index: int = 0) -> Iterator[Clip]:
+    for index, start in enumerate(starts, first_index):
         indices = [start + k * decode.frame_step for k in range(decode.clip_len)]
         start_s, end_s = reader.times(indices[0], indices[-1])
         yield Clip(index, indices[0], indices[-1], start_s, end_s, reader.batch(indices))
@@ -235,18 +322,34 @@ def iter_clips(video: VideoRef, decode: DecodeConfig, storage: StorageConfig | N
         yield from _cut(reader, clip_starts(len(reader), decode.clip_len, decode.stride, decode.frame_step), decode)
 
 
+def split_parts(video: VideoRef, decode: DecodeConfig) -> int:
+    """How many decode tasks share a video: one per `decode.split_mb` of a video object."""
+    if video.kind != "video" or decode.split_mb is None:
+        return 1
+    return max(1, -(-video.size // int(decode.split_mb * (1 << 20))))
+
+
+def part_range(num_clips: int, part: int, parts: int) -> range:
+    """The contiguous clip indices that task `part` of `parts` cuts."""
+    return range(part * num_clips // parts, (part + 1) * num_clips // parts)
+
+
 def iter_clip_batches(
-    video: VideoRef, decode: DecodeConfig, storage: StorageConfig | None = None
+    video: VideoRef, decode: DecodeConfig, storage: StorageConfig | None = None, part: int = 0, parts: int = 1
 ) -> Iterator[dict[str, np.ndarray]]:
     """Columnar batches of at most `decode.clips_per_batch` clips, ready for Ray Data. Each row
     carries the video's clip count, so a writer can tell when it has all of them. Raises
-    `BadVideo` (e.g. `TooShort`) for objects that cannot be scored."""
+    `BadVideo` (e.g. `TooShort`) for objects that cannot be scored.
+
+    With `parts` > 1 only the `part`-th contiguous share of the clips is cut (indices stay
+    those of the whole video): several tasks decode one long video side by side."""
     with open_video(video, decode, storage) as reader:
         starts = clip_starts(len(reader), decode.clip_len, decode.stride, decode.frame_step)
         if not starts:
             raise TooShort(f"{len(reader)} frames; one clip needs {clip_span(decode)}")
+        share = part_range(len(starts), part, parts)
         pending: list[Clip] = []
-        for clip in _cut(reader, starts, decode):
+        for clip in _cut(reader, starts[share.start : share.stop], decode, share.start):
             pending.append(clip)
             if len(pending) == decode.clips_per_batch:
                 yield _columns(video, pending, len(starts))

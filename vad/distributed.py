@@ -56,11 +56,12 @@ def clips_dataset(videos: list, cfg: TrainJobConfig):
     """A Ray Dataset with one `frames` row per clip, decoded by the scoring pipeline's stage."""
     import ray
 
-    from vad.stages import decode_videos
+    from vad.stages import decode_tasks, decode_videos
 
     # Ordered blocks make the clip order, and so a seeded run and its resumption, reproducible.
     ray.data.DataContext.get_current().execution_options.preserve_order = True
-    ds = ray.data.from_items([v.to_row() for v in videos], override_num_blocks=max(1, min(len(videos), 1000)))
+    tasks = decode_tasks([v.to_row() for v in videos], cfg.decode)
+    ds = ray.data.from_items(tasks, override_num_blocks=max(1, min(len(tasks), 1000)))
     ds = ds.map_batches(decode_videos, batch_size=1, fn_kwargs={"decode": cfg.decode, "storage": cfg.storage}, num_cpus=cfg.decode.num_cpus)
     return ds.select_columns(["frames"])
 
@@ -390,10 +391,11 @@ def clip_features_by_video(cfg: TrainJobConfig, videos: list) -> dict[str, np.nd
     the scoring pipeline's decode stage and the `ExtractFeatures` actor."""
     import ray
 
-    from vad.stages import ExtractFeatures, decode_videos
+    from vad.stages import ExtractFeatures, decode_tasks, decode_videos
 
     extractor = cfg.model.hparams.get("extractor", "i3d")
-    ds = ray.data.from_items([v.to_row() for v in videos], override_num_blocks=max(1, min(len(videos), 1000)))
+    tasks = decode_tasks([v.to_row() for v in videos], cfg.decode)
+    ds = ray.data.from_items(tasks, override_num_blocks=max(1, min(len(tasks), 1000)))
     ds = ds.map_batches(decode_videos, batch_size=1, fn_kwargs={"decode": cfg.decode, "storage": cfg.storage}, num_cpus=cfg.decode.num_cpus)
     ds = ds.map_batches(
         ExtractFeatures,

@@ -16,7 +16,7 @@ from vad.ledger import ManifestKey, ManifestWriter, adopt_finished, error_row, i
 from vad.schema import SCORES_SCHEMA_VERSION, decode_signature
 from vad.sinks import write_run_record
 from vad.sources import Rejected, list_videos
-from vad.stages import ScoreClips, WriteScores, decode_videos
+from vad.stages import DecodeAndScoreClips, ScoreClips, WriteScores, decode_tasks, decode_videos
 from vad.tracking import mlflow_run
 
 log = logging.getLogger(__name__)
@@ -84,31 +84,47 @@ def build_dataset(cfg: ScoreJobConfig, listing: list[dict], run_id: str, checkpo
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = True
     storage = cfg.storage
-    ds = ray.data.from_items(listing, override_num_blocks=max(1, min(len(listing), 1000)))
-    # On GPU clusters the decode tasks stay separate from the GPU actors (their resources differ),
-    # so decoding scales with CPUs; on CPU-only clusters Ray fuses decoding into the scoring
-    # actors, which saves shipping frames between processes.
-    ds = ds.map_batches(
-        decode_videos,
-        batch_size=1,
-        fn_kwargs={"decode": cfg.decode, "storage": storage, "errors": errors},
-        num_cpus=cfg.decode.num_cpus,
-    )
-    ds = ds.map_batches(
-        ScoreClips,
-        fn_constructor_kwargs={
-            "checkpoint": checkpoint or cfg.scorer.checkpoint,
-            "storage": storage,
-            "device": cfg.scorer.device,
-            "run_id": run_id,
-            "decode": cfg.decode,
-            "errors": errors,
-        },
-        batch_size=cfg.scorer.batch_size,
-        compute=ray.data.ActorPoolStrategy(size=cfg.scorer.concurrency),
-        num_cpus=cfg.scorer.num_cpus,
-        num_gpus=_num_gpus(cfg),
-    )
+    tasks = decode_tasks(listing, cfg.decode)
+    ds = ray.data.from_items(tasks, override_num_blocks=max(1, min(len(tasks), 1000)))
+    scorer_kwargs = {
+        "checkpoint": checkpoint or cfg.scorer.checkpoint,
+        "storage": storage,
+        "device": cfg.scorer.device,
+        "run_id": run_id,
+        "decode": cfg.decode,
+        "errors": errors,
+        "precision": cfg.scorer.precision,
+        "memory_format": cfg.scorer.memory_format,
+        "compile": cfg.scorer.compile,
+    }
+    num_gpus = _num_gpus(cfg)
+    if num_gpus > 0:
+        # Decode tasks on the CPUs, scoring actors on the GPUs: decoding scales with the CPU nodes
+        # and the GPUs get batches of `scorer.batch_size` clips from many videos.
+        ds = ds.map_batches(
+            decode_videos,
+            batch_size=1,
+            fn_kwargs={"decode": cfg.decode, "storage": storage, "errors": errors},
+            num_cpus=cfg.decode.num_cpus,
+        )
+        ds = ds.map_batches(
+            ScoreClips,
+            fn_constructor_kwargs=scorer_kwargs,
+            batch_size=cfg.scorer.batch_size,
+            compute=ray.data.ActorPoolStrategy(size=cfg.scorer.concurrency),
+            num_cpus=cfg.scorer.num_cpus,
+            num_gpus=num_gpus,
+        )
+    else:
+        # Without GPUs both stages need the same CPUs: each actor decodes and scores one task row
+        # at a time (one in flight, so a ready actor cannot hoard the rows the others wait for).
+        ds = ds.map_batches(
+            DecodeAndScoreClips,
+            fn_constructor_kwargs={**scorer_kwargs, "batch_size": cfg.scorer.batch_size},
+            batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=cfg.scorer.concurrency, max_tasks_in_flight_per_actor=1),
+            num_cpus=cfg.scorer.num_cpus,
+        )
     return ds.map_batches(
         WriteScores,
         fn_constructor_kwargs={"output_uri": cfg.output.uri, "storage": storage, "run_id": run_id, "decode": cfg.decode, "errors": errors},
@@ -136,7 +152,9 @@ def run_scoring(cfg: ScoreJobConfig, run_date: str | None = None) -> RunSummary:
     loaded = load_checkpoint(checkpoint, cfg.storage)
     check_decode_matches(loaded, cfg.decode)
     videos, rejected = list_videos(cfg.source, cfg.storage, run_date)
-    signature = decode_signature(cfg.decode.clip_len, cfg.decode.stride, cfg.decode.frame_step, cfg.decode.resize, cfg.decode.grayscale)
+    signature = decode_signature(
+        cfg.decode.clip_len, cfg.decode.stride, cfg.decode.frame_step, cfg.decode.resize, cfg.decode.grayscale, cfg.decode.backend
+    )
 
     def key(uri: str) -> ManifestKey:
         return ManifestKey(uri, loaded.name, loaded.version, signature)
@@ -277,10 +295,15 @@ def _params(cfg: ScoreJobConfig, loaded, run_date: str) -> dict:
         "decode.frame_step": cfg.decode.frame_step,
         "decode.resize": "x".join(map(str, cfg.decode.resize)) if cfg.decode.resize else "native",
         "decode.grayscale": cfg.decode.grayscale,
+        "decode.backend": cfg.decode.backend,
+        "decode.split_mb": cfg.decode.split_mb if cfg.decode.split_mb is not None else "off",
         "scorer.name": loaded.name,
         "scorer.version": loaded.version,
         "scorer.checkpoint": cfg.scorer.checkpoint,
         "scorer.threshold": loaded.threshold,
         "scorer.batch_size": cfg.scorer.batch_size,
         "scorer.concurrency": cfg.scorer.concurrency,
+        "scorer.precision": cfg.scorer.precision,
+        "scorer.memory_format": cfg.scorer.memory_format,
+        "scorer.compile": cfg.scorer.compile,
     }

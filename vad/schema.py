@@ -118,10 +118,12 @@ def clip_id(video_uri: str, clip_index: int, clip_len: int, stride: int, frame_s
     return f"{digest}-{clip_index:06d}"
 
 
-def decode_signature(clip_len: int, stride: int, frame_step: int, resize, grayscale: bool) -> str:
-    """How a video was cut into clips; part of a result's identity beside the model."""
+def decode_signature(clip_len: int, stride: int, frame_step: int, resize, grayscale: bool, backend: str = "decord") -> str:
+    """How a video was cut into clips; part of a result's identity beside the model. Decoders
+    differ in the last bit of a pixel, so a backend other than the default is part of it too."""
     size = "x".join(map(str, resize)) if resize else "native"
-    return f"len{clip_len}-stride{stride}-step{frame_step}-{size}-{'gray' if grayscale else 'rgb'}"
+    signature = f"len{clip_len}-stride{stride}-step{frame_step}-{size}-{'gray' if grayscale else 'rgb'}"
+    return signature if backend == "decord" else f"{signature}-{backend}"
 
 
 def result_file_name(video_uri: str, model_name: str, model_version: str, decode: str) -> str:

@@ -20,10 +20,22 @@ from vad.sources import VideoRef, validate_camera, validate_date
 from vad.storage import filesystem, parse_uri
 
 
+def decode_tasks(listing: list[dict], decode: DecodeConfig) -> list[dict]:
+    """Listing rows -> decode task rows: a long video becomes several (`part`, `parts`) rows."""
+    from vad.decode import split_parts
+
+    tasks = []
+    for row in listing:
+        parts = split_parts(VideoRef.from_row(row), decode)
+        tasks += [{**row, "part": part, "parts": parts} for part in range(parts)]
+    return tasks
+
+
 def decode_videos(
     batch: dict[str, np.ndarray], *, decode: DecodeConfig, storage: StorageConfig | None, errors=None
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Listing rows in, clip batches out, one video at a time (a generator, so memory stays bounded).
+    """Decode task rows in, clip batches out, one video (or share of one) at a time (a generator,
+    so memory stays bounded).
 
     With an `errors` log (a `vad.ledger.ErrorLog` actor), a video that fails is reported there
     and the task goes on with the next one; clips it already yielded are dropped by the writer,
@@ -36,7 +48,7 @@ def decode_videos(
         row = {name: batch[name][i] for name in columns}
         video = VideoRef.from_row(row)
         try:
-            yield from iter_clip_batches(video, decode, storage)
+            yield from iter_clip_batches(video, decode, storage, int(row.get("part", 0)), int(row.get("parts", 1)))
         except Exception as exc:
             if errors is None:
                 raise
@@ -47,43 +59,37 @@ def decode_videos(
             report_errors(errors, [failure])
 
 
-def pick_device(requested: str) -> str:
-    import torch
-
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("scorer.device is 'cuda' but this worker has no CUDA device")
-    return requested
-
-
 class ScoreClips:
     """Loads a checkpoint once per actor; scores clip batches and drops the frame column.
 
     A batch that fails is scored again video by video; videos that still fail are reported
     to the run's error log and dropped (their other clips are then never written)."""
 
-    def __init__(self, *, checkpoint: str, storage: StorageConfig | None, device: str, run_id: str, decode: DecodeConfig, errors=None):
+    def __init__(
+        self, *, checkpoint: str, storage: StorageConfig | None, device: str, run_id: str, decode: DecodeConfig, errors=None,
+        precision: str = "auto", memory_format: str = "auto", compile: bool = False,
+    ):
         import torch
 
         from vad.checkpoint import check_decode_matches, load_checkpoint
+        from vad.inference import InferenceOptions, prepare
 
-        self.device = pick_device(device)
+        self.options = InferenceOptions.resolve(device, precision, memory_format, compile)
+        self.device = self.options.device
         self.loaded = load_checkpoint(checkpoint, storage)
         check_decode_matches(self.loaded, decode)
-        self.model = self.loaded.model.to(self.device).eval()
+        self.model, self.score_fn = prepare(self.loaded.model, self.options, "score")
         self.run_id = run_id
         self.decode = decode
         self.errors = errors  # a vad.ledger.ErrorLog actor; None: a failing batch raises
-        self.autocast = self.device == "cuda"
         torch.set_grad_enabled(False)
 
     def _score(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         import torch
 
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
+        with torch.inference_mode(), self.options.autocast():
             clips = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device, non_blocking=True)
-            output = self.model.score(clips.float().div_(255.0))
+            output = self.score_fn(clips.float().div_(255.0))
         mask = output.mask.cpu().numpy() if output.mask is not None else None
         return output.score.float().cpu().numpy().astype(np.float32), output.frame_scores.float().cpu().numpy().astype(np.float32), mask
 
@@ -120,6 +126,9 @@ class ScoreClips:
         return kept, (score, frame_scores, mask)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.score_batch(batch)
+
+    def score_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         frames = batch.pop("frames")
         try:
             score, frame_scores, masks = self._score(frames)
@@ -151,6 +160,38 @@ class ScoreClips:
             batch["mask_height"] = np.full(n, masks.shape[2], dtype=np.int32)
             batch["mask_width"] = np.full(n, masks.shape[3], dtype=np.int32)
         return batch
+
+
+class DecodeAndScoreClips(ScoreClips):
+    """Decoding and scoring in one actor, for clusters without GPUs: each call takes one decode
+    task row (a video or a share of one), decodes it and yields its clips scored in batches of
+    `batch_size`.
+
+    Spelled out rather than left to Ray Data's operator fusion, which bundles as many task rows
+    into one call as the scoring batch has clips (so one actor took a whole small archive while
+    the others were shut down idle), and which, when decode and scoring ask for different CPUs,
+    leaves separate decode tasks waiting forever for CPUs the actors hold."""
+
+    def __init__(self, *, batch_size: int, storage: StorageConfig | None, **kwargs):
+        super().__init__(storage=storage, **kwargs)
+        self.batch_size = batch_size
+        self.storage = storage
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+        pending: list[dict[str, np.ndarray]] = []
+        for clips in decode_videos(batch, decode=self.decode, storage=self.storage, errors=self.errors):
+            pending.append(clips)
+            if sum(len(p["clip_index"]) for p in pending) >= self.batch_size:
+                yield self.score_batch(_concatenate(pending))
+                pending = []
+        if pending:
+            yield self.score_batch(_concatenate(pending))
+
+
+def _concatenate(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    if len(batches) == 1:
+        return batches[0]
+    return {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
 
 
 def source_metadata(metadata: dict | None, size: int, mtime: float) -> dict:
@@ -223,7 +264,7 @@ class WriteScores:
         self.masks_root = parse_uri(output_uri).join("masks")
         self.fs = filesystem(self.root, storage)
         self.run_id = run_id
-        self.decode_signature = decode_signature(decode.clip_len, decode.stride, decode.frame_step, decode.resize, decode.grayscale)
+        self.decode_signature = decode_signature(decode.clip_len, decode.stride, decode.frame_step, decode.resize, decode.grayscale, decode.backend)
         self.errors = errors
         self._pending: dict[str, dict[int, tuple[pa.Table, pa.Table | None]]] = {}
 
@@ -291,17 +332,22 @@ class ExtractFeatures:
     state dict path or uri (c3d.pickle layout, or the output of `vad.extractors.i3d_convert`);
     without one the network is randomly initialised and every row says `pretrained = False`."""
 
-    def __init__(self, *, extractor: str, weights: str | None = None, storage: StorageConfig | None = None, device: str = "auto"):
+    def __init__(
+        self, *, extractor: str, weights: str | None = None, storage: StorageConfig | None = None, device: str = "auto",
+        precision: str = "auto", memory_format: str = "auto", compile: bool = False,
+    ):
         import io
 
         import torch
 
         from vad.extractors import build_extractor
+        from vad.inference import InferenceOptions, prepare
         from vad.storage import read_bytes
 
         state = torch.load(io.BytesIO(read_bytes(weights, storage)), weights_only=True) if weights else None
-        self.device = pick_device(device)
-        self.model = build_extractor(extractor, state_dict=state).to(self.device).eval()
+        self.options = InferenceOptions.resolve(device, precision, memory_format, compile)
+        self.device = self.options.device
+        self.model, self.extract = prepare(build_extractor(extractor, state_dict=state), self.options)
         self.name = extractor
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -310,10 +356,10 @@ class ExtractFeatures:
         frames = batch.pop("frames")
         if frames.ndim != 5:
             raise ValueError(f"{self.name} needs RGB clips (B, T, H, W, 3); set decode.grayscale: false")
-        with torch.inference_mode():
+        with torch.inference_mode(), self.options.autocast():
             clips = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
             clips = clips.float() if self.name == "c3d" else clips.float().div_(255.0)
-            features = self.model(clips).float().cpu().numpy()
+            features = self.extract(clips).float().cpu().numpy()
         batch["features"] = features
         batch["extractor"] = np.array([self.name] * len(features), dtype=object)
         batch["pretrained"] = np.full(len(features), bool(self.model.pretrained))

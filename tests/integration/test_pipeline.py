@@ -115,6 +115,38 @@ def test_query_command(scored, capsys):
     assert not Path(root, "stolen.parquet").exists()
 
 
+@pytest.mark.timeout(300)
+def test_videos_split_across_decode_tasks_with_the_pyav_decoder(scored, tmp_path):
+    """Every video cut by several decode tasks (split_mb far below the object sizes), decoded by
+    PyAV, on two actors that ask for other CPUs than decode tasks would (separate decode tasks
+    would wait forever for CPUs the actors hold): the same clips, each once, one file per video,
+    and the same scores up to the decoders' rounding."""
+    from vad.decode import split_parts
+    from vad.sources import list_videos
+
+    decode = DECODE.model_copy(update={"split_mb": 0.01, "backend": "pyav", "num_cpus": 1.0})
+    base = scored["cfg"]
+    cfg = base.model_copy(update={
+        "output": OutputConfig(uri=str(tmp_path / "results")),
+        "decode": decode,
+        "scorer": base.scorer.model_copy(update={"concurrency": 2, "num_cpus": 0.95}),
+        "mlflow": MlflowConfig(enabled=False),
+        "work_dir": str(tmp_path / "work"),
+    })
+    videos, _ = list_videos(cfg.source, cfg.storage, "2026-11-24")
+    assert min(split_parts(v, decode) for v in videos) >= 3
+    summary = run_scoring(cfg)
+    table = pads.dataset(str(tmp_path / "results" / "scores"), partitioning=pads.partitioning(PARTITION_SCHEMA, flavor="hive")).to_table()
+    split = table.to_pandas().set_index(["video_uri", "clip_index"]).sort_index()
+    whole = scored["table"].set_index(["video_uri", "clip_index"]).sort_index()
+    assert split.index.is_unique and split.index.equals(whole.index)
+    assert summary.clips == len(whole) and len(summary.files) == len(videos)
+    assert (split.start_frame == whole.start_frame).all() and (split.clip_id == whole.clip_id).all()
+    relative = np.abs(split.score - whole.score) / whole.score
+    assert np.corrcoef(split.score, whole.score)[0, 1] > 0.99 and relative.median() < 0.02
+    assert not set(summary.files) & set(scored["summary"].files), "the pyav decode has result files of its own"
+
+
 def _score_one_camera(s3, source: str, scorer: str, checkpoint: str, decode, tmp_path):
     """The job on one camera's prefix with a checkpoint made by the test; MLflow off."""
     cfg = ScoreJobConfig(

@@ -4,7 +4,9 @@ from PIL import Image
 
 from helpers import frame_index_of, known_frames, level
 from vad.config import DecodeConfig, SourceConfig
-from vad.decode import clip_starts, iter_clip_batches, iter_clips, to_gray
+from vad.decode import _reader, clip_starts, iter_clip_batches, iter_clips, part_range, split_parts, to_gray
+from vad.schema import decode_signature
+from vad.sources import VideoRef
 from vad.sources import list_videos
 from vad.synthetic import encode_mp4
 
@@ -47,8 +49,9 @@ def _only_video(folder):
     return videos[0]
 
 
-def test_mp4_clip_boundaries_match_frame_content(known_video):
-    decode = DecodeConfig(clip_len=4, stride=3, frame_step=2, resize=(32, 48), grayscale=True)
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_mp4_clip_boundaries_match_frame_content(known_video, backend):
+    decode = DecodeConfig(clip_len=4, stride=3, frame_step=2, resize=(32, 48), grayscale=True, backend=backend)
     clips = list(iter_clips(_only_video(known_video), decode))
     assert [c.start_frame for c in clips] == [0, 3, 6, 9, 12, 15, 18, 21, 23]
     for clip in clips:
@@ -60,8 +63,9 @@ def test_mp4_clip_boundaries_match_frame_content(known_video):
         assert clip.end_time_s == pytest.approx((clip.end_frame + 1) / 10, abs=1e-3)
 
 
-def test_color_decode_keeps_channels(known_video):
-    decode = DecodeConfig(clip_len=16, stride=16, resize=None, grayscale=False)
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_color_decode_keeps_channels(known_video, backend):
+    decode = DecodeConfig(clip_len=16, stride=16, resize=None, grayscale=False, backend=backend)
     clips = list(iter_clips(_only_video(known_video), decode))
     assert [c.start_frame for c in clips] == [0, 14]
     assert clips[0].frames.shape == (16, 64, 96, 3)
@@ -99,3 +103,98 @@ def test_to_gray_weights():
     rgb[..., 1] = 200
     assert to_gray(rgb)[0, 0, 0] == round(0.587 * 200)
     assert level(3) == 37
+
+
+# Decoder backends and videos split across tasks
+
+
+@pytest.fixture(scope="module")
+def moving_video(tmp_path_factory):
+    """90 frames of a bright block moving over a ramp above a strip whose level names the frame,
+    a keyframe every 32 frames; with and without a variable frame rate."""
+    frames = np.zeros((90, 64, 96), np.uint8)
+    for t in range(90):
+        frames[t] = np.linspace(20, 200, 96, dtype=np.uint8)[None, :]
+        frames[t, 20:36, 6 * t % 80 : 6 * t % 80 + 16] = 250
+        frames[t, 48:, :] = 20 + 2 * t  # a strip whose level names the frame
+    folder = tmp_path_factory.mktemp("moving")
+    rng = np.random.default_rng(0)
+    paths = {}
+    for name, stamps in (("cfr", None), ("vfr", list(np.cumsum(rng.uniform(0.02, 0.09, 90))))):
+        paths[name] = folder / f"{name}.mp4"
+        paths[name].write_bytes(encode_mp4(frames, fps=25, timestamps_s=stamps))
+    return paths
+
+
+@pytest.mark.parametrize("name", ["cfr", "vfr"])
+@pytest.mark.parametrize("resize, gray", [((32, 48), True), (None, False)])
+def test_pyav_reads_what_decord_reads(moving_video, name, resize, gray):
+    decord_reader = _reader(str(moving_video[name]), DecodeConfig(resize=resize, grayscale=gray))
+    pyav_reader = _reader(str(moving_video[name]), DecodeConfig(resize=resize, grayscale=gray, backend="pyav"))
+    assert len(decord_reader) == len(pyav_reader) == 90
+    everything = decord_reader.batch(list(range(90))).astype(int)
+    for indices in ([0, 1, 2, 3], [40, 41, 42], [5, 6], [89], [33, 70]):  # forward, backward, across keyframes
+        got = pyav_reader.batch(indices).astype(int)
+        assert got.shape == (len(indices), *everything.shape[1:])
+        for index, frame in zip(indices, got):
+            # the same frame: the converters round differently (a grey level or two), but the
+            # nearest of decord's frames is the one with the same index
+            distance = np.abs(everything - frame).mean(axis=tuple(range(1, frame.ndim + 1)))
+            assert int(distance.argmin()) == index and distance[index] < 3, (index, distance[index])
+        start_a, end_a = decord_reader.times(indices[0], indices[-1])
+        start_b, end_b = pyav_reader.times(indices[0], indices[-1])
+        assert start_b == pytest.approx(start_a, abs=1e-3)
+        if indices[-1] < 89:  # the last frame's duration is a guess in both
+            assert end_b == pytest.approx(end_a, abs=1e-3)
+
+
+def test_pyav_random_access_equals_sequential(moving_video):
+    decode = DecodeConfig(resize=(32, 48), backend="pyav")
+    sequential = _reader(str(moving_video["cfr"]), decode).batch(list(range(90)))
+    reader = _reader(str(moving_video["cfr"]), decode)
+    for index in (70, 3, 88, 31, 32, 33, 0, 64):
+        np.testing.assert_array_equal(reader.batch([index])[0], sequential[index])
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+@pytest.mark.parametrize("parts", [2, 3, 7])
+def test_split_parts_cut_every_clip_once_with_the_same_frames(moving_video, backend, parts):
+    path = moving_video["cfr"]
+    video = VideoRef(str(path), "cfr.mp4", "video", path.stat().st_size, 0.0, "cam", "2026-11-24")
+    decode = DecodeConfig(clip_len=8, stride=5, resize=(32, 48), clips_per_batch=3, backend=backend)
+    whole = list(iter_clip_batches(video, decode))
+    shares = [list(iter_clip_batches(video, decode, part=k, parts=parts)) for k in range(parts)]
+
+    def gathered(batches, column):
+        return np.concatenate([b[column] for b in batches]) if batches else np.empty(0)
+
+    indices = [gathered(share, "clip_index").tolist() for share in shares]
+    assert sum(indices, []) == gathered(whole, "clip_index").tolist() == list(range(len(clip_starts(90, 8, 5))))
+    assert all(len(i) > 0 for i in indices)
+    for share in shares:
+        assert {int(n) for b in share for n in b["clips_in_video"]} == {sum(map(len, indices))}
+    np.testing.assert_array_equal(np.concatenate([gathered(s, "frames") for s in shares]), gathered(whole, "frames"))
+    np.testing.assert_array_equal(np.concatenate([gathered(s, "start_time_s") for s in shares]), gathered(whole, "start_time_s"))
+
+
+def test_split_parts_follow_object_size():
+    def video(size, kind="video"):
+        return VideoRef("s3://b/v.mp4", "v.mp4", kind, size, 0.0, "cam", "2026-11-24")
+
+    decode = DecodeConfig(split_mb=64)
+    assert split_parts(video(10 << 20), decode) == 1
+    assert split_parts(video(64 << 20), decode) == 1
+    assert split_parts(video((64 << 20) + 1), decode) == 2
+    assert split_parts(video(1 << 30), decode) == 16
+    assert split_parts(video(1 << 30, "frames"), decode) == 1, "frame folders are not split"
+    assert split_parts(video(1 << 30), DecodeConfig(split_mb=None)) == 1
+    for clips in (0, 1, 5, 17, 100):
+        for parts in (1, 2, 3, 8):
+            covered = [i for k in range(parts) for i in part_range(clips, k, parts)]
+            assert covered == list(range(clips))
+
+
+def test_backend_is_part_of_the_decode_signature():
+    decord_sig = decode_signature(16, 16, 1, (128, 128), True)
+    assert decord_sig == decode_signature(16, 16, 1, (128, 128), True, "decord") == "len16-stride16-step1-128x128-gray"
+    assert decode_signature(16, 16, 1, (128, 128), True, "pyav") != decord_sig
