@@ -143,9 +143,10 @@ def test_a_failed_worker_group_restarts_from_the_checkpoint_and_ends_the_same(ba
 
 
 def test_sigkilled_workers_restart_from_the_checkpoint_and_end_the_same(baseline, s3, archive, work):
-    """A real kill, not an exception: SIGKILL every Ray Train worker process while the second
-    checkpoint is being written (so the first is committed); the group restarts from the first
-    (epoch 0 is not trained again)."""
+    """A real kill, not an exception: SIGKILL every Ray Train worker process once the controller
+    has committed the first checkpoint and the second is being written; the group restarts from
+    the first (epoch 0 is not trained again)."""
+    import json
     import os
     import signal
     import threading
@@ -158,9 +159,20 @@ def test_sigkilled_workers_restart_from_the_checkpoint_and_end_the_same(baseline
     cfg = _config(s3, archive, work, "sigkilled", max_failures=1)
     run_folder, killed = work / "ray-train" / "sigkilled", []
 
+    def committed_checkpoints() -> int:
+        # A checkpoint folder exists before the controller has registered the report; only what
+        # its snapshot lists survives a kill of the workers.
+        try:
+            return len(json.loads((run_folder / "checkpoint_manager_snapshot.json").read_text())["checkpoint_results"])
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            return 0
+
+    def checkpoint_folders() -> list:
+        return [p for p in run_folder.glob("checkpoint_*") if p.is_dir()]  # not the snapshot file
+
     def kill_workers_at_second_checkpoint():
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and len(list(run_folder.glob("checkpoint_*"))) < 2:
+        while time.monotonic() < deadline and (committed_checkpoints() < 1 or len(checkpoint_folders()) < 2):
             time.sleep(0.05)
         for pid in actor_pids("RayTrainWorker"):
             os.kill(pid, signal.SIGKILL)
