@@ -218,13 +218,12 @@ def pipeline_clips_per_s(path: Path, work: Path, nodes: int, cpus: int, backend:
             cluster.shutdown()
 
 
-def cost_per_footage_hour(decode_fps_per_core: float, model_clips_per_s: float, core_hour_usd: float, gpu_hour_usd: float) -> dict:
-    """CPU core-hours to decode and accelerator-hours to score one hour of 30 fps footage."""
+def footage_hour_costs(decode_fps_per_core: float, model_clips_per_s: float, model_cores: int) -> tuple[float, float]:
+    """(core-hours to decode, core-hours to score) one hour of 30 fps footage on CPUs, the model
+    measured at `model_clips_per_s` on `model_cores` cores."""
     frames = 3600 * FPS
     clips = frames / DECODE.stride
-    core_hours = frames / decode_fps_per_core / 3600
-    gpu_hours = clips / model_clips_per_s / 3600
-    return {"core_hours": core_hours, "gpu_hours": gpu_hours, "usd": core_hours * core_hour_usd + gpu_hours * gpu_hour_usd}
+    return frames / decode_fps_per_core / 3600, clips / model_clips_per_s * model_cores / 3600
 
 
 def gpu_table(seconds: float, compile: bool) -> None:
@@ -317,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         for processes in (1, cpus):
             decode[backend, processes] = row(f"{backend} clips, {height}x{width} gray, {processes} process(es)", "frames/s", decode_fps(video, config, processes))
 
-    model_rates: dict[str, float] = {}
+    model_rates: dict[tuple[str, str, bool], float] = {}
     if not args.skip_models:
         from vad.inference import InferenceOptions
 
@@ -327,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
             flops = gflops_per_clip(name)
             for layout, compiled in layouts:
                 rate = model_clips_per_s(name, args.seconds_per_model, InferenceOptions.resolve("cpu", "fp32", layout, compiled))
-                model_rates[name] = max(model_rates.get(name, 0.0), rate)
+                model_rates[name, layout, compiled] = rate
                 label = f"model {name}, {layout}{', compiled' if compiled else ''}, {flops:.1f} GFLOP/clip"
                 row(label, "clips/s", rate)
 
@@ -346,22 +345,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{backend}/ffmpeg, {cpus} processes vs {cpus} threads:         {decode[backend, cpus] / ffn:.2f}")
     if model_rates and pipeline:
         decode_clips = decode[args.backend, cpus] / DECODE.clip_len
-        model = model_rates["conv_ae"]
+        model = model_rates["conv_ae", "channels_last", False]  # what the pipeline runs (compile off)
         slowest = min(decode_clips, model)
         # On a CPU-only machine decode and model share the cores: a clip costs the sum of both.
         shared = 1 / (1 / decode_clips + 1 / model)
         print(f"slowest stage: {'decode' if decode_clips <= model else 'conv_ae'} at {slowest:.1f} clips/s "
-              f"(decode {decode_clips:.1f} clips/s on {cpus} processes, conv_ae {model:.1f} clips/s on {cpus} threads)")
+              f"(decode {decode_clips:.1f} clips/s on {cpus} processes, conv_ae channels-last {model:.1f} clips/s on {cpus} threads)")
         print(f"shared-core bound (both stages on the same {cpus} cores): {shared:.1f} clips/s")
         for nodes, rate in pipeline.items():
             print(f"pipeline, {nodes} node(s), steady state: {rate / slowest:.2f} of the slowest stage, {rate / shared:.2f} of the shared-core bound")
         per_core = decode[args.backend, 1]
-        gpu_rate = args.gpu_clips_per_s or model
-        cost = cost_per_footage_hour(per_core, gpu_rate, args.core_hour_usd, args.gpu_hour_usd)
-        where = f"{args.gpu_clips_per_s:.0f} clips/s given" if args.gpu_clips_per_s else f"this machine's {model:.0f} clips/s, priced as a GPU-hour"
-        print(f"one hour of 720p30 footage: {cost['core_hours']:.3f} CPU core-hours of decoding ({per_core:.0f} frames/s per core), "
-              f"{cost['gpu_hours']:.4f} GPU-hours of conv_ae ({where}); ${cost['usd']:.4f} at "
-              f"${args.core_hour_usd}/core-hour and ${args.gpu_hour_usd}/GPU-hour")
+        decode_h, model_h = footage_hour_costs(per_core, model, cpus)
+        print(f"one hour of 720p30 footage ({3600 * FPS // DECODE.stride} clips): {decode_h:.3f} core-hours to decode "
+              f"({per_core:.0f} frames/s per core) + {model_h:.3f} core-hours of conv_ae on CPU = "
+              f"${(decode_h + model_h) * args.core_hour_usd:.4f} at ${args.core_hour_usd}/core-hour")
+        if args.gpu_clips_per_s:
+            gpu_h = 3600 * FPS / DECODE.stride / args.gpu_clips_per_s / 3600
+            print(f"  with the model on a GPU at {args.gpu_clips_per_s:.0f} clips/s: {gpu_h:.5f} GPU-hours, "
+                  f"${decode_h * args.core_hour_usd + gpu_h * args.gpu_hour_usd:.4f} at ${args.gpu_hour_usd}/GPU-hour; "
+                  f"{args.gpu_clips_per_s * DECODE.clip_len / per_core:.0f} decode cores keep one GPU busy")
     print(f"(work files in {work})")
     return 0
 
