@@ -178,14 +178,22 @@ class DecodeAndScoreClips(ScoreClips):
         self.storage = storage
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
-        pending: list[dict[str, np.ndarray]] = []
-        for clips in decode_videos(batch, decode=self.decode, storage=self.storage, errors=self.errors):
-            pending.append(clips)
-            if sum(len(p["clip_index"]) for p in pending) >= self.batch_size:
-                yield self.score_batch(_concatenate(pending))
-                pending = []
-        if pending:
-            yield self.score_batch(_concatenate(pending))
+        for clips in decode_in_batches(batch, self.batch_size, decode=self.decode, storage=self.storage, errors=self.errors):
+            yield self.score_batch(clips)
+
+
+def decode_in_batches(
+    batch: dict[str, np.ndarray], batch_size: int, *, decode: DecodeConfig, storage: StorageConfig | None, errors=None
+) -> Iterator[dict[str, np.ndarray]]:
+    """`decode_videos` regrouped into batches of about `batch_size` clips (the last may be smaller)."""
+    pending: list[dict[str, np.ndarray]] = []
+    for clips in decode_videos(batch, decode=decode, storage=storage, errors=errors):
+        pending.append(clips)
+        if sum(len(p["clip_index"]) for p in pending) >= batch_size:
+            yield _concatenate(pending)
+            pending = []
+    if pending:
+        yield _concatenate(pending)
 
 
 def _concatenate(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -364,3 +372,16 @@ class ExtractFeatures:
         batch["extractor"] = np.array([self.name] * len(features), dtype=object)
         batch["pretrained"] = np.full(len(features), bool(self.model.pretrained))
         return batch
+
+
+class DecodeAndExtractFeatures(ExtractFeatures):
+    """`ExtractFeatures` that decodes its own task rows, for clusters without GPUs (see
+    `DecodeAndScoreClips` for why the two stages are not left to Ray Data's fusion there)."""
+
+    def __init__(self, *, batch_size: int, decode: DecodeConfig, storage: StorageConfig | None = None, **kwargs):
+        super().__init__(storage=storage, **kwargs)
+        self.batch_size, self.decode, self.storage = batch_size, decode, storage
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+        for clips in decode_in_batches(batch, self.batch_size, decode=self.decode, storage=self.storage):
+            yield super().__call__(clips)
