@@ -391,30 +391,17 @@ def clip_features_by_video(cfg: TrainJobConfig, videos: list) -> dict[str, np.nd
     the scoring pipeline's decode stage and the `ExtractFeatures` actor."""
     import ray
 
-    from vad.stages import DecodeAndExtractFeatures, ExtractFeatures, decode_tasks, decode_videos
+    from vad.stages import DecodeAndExtractFeatures, ExtractFeatures, decode_tasks, map_decoded_clips
 
     extractor = cfg.model.hparams.get("extractor", "i3d")
     tasks = decode_tasks([v.to_row() for v in videos], cfg.decode)
     ds = ray.data.from_items(tasks, override_num_blocks=max(1, min(len(tasks), 1000)))
-    extractor_kwargs = {"extractor": extractor, "weights": cfg.model.backbone_weights, "storage": cfg.storage, "device": cfg.train.device}
-    if cfg.distributed.use_gpu:
-        ds = ds.map_batches(decode_videos, batch_size=1, fn_kwargs={"decode": cfg.decode, "storage": cfg.storage}, num_cpus=cfg.decode.num_cpus)
-        ds = ds.map_batches(
-            ExtractFeatures,
-            fn_constructor_kwargs=extractor_kwargs,
-            batch_size=cfg.train.batch_size,
-            compute=ray.data.ActorPoolStrategy(size=cfg.distributed.num_workers),
-            num_cpus=cfg.distributed.cpus_per_worker,
-            num_gpus=cfg.distributed.gpus_per_worker,
-        )
-    else:  # as in scoring: one task row per actor call, so every actor gets videos
-        ds = ds.map_batches(
-            DecodeAndExtractFeatures,
-            fn_constructor_kwargs={**extractor_kwargs, "batch_size": cfg.train.batch_size, "decode": cfg.decode},
-            batch_size=1,
-            compute=ray.data.ActorPoolStrategy(size=cfg.distributed.num_workers, max_tasks_in_flight_per_actor=1),
-            num_cpus=cfg.distributed.cpus_per_worker,
-        )
+    ds = map_decoded_clips(
+        ds, model_stage=ExtractFeatures, fused_stage=DecodeAndExtractFeatures,
+        constructor_kwargs={"extractor": extractor, "weights": cfg.model.backbone_weights, "storage": cfg.storage, "device": cfg.train.device},
+        decode=cfg.decode, storage=cfg.storage, batch_size=cfg.train.batch_size, concurrency=cfg.distributed.num_workers,
+        num_cpus=cfg.distributed.cpus_per_worker, num_gpus=cfg.distributed.gpus_per_worker if cfg.distributed.use_gpu else 0,
+    )
     per_video: dict[str, dict[int, np.ndarray]] = {}
     for batch in ds.select_columns(["video_uri", "clip_index", "features"]).iter_batches(batch_size=256, batch_format="numpy"):
         for uri, index, feature in zip(batch["video_uri"], batch["clip_index"], batch["features"]):

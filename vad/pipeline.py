@@ -16,7 +16,7 @@ from vad.ledger import ManifestKey, ManifestWriter, adopt_finished, error_row, i
 from vad.schema import SCORES_SCHEMA_VERSION, decode_signature
 from vad.sinks import write_run_record
 from vad.sources import Rejected, list_videos
-from vad.stages import DecodeAndScoreClips, ScoreClips, WriteScores, decode_tasks, decode_videos
+from vad.stages import DecodeAndScoreClips, ScoreClips, WriteScores, decode_tasks, map_decoded_clips
 from vad.tracking import mlflow_run
 
 log = logging.getLogger(__name__)
@@ -97,34 +97,11 @@ def build_dataset(cfg: ScoreJobConfig, listing: list[dict], run_id: str, checkpo
         "memory_format": cfg.scorer.memory_format,
         "compile": cfg.scorer.compile,
     }
-    num_gpus = _num_gpus(cfg)
-    if num_gpus > 0:
-        # Decode tasks on the CPUs, scoring actors on the GPUs: decoding scales with the CPU nodes
-        # and the GPUs get batches of `scorer.batch_size` clips from many videos.
-        ds = ds.map_batches(
-            decode_videos,
-            batch_size=1,
-            fn_kwargs={"decode": cfg.decode, "storage": storage, "errors": errors},
-            num_cpus=cfg.decode.num_cpus,
-        )
-        ds = ds.map_batches(
-            ScoreClips,
-            fn_constructor_kwargs=scorer_kwargs,
-            batch_size=cfg.scorer.batch_size,
-            compute=ray.data.ActorPoolStrategy(size=cfg.scorer.concurrency),
-            num_cpus=cfg.scorer.num_cpus,
-            num_gpus=num_gpus,
-        )
-    else:
-        # Without GPUs both stages need the same CPUs: each actor decodes and scores one task row
-        # at a time (one in flight, so a ready actor cannot hoard the rows the others wait for).
-        ds = ds.map_batches(
-            DecodeAndScoreClips,
-            fn_constructor_kwargs={**scorer_kwargs, "batch_size": cfg.scorer.batch_size},
-            batch_size=1,
-            compute=ray.data.ActorPoolStrategy(size=cfg.scorer.concurrency, max_tasks_in_flight_per_actor=1),
-            num_cpus=cfg.scorer.num_cpus,
-        )
+    ds = map_decoded_clips(
+        ds, model_stage=ScoreClips, fused_stage=DecodeAndScoreClips, constructor_kwargs=scorer_kwargs,
+        decode=cfg.decode, storage=storage, errors=errors, batch_size=cfg.scorer.batch_size,
+        concurrency=cfg.scorer.concurrency, num_cpus=cfg.scorer.num_cpus, num_gpus=_num_gpus(cfg),
+    )
     return ds.map_batches(
         WriteScores,
         fn_constructor_kwargs={"output_uri": cfg.output.uri, "storage": storage, "run_id": run_id, "decode": cfg.decode, "errors": errors},

@@ -187,13 +187,49 @@ def decode_in_batches(
 ) -> Iterator[dict[str, np.ndarray]]:
     """`decode_videos` regrouped into batches of about `batch_size` clips (the last may be smaller)."""
     pending: list[dict[str, np.ndarray]] = []
+    pending_clips = 0
     for clips in decode_videos(batch, decode=decode, storage=storage, errors=errors):
         pending.append(clips)
-        if sum(len(p["clip_index"]) for p in pending) >= batch_size:
+        pending_clips += len(clips["clip_index"])
+        if pending_clips >= batch_size:
             yield _concatenate(pending)
-            pending = []
+            pending, pending_clips = [], 0
     if pending:
         yield _concatenate(pending)
+
+
+def map_decoded_clips(
+    ds, *, model_stage: type, fused_stage: type, constructor_kwargs: dict, decode: DecodeConfig,
+    storage: StorageConfig | None, batch_size: int, concurrency: int, num_cpus: float, num_gpus: float,
+    errors=None,
+):
+    """`ds` (decode task rows, `decode_tasks`) decoded and run through a model actor stage.
+
+    With GPUs: decode tasks on the CPUs (`decode.num_cpus` each), then `model_stage` actors on the
+    GPUs with batches of `batch_size` clips from many videos. Without: `fused_stage` (the model stage
+    that decodes its own rows) takes one task row per call, one call in flight per actor, so a
+    ready actor cannot hoard the rows the others wait for (see `DecodeAndScoreClips`)."""
+    import ray
+
+    if num_gpus > 0:
+        ds = ds.map_batches(
+            decode_videos, batch_size=1, fn_kwargs={"decode": decode, "storage": storage, "errors": errors}, num_cpus=decode.num_cpus
+        )
+        return ds.map_batches(
+            model_stage,
+            fn_constructor_kwargs=constructor_kwargs,
+            batch_size=batch_size,
+            compute=ray.data.ActorPoolStrategy(size=concurrency),
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+        )
+    return ds.map_batches(
+        fused_stage,
+        fn_constructor_kwargs={**constructor_kwargs, "decode": decode, "storage": storage, "batch_size": batch_size},
+        batch_size=1,
+        compute=ray.data.ActorPoolStrategy(size=concurrency, max_tasks_in_flight_per_actor=1),
+        num_cpus=num_cpus,
+    )
 
 
 def _concatenate(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
