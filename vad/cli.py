@@ -127,7 +127,7 @@ def cmd_evaluate(args) -> int:
         args.results,
         _load_labels(args.labels),
         run_id=args.run_id,
-        per_video_norm=not args.no_normalise,
+        normalise=args.normalise,
         smoothing=args.smoothing,
         plots_dir=args.plots,
     )
@@ -135,7 +135,7 @@ def cmd_evaluate(args) -> int:
         f"frame-level AUC  micro (all frames concatenated) {report['auc_micro']:.4f}   "
         f"macro (mean over videos) {report['auc_macro']:.4f}   EER {report['eer']:.4f}   "
         f"[{report['videos']} videos, {report['frames']} frames, "
-        f"{'per-video normalised' if not args.no_normalise else 'raw scores'}, smoothing {args.smoothing}]"
+        f"per-video normalisation {args.normalise}, smoothing {args.smoothing}]"
     )
     if report["missing_videos"]:
         print(f"labelled but not scored: {', '.join(report['missing_videos'])}")
@@ -185,7 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--labels", required=True, help="JSON {video key: [0/1 per frame]} or 'ped2'")
     evaluate.add_argument("--run-id", default=None, help="scoring run (default: the latest)")
     evaluate.add_argument("--smoothing", type=int, default=1, help="moving-average window in frames")
-    evaluate.add_argument("--no-normalise", action="store_true", help="skip per-video min-max normalisation")
+    evaluate.add_argument(
+        "--normalise", choices=["minmax", "regularity", "none"], default="minmax",
+        help="per-video score scale: minmax (default), regularity (Hasan et al.: (e - min e) / max e), none",
+    )
     evaluate.add_argument("--plots", default=None, help="folder for roc.png and timelines.png")
     evaluate.add_argument("--mlflow-run-id", default=None, help="log metrics and plots into this MLflow run")
     evaluate.add_argument("--tracking-uri", default=None)

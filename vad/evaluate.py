@@ -49,7 +49,7 @@ def evaluate_run(
     labels: dict[str, np.ndarray],
     run_id: str | None = None,
     storage: StorageConfig | None = None,
-    per_video_norm: bool = True,
+    normalise: str = "minmax",
     smoothing: int = 1,
     overlap: str = "mean",
     plots_dir: str | Path | None = None,
@@ -60,14 +60,14 @@ def evaluate_run(
     pairs, missing = match_labels(video_frame_scores(results_uri, run_id, storage), labels, overlap)
     if not pairs:
         raise ValueError(f"none of the {len(labels)} labelled videos were scored in this run")
-    report = frame_level_report([y for _, y, _ in pairs], [s for _, _, s in pairs], per_video_norm, smoothing)
+    report = frame_level_report([y for _, y, _ in pairs], [s for _, _, s in pairs], normalise, smoothing)
     report["missing_videos"] = missing
     if plots_dir is not None:
         from vad.plots import roc_plot, timeline_plot
 
         out = Path(plots_dir)
         out.mkdir(parents=True, exist_ok=True)
-        prepared = {k: (y, prepare_scores(s, per_video_norm, smoothing)) for k, y, s in pairs}
+        prepared = {k: (y, prepare_scores(s, normalise, smoothing)) for k, y, s in pairs}
         ys = np.concatenate([y for y, _ in prepared.values()])
         ss = np.concatenate([s for _, s in prepared.values()])
         keep = ~np.isnan(ss)

@@ -37,10 +37,23 @@ def fill_gaps(scores: np.ndarray) -> np.ndarray:
     return np.interp(np.arange(len(scores)), known, scores[known])
 
 
-def normalise_per_video(scores: np.ndarray) -> np.ndarray:
-    """Min-max within one video, so that 1 is its most anomalous frame (the complement of the
-    regularity score of Hasan et al. 2016)."""
+NORMALISATIONS = ("minmax", "regularity", "none")
+
+
+def normalise_per_video(scores: np.ndarray, method: str = "minmax") -> np.ndarray:
+    """One video's frame scores on a common scale, higher = more anomalous.
+
+    "minmax": (e - min e) / (max e - min e), so 0 and 1 are the video's most normal and most anomalous
+    frames (Liu et al. 2018 normalise PSNR this way). "regularity": (e - min e) / max e, one minus the
+    regularity score s(t) of Hasan et al. 2016 (eq. 3), which keeps a video whose errors vary little
+    near 0. "none": unchanged."""
+    if method not in NORMALISATIONS:
+        raise ValueError(f"unknown normalisation {method!r}; choose from {NORMALISATIONS}")
+    if method == "none":
+        return scores
     low, high = np.nanmin(scores), np.nanmax(scores)
+    if method == "regularity":
+        return (scores - low) / high if high > 0 else np.zeros_like(scores)
     return (scores - low) / (high - low) if high > low else np.zeros_like(scores)
 
 
@@ -59,17 +72,17 @@ def equal_error_rate(labels: np.ndarray, scores: np.ndarray) -> float:
     return float((fpr[i] + fnr[i]) / 2)
 
 
-def prepare_scores(scores: np.ndarray, per_video_norm: bool = True, smoothing: int = 1) -> np.ndarray:
+def prepare_scores(scores: np.ndarray, normalise: str = "minmax", smoothing: int = 1) -> np.ndarray:
     """The evaluation view of one video's frame scores: gaps filled, smoothed, normalised."""
     s = smooth(fill_gaps(np.asarray(scores, dtype=float)), smoothing)
-    return normalise_per_video(s) if per_video_norm else s
+    return normalise_per_video(s, normalise)
 
 
-def frame_level_report(labels: list[np.ndarray], scores: list[np.ndarray], per_video_norm: bool = True, smoothing: int = 1) -> dict:
+def frame_level_report(labels: list[np.ndarray], scores: list[np.ndarray], normalise: str = "minmax", smoothing: int = 1) -> dict:
     """Micro AUC (all frames concatenated), macro AUC (mean over videos that hold both classes), EER."""
     prepared = []
     for y, s in zip(labels, scores):
-        s = prepare_scores(s, per_video_norm, smoothing)
+        s = prepare_scores(s, normalise, smoothing)
         keep = ~np.isnan(s)
         prepared.append((np.asarray(y)[keep].astype(int), s[keep]))
     y_all = np.concatenate([y for y, _ in prepared])

@@ -119,4 +119,4 @@ def pseudo_anomaly_report(
             frame_scores = score_clips(model, clips, batch_size, field="frame_scores")
             labels.append(y)
             scores.append(frames_from_clips(len(y), [(s, 1, f) for s, f in zip(starts, frame_scores)], "mean"))
-    return frame_level_report(labels, scores, per_video_norm=True, smoothing=smoothing)
+    return frame_level_report(labels, scores, smoothing=smoothing)

@@ -233,6 +233,9 @@ def test_evaluate_command(scored, archive, tmp_path, capsys):
     assert 0.6 < micro <= 1.0
     assert f"[{len(test_labels)} videos" in out and "missing.mp4" in out
     assert (plots / "roc.png").stat().st_size > 1000 and (plots / "timelines.png").stat().st_size > 1000
+    assert main(["evaluate", "--results", str(scored["root"]), "--labels", str(labels), "--normalise", "regularity"]) == 0
+    out = capsys.readouterr().out
+    assert "normalisation regularity" in out and 0.5 < float(out.split("concatenated) ")[1].split()[0]) <= 1.0
     bad = tmp_path / "bad.json"
     bad.write_text("[1, 2]")
     assert main(["evaluate", "--results", str(scored["root"]), "--labels", str(bad)]) == 2

@@ -120,6 +120,18 @@ def test_frame_level_report_on_separable_and_random_scores():
     assert normalise_per_video(np.array([2.0, 4.0, 6.0])).tolist() == [0.0, 0.5, 1.0]
 
 
+def test_regularity_normalisation_is_one_minus_the_papers_score():
+    errors = np.array([2.0, 4.0, 10.0])
+    expected = 1.0 - regularity_score(torch.tensor(errors)).numpy()
+    assert np.allclose(normalise_per_video(errors, "regularity"), expected)
+    assert normalise_per_video(errors, "none") is errors
+    # a video whose errors barely vary stays low under "regularity", spans [0, 1] under "minmax"
+    flat = np.array([10.0, 10.5, 11.0])
+    assert normalise_per_video(flat, "regularity").max() < 0.1 and normalise_per_video(flat).max() == 1.0
+    with pytest.raises(ValueError, match="normalisation"):
+        normalise_per_video(errors, "zscore")
+
+
 def test_pixel_level_report():
     from vad.metrics import pixel_level_report
 

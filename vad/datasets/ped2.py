@@ -203,7 +203,7 @@ def benchmark_scorer(
             ys.append(labels[key])
             ss.append(frames_from_clips(len(labels[key]), rows, "mean"))
         score_s = time.perf_counter() - t0
-        report = frame_level_report(ys, ss, per_video_norm=True, smoothing=smoothing)
+        report = frame_level_report(ys, ss, smoothing=smoothing)
     return BenchResult(
         name, report["auc_micro"], report["auc_macro"], report["eer"], result.seconds,
         n_clips / score_s if score_s else float("nan"), len(train), n_clips, result.history[-1]["train/loss"],

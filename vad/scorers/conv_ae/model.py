@@ -6,7 +6,7 @@ The paper's widths are 512/256/128 on 227x227 inputs; the defaults here are a
 quarter of that on 128x128 so it trains on CPUs; `widths` restores the paper's.
 Anomaly score: reconstruction error (higher = more anomalous), over the whole
 frame or, with `score_patch`, its worst window; the paper's
-per-video regularity score is `loss.regularity_score`, applied at evaluation.
+per-video regularity score is `loss.regularity_score` (`vad evaluate --normalise regularity`).
 """
 
 from __future__ import annotations
