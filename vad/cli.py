@@ -121,7 +121,7 @@ def _load_labels(spec: str) -> dict:
 
 
 def cmd_evaluate(args) -> int:
-    from vad.evaluate import evaluate_run
+    from vad.evaluate import evaluate_run, log_evaluation
 
     report = evaluate_run(
         args.results,
@@ -135,7 +135,7 @@ def cmd_evaluate(args) -> int:
         f"frame-level AUC  micro (all frames concatenated) {report['auc_micro']:.4f}   "
         f"macro (mean over videos) {report['auc_macro']:.4f}   EER {report['eer']:.4f}   "
         f"[{report['videos']} videos, {report['frames']} frames, "
-        f"per-video normalisation {args.normalise}, smoothing {args.smoothing}]"
+        f"per-video normalisation {report['normalisation']}, smoothing {args.smoothing}]"
     )
     if report["missing_videos"]:
         print(f"labelled but not scored: {', '.join(report['missing_videos'])}")
@@ -146,10 +146,7 @@ def cmd_evaluate(args) -> int:
 
         if args.tracking_uri:
             mlflow.set_tracking_uri(args.tracking_uri)
-        with mlflow.start_run(run_id=args.mlflow_run_id):
-            mlflow.log_metrics({f"eval/{k}": v for k, v in report.items() if isinstance(v, (int, float))})
-            for plot in report.get("plots", []):
-                mlflow.log_artifact(plot, artifact_path="eval")
+        log_evaluation(args.mlflow_run_id, report)
     return 0
 
 
@@ -186,8 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--run-id", default=None, help="scoring run (default: the latest)")
     evaluate.add_argument("--smoothing", type=int, default=1, help="moving-average window in frames")
     evaluate.add_argument(
-        "--normalise", choices=["minmax", "regularity", "none"], default="minmax",
-        help="per-video score scale: minmax (default), regularity (Hasan et al.: (e - min e) / max e), none",
+        "--normalise", choices=["auto", "minmax", "regularity", "none"], default="auto",
+        help="per-video score scale: auto (default: the scorer's paper's; regularity for conv_ae/st_ae, minmax for "
+        "pred/vgg_ae, none for mil), minmax, regularity (Hasan et al.: (e - min e) / max e), none",
     )
     evaluate.add_argument("--plots", default=None, help="folder for roc.png and timelines.png")
     evaluate.add_argument("--mlflow-run-id", default=None, help="log metrics and plots into this MLflow run")

@@ -105,7 +105,7 @@ def run_demo(work_dir: str = "vad-work", epochs: int = 25, num_cpus: int | None 
         _log_eval(score_cfg, summary.mlflow_run_id, report)
         print(
             f"[5/5] frame-level AUC on the {report['videos']} test videos: micro {report['auc_micro']:.3f}, "
-            f"macro {report['auc_macro']:.3f}, EER {report['eer']:.3f} (per-video normalised scores); "
+            f"macro {report['auc_macro']:.3f}, EER {report['eer']:.3f} (per-video {report['normalisation']} scores); "
             f"plots: {', '.join(report['plots'])}"
         )
         print(f"\nSample query:  vad query --results {results} \"{SAMPLE_SQL}\"\n")
@@ -121,9 +121,6 @@ def run_demo(work_dir: str = "vad-work", epochs: int = 25, num_cpus: int | None 
 def _log_eval(cfg: ScoreJobConfig, mlflow_run_id: str | None, report: dict) -> None:
     if mlflow_run_id is None:
         return
-    import mlflow
+    from vad.evaluate import log_evaluation
 
-    with mlflow.start_run(run_id=mlflow_run_id):
-        mlflow.log_metrics({f"eval/{k}": v for k, v in report.items() if isinstance(v, (int, float))})
-        for plot in report.get("plots", []):
-            mlflow.log_artifact(plot, artifact_path="eval")
+    log_evaluation(mlflow_run_id, report)

@@ -11,8 +11,11 @@ from vad.metrics import frame_level_report, frames_from_clips, prepare_scores
 from vad.query import connect
 
 
-def video_frame_scores(results_uri: str, run_id: str | None = None, storage: StorageConfig | None = None) -> dict[str, list]:
-    """video_uri -> list of (start_frame, frame_step, frame_scores) rows of one run (the latest if None)."""
+def video_frame_scores(
+    results_uri: str, run_id: str | None = None, storage: StorageConfig | None = None
+) -> tuple[dict[str, list], str | None]:
+    """(video_uri -> list of (start_frame, frame_step, frame_scores) rows, model name) of one run
+    (the latest if None)."""
     con = connect(results_uri, storage)
     try:
         if run_id is None:
@@ -21,15 +24,16 @@ def video_frame_scores(results_uri: str, run_id: str | None = None, storage: Sto
                 raise ValueError(f"no scores under {results_uri}")
             run_id = latest[0]
         rows = con.execute(
-            "SELECT video_uri, start_frame, frame_step, frame_scores FROM scores WHERE run_id = ? ORDER BY video_uri, clip_index",
+            "SELECT video_uri, start_frame, frame_step, frame_scores, model_name FROM scores WHERE run_id = ? "
+            "ORDER BY video_uri, clip_index",
             [run_id],
         ).fetchall()
     finally:
         con.close()
     out: dict[str, list] = {}
-    for uri, start, step, scores in rows:
+    for uri, start, step, scores, _ in rows:
         out.setdefault(uri, []).append((start, step, scores))
-    return out
+    return out, (rows[0][4] if rows else None)
 
 
 def match_labels(clips: dict[str, list], labels: dict[str, np.ndarray], overlap: str = "mean"):
@@ -49,19 +53,27 @@ def evaluate_run(
     labels: dict[str, np.ndarray],
     run_id: str | None = None,
     storage: StorageConfig | None = None,
-    normalise: str = "minmax",
+    normalise: str = "auto",
     smoothing: int = 1,
     overlap: str = "mean",
     plots_dir: str | Path | None = None,
 ) -> dict:
     """`labels` maps a video key (matched as a suffix of the video uri) to its per-frame 0/1 labels.
 
-    With `plots_dir`, writes roc.png and timelines.png there and lists them under "plots"."""
-    pairs, missing = match_labels(video_frame_scores(results_uri, run_id, storage), labels, overlap)
+    `normalise` "auto" takes the run's scorer's own convention (`vad.scorers.evaluation_normalisation`);
+    the report says which was used. With `plots_dir`, writes roc.png and timelines.png there and lists
+    them under "plots"."""
+    from vad.scorers import evaluation_normalisation
+
+    clips, model_name = video_frame_scores(results_uri, run_id, storage)
+    if normalise == "auto":
+        normalise = evaluation_normalisation(model_name or "")
+    pairs, missing = match_labels(clips, labels, overlap)
     if not pairs:
         raise ValueError(f"none of the {len(labels)} labelled videos were scored in this run")
     report = frame_level_report([y for _, y, _ in pairs], [s for _, _, s in pairs], normalise, smoothing)
     report["missing_videos"] = missing
+    report["normalisation"] = normalise
     if plots_dir is not None:
         from vad.plots import roc_plot, timeline_plot
 
@@ -76,3 +88,15 @@ def evaluate_run(
             str(timeline_plot(prepared, out / "timelines.png")),
         ]
     return report
+
+
+def log_evaluation(mlflow_run_id: str, report: dict) -> None:
+    """Metrics (`eval/auc_micro` ...), the normalisation used (tag `eval/normalisation`) and the plots
+    of `report` into an existing MLflow run."""
+    import mlflow
+
+    with mlflow.start_run(run_id=mlflow_run_id):
+        mlflow.log_metrics({f"eval/{k}": v for k, v in report.items() if isinstance(v, (int, float))})
+        mlflow.set_tag("eval/normalisation", report["normalisation"])
+        for plot in report.get("plots", []):
+            mlflow.log_artifact(plot, artifact_path="eval")

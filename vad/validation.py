@@ -103,7 +103,7 @@ def cut_clips(frames: np.ndarray, clip_len: int, stride: int | None = None) -> t
 
 def pseudo_anomaly_report(
     model, videos: list[np.ndarray], clip_len: int, *, stride: int | None = None, batch_size: int = 16, seed: int = 0,
-    smoothing: int = 1, kinds: tuple[str, ...] = DEFAULT_KINDS,
+    smoothing: int = 1, kinds: tuple[str, ...] = DEFAULT_KINDS, normalise: str = "minmax",
 ) -> dict:
     """Frame-level report (`vad.metrics.frame_level_report`) of `model` on every held-out normal video
     with each kind of pseudo-anomaly injected."""
@@ -119,4 +119,4 @@ def pseudo_anomaly_report(
             frame_scores = score_clips(model, clips, batch_size, field="frame_scores")
             labels.append(y)
             scores.append(frames_from_clips(len(y), [(s, 1, f) for s, f in zip(starts, frame_scores)], "mean"))
-    return frame_level_report(labels, scores, smoothing=smoothing)
+    return frame_level_report(labels, scores, normalise, smoothing)

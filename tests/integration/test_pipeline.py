@@ -233,9 +233,19 @@ def test_evaluate_command(scored, archive, tmp_path, capsys):
     assert 0.6 < micro <= 1.0
     assert f"[{len(test_labels)} videos" in out and "missing.mp4" in out
     assert (plots / "roc.png").stat().st_size > 1000 and (plots / "timelines.png").stat().st_size > 1000
-    assert main(["evaluate", "--results", str(scored["root"]), "--labels", str(labels), "--normalise", "regularity"]) == 0
+    assert "per-video normalisation regularity" in out  # conv_ae's own convention (Hasan et al.), picked by "auto"
+    tracking = f"sqlite:///{Path(scored['cfg'].work_dir).resolve() / 'mlflow.db'}"
+    run_id = scored["summary"].mlflow_run_id
+    assert main(["evaluate", "--results", str(scored["root"]), "--labels", str(labels), "--normalise", "minmax",
+                 "--mlflow-run-id", run_id, "--tracking-uri", tracking]) == 0
     out = capsys.readouterr().out
-    assert "normalisation regularity" in out and 0.5 < float(out.split("concatenated) ")[1].split()[0]) <= 1.0
+    minmax = float(out.split("concatenated) ")[1].split()[0])
+    assert "normalisation minmax" in out and 0.5 < minmax <= 1.0
+    import mlflow
+
+    logged = mlflow.MlflowClient(tracking).get_run(run_id).data
+    assert logged.metrics["eval/auc_micro"] == pytest.approx(minmax, abs=1e-4)
+    assert logged.tags["eval/normalisation"] == "minmax"
     bad = tmp_path / "bad.json"
     bad.write_text("[1, 2]")
     assert main(["evaluate", "--results", str(scored["root"]), "--labels", str(bad)]) == 2

@@ -122,6 +122,7 @@ class BenchResult:
     test_clips: int
     final_loss: float
     val_pseudo_auc: float  # on held-out normal training videos with injected pseudo-anomalies
+    normalisation: str = "minmax"  # per-video score scale, the scorer's paper's (`evaluation_normalisation`)
 
 
 def _clips_with_starts(folder: Path, decode, keys: set[str] | None = None) -> dict[str, tuple[list[int], np.ndarray]]:
@@ -169,11 +170,14 @@ def benchmark_scorer(
     compared on the validation videos (`test=False` never reads the test folder)."""
     import time
 
+    import torch
+
     from vad.metrics import frame_level_report, frames_from_clips
-    from vad.scorers import build_scorer
+    from vad.scorers import build_scorer, evaluation_normalisation
     from vad.training import fit, score_clips
     from vad.validation import pseudo_anomaly_report
 
+    normalise = evaluation_normalisation(name)
     ped2 = load_ped2()
     train_keys, val_keys = split_training_videos(ped2, held_out, seed)
     train_decodes = train_decode if isinstance(train_decode, (list, tuple)) else [train_decode]
@@ -182,13 +186,15 @@ def benchmark_scorer(
     )
     if max_train_clips and len(train) > max_train_clips:
         train = train[np.random.default_rng(seed).choice(len(train), max_train_clips, replace=False)]
+    torch.manual_seed(seed)  # the initial weights too: `fit` seeds only the training that follows
     model = build_scorer(name, clip_len=decode.clip_len, **hparams)
     result = fit(model, train, epochs=epochs, batch_size=batch_size, lr=lr, val_fraction=0.05, seed=seed)
     frames = decode.model_copy(update={"clip_len": 1, "stride": 1, "frame_step": 1})
     val_videos = [clips[:, 0] for _, clips in _clips_with_starts(ped2.train_dir, frames, val_keys).values()]
     val = (
         pseudo_anomaly_report(
-            model, val_videos, decode.clip_len, stride=decode.stride, batch_size=batch_size, seed=seed, smoothing=smoothing
+            model, val_videos, decode.clip_len, stride=decode.stride, batch_size=batch_size, seed=seed,
+            smoothing=smoothing, normalise=normalise,
         )
         if val_videos else None
     )
@@ -203,9 +209,9 @@ def benchmark_scorer(
             ys.append(labels[key])
             ss.append(frames_from_clips(len(labels[key]), rows, "mean"))
         score_s = time.perf_counter() - t0
-        report = frame_level_report(ys, ss, smoothing=smoothing)
+        report = frame_level_report(ys, ss, normalise, smoothing)
     return BenchResult(
         name, report["auc_micro"], report["auc_macro"], report["eer"], result.seconds,
         n_clips / score_s if score_s else float("nan"), len(train), n_clips, result.history[-1]["train/loss"],
-        val["auc_micro"] if val else float("nan"),
+        val["auc_micro"] if val else float("nan"), normalise,
     )

@@ -8,6 +8,16 @@ from vad.scorers.base import ClipScorer, ScoreOutput
 
 SCORERS: dict[str, Callable[..., ClipScorer]] = {}
 
+# How each scorer's paper puts one video's frame scores on a common scale before the frame-level AUC
+# (`vad.metrics.normalise_per_video`): Hasan et al. and Chong & Tay use the regularity score, Liu et al.
+# min-max normalise PSNR; MIL scores are probabilities, comparable across videos as they are.
+EVALUATION_NORMALISATION = {"conv_ae": "regularity", "st_ae": "regularity", "pred": "minmax", "vgg_ae": "minmax", "mil": "none"}
+
+
+def evaluation_normalisation(name: str) -> str:
+    """The per-video normalisation `vad evaluate` and the benchmarks use for `name` (min-max if unknown)."""
+    return EVALUATION_NORMALISATION.get(name, "minmax")
+
 
 def register(name: str, builder: Callable[..., ClipScorer]) -> None:
     if name in SCORERS:
@@ -39,4 +49,4 @@ def _register_builtin() -> None:
 
 _register_builtin()
 
-__all__ = ["SCORERS", "ClipScorer", "ScoreOutput", "build_scorer", "register"]
+__all__ = ["SCORERS", "ClipScorer", "ScoreOutput", "build_scorer", "evaluation_normalisation", "register"]

@@ -4,8 +4,9 @@ A spatial encoder (two strided convolutions) maps each frame of a 10-frame
 cuboid to a feature map; three ConvLSTM layers (64 -> 32 -> 64 channels in the
 paper) learn how those features evolve; a spatial decoder (two transposed
 convolutions) reconstructs every frame. Anomaly score: per-frame reconstruction
-error over the frame or, with `score_patch`, its worst window (the paper's
-regularity score is its per-video min-max complement).
+error over the frame or, with `score_patch`, its worst window; evaluation turns
+it into the paper's per-video regularity score, 1 - (e - min e) / max e
+(`vad.scorers.evaluation_normalisation`).
 Training augments with temporal strides 1, 2 and 3 (`decode.frame_step`).
 """
 
