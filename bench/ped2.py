@@ -70,8 +70,10 @@ def table(results: list[list]) -> str:
             f"| {_cell([x.val_pseudo_auc for x in per_seed])} |"
         )
     if any(len(per_seed) > 1 for per_seed in results):
-        lines.append("\n(mean ± standard deviation over seeds; per seed: " + "; ".join(
-            f"{p[0].scorer} " + ", ".join(f"{100 * x.auc_micro:.1f}" for x in p) for p in results) + ")")
+        tested = not np.isnan(results[0][0].auc_micro)
+        lines.append(f"\n(mean ± standard deviation over seeds; per seed, {'micro AUC' if tested else 'val pseudo-AUC'}: " + "; ".join(
+            f"{p[0].scorer} " + ", ".join(f"{100 * (x.auc_micro if tested else x.val_pseudo_auc):.1f}" for x in p)
+            for p in results) + ")")
     return "\n".join(lines)
 
 
