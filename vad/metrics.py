@@ -53,6 +53,11 @@ def normalise_per_video(scores: np.ndarray, method: str = "minmax") -> np.ndarra
         return scores
     low, high = np.nanmin(scores), np.nanmax(scores)
     if method == "regularity":
+        if low < 0:
+            raise ValueError(
+                "the regularity normalisation is for non-negative errors; these scores go down to "
+                f"{low:.4g} (e.g. pred's -PSNR): use minmax"
+            )
         return (scores - low) / high if high > 0 else np.zeros_like(scores)
     return (scores - low) / (high - low) if high > low else np.zeros_like(scores)
 

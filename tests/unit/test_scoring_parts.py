@@ -130,6 +130,8 @@ def test_regularity_normalisation_is_one_minus_the_papers_score():
     assert normalise_per_video(flat, "regularity").max() < 0.1 and normalise_per_video(flat).max() == 1.0
     with pytest.raises(ValueError, match="normalisation"):
         normalise_per_video(errors, "zscore")
+    with pytest.raises(ValueError, match="non-negative"):
+        normalise_per_video(np.array([-30.0, -20.0]), "regularity")
 
 
 def test_pixel_level_report():
