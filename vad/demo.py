@@ -40,7 +40,7 @@ SAMPLE_SQL = (
 
 
 def run_demo(work_dir: str = "vad-work", epochs: int = 25, num_cpus: int | None = None, quick: bool = False) -> dict:
-    from vad.evaluate import evaluate_run
+    from vad.evaluate import evaluate_run, log_evaluation
     from vad.pipeline import run_scoring
     from vad.query import format_table, run_query
     from vad.s3server import start_local_s3, upload_folder
@@ -102,7 +102,8 @@ def run_demo(work_dir: str = "vad-work", epochs: int = 25, num_cpus: int | None 
             f"({summary.clips_per_s:.1f} clips/s), {summary.anomalous_clips} flagged; Parquet under {results}"
         )
         report = evaluate_run(str(results), labels, summary.run_id, plots_dir=work / "demo" / "plots")
-        _log_eval(score_cfg, summary.mlflow_run_id, report)
+        if summary.mlflow_run_id is not None:
+            log_evaluation(summary.mlflow_run_id, report)
         print(
             f"[5/5] frame-level AUC on the {report['videos']} test videos: micro {report['auc_micro']:.3f}, "
             f"macro {report['auc_macro']:.3f}, EER {report['eer']:.3f} (per-video {report['normalisation']} scores); "
@@ -116,11 +117,3 @@ def run_demo(work_dir: str = "vad-work", epochs: int = 25, num_cpus: int | None 
         return {"summary": summary, "report": report, "results": str(results)}
     finally:
         s3.stop()
-
-
-def _log_eval(cfg: ScoreJobConfig, mlflow_run_id: str | None, report: dict) -> None:
-    if mlflow_run_id is None:
-        return
-    from vad.evaluate import log_evaluation
-
-    log_evaluation(mlflow_run_id, report)
