@@ -4,7 +4,7 @@
                                          [--fail-rate 0.05] [--drop-rate 0.01] [--seed 0]
 
 Generates short synthetic videos on a local S3 server (moto), replaces a share of them with
-objects of a random fault kind (vad.faults: zero bytes, truncated, garbage, non-video, too short,
+objects of a random fault kind (vad.testing.faults: zero bytes, truncated, garbage, non-video, too short,
 a frame folder with a broken frame, variable frame rate, odd size), puts a fault-injecting proxy
 between the job and the store (503s, dropped connections, slow answers), SIGKILLs scoring actors
 while the job runs, then runs the job a second time. Prints: videos in, clips expected, clips
@@ -26,13 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from vad.checkpoint import decode_record, save_checkpoint
+from vad.models.checkpoint import decode_record, save_checkpoint
 from vad.config import DecodeConfig, MlflowConfig, OutputConfig, RayConfig, RunPolicyConfig, ScoreJobConfig, ScorerConfig, SourceConfig
-from vad.decode import clip_starts
-from vad.faults import FAULT_KINDS, FaultyS3Proxy, bad_object
-from vad.pipeline import run_scoring
-from vad.s3server import start_local_s3
-from vad.synthetic import encode_mp4, render_scene
+from vad.video.clips import clip_starts
+from vad.testing.faults import FAULT_KINDS, FaultyS3Proxy, bad_object
+from vad.scoring.job import run_scoring
+from vad.testing.s3server import start_local_s3
+from vad.testing.synthetic import encode_mp4, render_scene
 
 DAY = "2026-11-24"
 DECODE = DecodeConfig(clip_len=8, stride=8, resize=(48, 64), grayscale=True, clips_per_batch=4)
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from vad.scorers import build_scorer
+    from vad.models.scorers import build_scorer
 
     rng = np.random.default_rng(args.seed)
     work = Path(tempfile.mkdtemp(prefix="vad-soak-"))

@@ -6,10 +6,10 @@
 
 Nothing is selected on the test set: fixed epochs, the last weights, no thresholds (AUC/EER are
 threshold-free). `--held-out N` keeps N training videos out of training and reports their
-pseudo-anomaly AUC (`vad.validation`), for comparing settings without test labels (`--no-test` never
+pseudo-anomaly AUC (`vad.evaluation.pseudo_anomalies`), for comparing settings without test labels (`--no-test` never
 reads the test videos). Scores
 are normalised per video as each scorer's paper does (regularity score for conv_ae and st_ae, min-max
-for pred and vgg_ae; `vad.scorers.evaluation_normalisation`). Needs ../shared/data/ucsd_ped2.tar.gz (or
+for pred and vgg_ae; `vad.models.scorers.evaluation_normalisation`). Needs ../shared/data/ucsd_ped2.tar.gz (or
 VAD_DATA). CPU-only settings: inputs are downscaled.
 """
 
@@ -22,8 +22,8 @@ import time
 import numpy as np
 import torch
 
-from vad.datasets.ped2 import PED2_SETTINGS as SETTINGS
-from vad.datasets.ped2 import benchmark_scorer, training_decodes
+from ped2_harness import PED2_SETTINGS as SETTINGS
+from ped2_harness import benchmark_scorer, training_decodes
 
 
 

@@ -21,13 +21,13 @@ from sklearn.metrics import roc_auc_score
 
 from vad.config import DecodeConfig, SourceConfig
 from vad.datasets.ped2 import cache_dir, load_ped2
-from vad.decode import iter_clips
-from vad.extractors.i3d import i3d
-from vad.extractors.i3d_convert import convert, packaged_checkpoint, read_checkpoint
-from vad.checkpoint import decode_record, save_checkpoint
-from vad.metrics import frames_from_clips
-from vad.scorers.mil.model import MILScorer, segment_features, train_mil
-from vad.sources import list_videos
+from vad.video.clips import iter_clips
+from vad.models.backbones.i3d import i3d
+from vad.models.backbones.i3d_convert import convert, packaged_checkpoint, read_checkpoint
+from vad.models.checkpoint import decode_record, save_checkpoint
+from vad.evaluation.metrics import frames_from_clips
+from vad.models.scorers.mil.model import MILScorer, segment_features, train_mil
+from vad.io.sources import list_videos
 
 
 def extract(size: int) -> dict[str, dict]:
@@ -84,7 +84,7 @@ def run_split(videos: dict, labels: dict, seed: int, ray_workers: int = 0):
     if ray_workers:  # the same loss and optimiser on Ray Train workers (DDP); 500 steps in 20 epochs
         import tempfile
 
-        from vad.distributed import train_mil_distributed
+        from vad.training.mil import train_mil_distributed
 
         head, _ = train_mil_distributed(
             a_bags, n_bags, name=f"ped2-mil-{seed}", storage_path=tempfile.mkdtemp(), num_workers=ray_workers,

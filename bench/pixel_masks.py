@@ -17,10 +17,10 @@ import time
 import numpy as np
 import torch
 
-from vad.metrics import pixel_level_report
-from vad.scorers import build_scorer
-from vad.synthetic import render_scene
-from vad.training import fit
+from vad.evaluation.metrics import pixel_level_report
+from vad.models.scorers import build_scorer
+from vad.testing.synthetic import render_scene
+from vad.training.local import fit
 
 SIZE = (64, 96)
 

@@ -69,7 +69,8 @@ def _decode_share(args: tuple) -> tuple[int, float]:
     """Cut the `part`-th of `parts` contiguous shares of the video's clips, as one decode task of
     the pipeline does; (frames delivered, seconds)."""
     path, decode_json, part, parts = args
-    from vad.decode import _reader, clip_starts, part_range
+    from vad.video.readers import _reader
+    from vad.video.clips import clip_starts, part_range
 
     decode = DecodeConfig(**json.loads(decode_json))
     started = time.perf_counter()
@@ -108,12 +109,12 @@ MODELS = {
 
 
 def build_model(name: str):
-    from vad.extractors import build_extractor
-    from vad.scorers import build_scorer
+    from vad.models.backbones import build_backbone
+    from vad.models.scorers import build_scorer
 
     kwargs, _, _ = MODELS[name]
     if kwargs is None:
-        return build_extractor(name.split()[0]).eval(), "forward"
+        return build_backbone(name.split()[0]).eval(), "forward"
     return build_scorer(name.split()[0], **kwargs).eval(), "score"
 
 
@@ -131,7 +132,7 @@ def gflops_per_clip(name: str) -> float:
 def model_clips_per_s(name: str, seconds: float, options, batch: int | None = None) -> float:
     import torch
 
-    from vad.inference import prepare
+    from vad.models.inference import prepare
 
     model, method = build_model(name)
     model, run = prepare(model, options, method)
@@ -159,10 +160,10 @@ def pipeline_clips_per_s(path: Path, work: Path, nodes: int, cpus: int, backend:
     import ray
     import torch
 
-    from vad.checkpoint import decode_record, save_checkpoint
+    from vad.models.checkpoint import decode_record, save_checkpoint
     from vad.config import MlflowConfig, OutputConfig, ScoreJobConfig, ScorerConfig, SourceConfig
-    from vad.pipeline import run_scoring
-    from vad.scorers import build_scorer
+    from vad.scoring.job import run_scoring
+    from vad.models.scorers import build_scorer
 
     checkpoint = work / "conv_ae.pt"
     if not checkpoint.exists():
@@ -231,7 +232,7 @@ def gpu_table(seconds: float, compile: bool) -> None:
     at a few batch sizes, against the card's bf16 peak."""
     import torch
 
-    from vad.inference import InferenceOptions
+    from vad.models.inference import InferenceOptions
 
     name = torch.cuda.get_device_name()
     peak = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12}.get(next((k for k in ("H100", "H200", "A100", "L40S") if k in name), ""), 0.0)
@@ -318,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model_rates: dict[tuple[str, str, bool], float] = {}
     if not args.skip_models:
-        from vad.inference import InferenceOptions
+        from vad.models.inference import InferenceOptions
 
         torch.set_num_threads(cpus)
         layouts = [("contiguous", False), ("channels_last", False)] + ([("channels_last", True)] if args.compile else [])

@@ -25,29 +25,11 @@ def cmd_demo(args) -> int:
 
 def cmd_score(args) -> int:
     from vad.config import ScoreJobConfig, load_config
-    from vad.pipeline import run_scoring
+    from vad.scoring.job import run_scoring
 
     cfg = load_config(args.config, ScoreJobConfig, _overrides(args.set))
     summary = run_scoring(cfg, run_date=args.date)
-    print(
-        json.dumps(
-            {
-                "run_id": summary.run_id,
-                "run_date": summary.run_date,
-                "videos": summary.videos,
-                "up_to_date": summary.up_to_date,
-                "skipped": len(summary.rejected),
-                "errors": len(summary.errors),
-                "failure_rate": round(summary.failure_rate, 4),
-                "clips": summary.clips,
-                "anomalous_clips": summary.anomalous_clips,
-                "files": len(summary.files),
-                "wall_s": round(summary.wall_s, 2),
-                "mlflow_run_id": summary.mlflow_run_id,
-            },
-            indent=2,
-        )
-    )
+    print(json.dumps(summary.cli(), indent=2))
     if summary.failed:
         print(
             f"vad score: {len(summary.errors)} of {summary.attempted} objects failed ({summary.failure_rate:.1%}), more than "
@@ -61,7 +43,7 @@ def cmd_score(args) -> int:
 
 def cmd_train(args) -> int:
     from vad.config import TrainJobConfig, load_config
-    from vad.train_job import run_training
+    from vad.training.job import run_training
 
     cfg = load_config(args.config, TrainJobConfig, _overrides(args.set))
     summary = run_training(cfg)
@@ -83,7 +65,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_query(args) -> int:
-    from vad.query import format_table, run_query
+    from vad.results.sql import format_table, run_query
 
     import duckdb
 
@@ -121,7 +103,7 @@ def _load_labels(spec: str) -> dict:
 
 
 def cmd_evaluate(args) -> int:
-    from vad.evaluate import evaluate_run, log_evaluation
+    from vad.evaluation.evaluate import evaluate_run, log_evaluation
 
     report = evaluate_run(
         args.results,

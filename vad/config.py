@@ -26,12 +26,12 @@ class StorageConfig(_Section):
     """How to reach object storage. Credentials default to the standard AWS chain."""
 
     endpoint_url: str | None = Field(None, description="S3 endpoint, e.g. http://127.0.0.1:9000 for MinIO")
-    region: str = "us-east-1"
-    access_key_id: SecretStr | None = None
-    secret_access_key: SecretStr | None = None
-    retries: int = Field(5, ge=0, le=50)
-    connect_timeout_s: float = Field(10.0, gt=0)
-    request_timeout_s: float = Field(60.0, gt=0)
+    region: str = Field("us-east-1", description="S3 region (MinIO accepts any)")
+    access_key_id: SecretStr | None = Field(None, description="null = the AWS credential chain (env, profile, instance role); never logged")
+    secret_access_key: SecretStr | None = Field(None, description="given together with access_key_id; never logged")
+    retries: int = Field(5, ge=0, le=50, description="retries per request, exponential backoff; whole-object reads are retried too")
+    connect_timeout_s: float = Field(10.0, gt=0, description="seconds to open a connection to the store")
+    request_timeout_s: float = Field(60.0, gt=0, description="seconds one request may take")
 
     @model_validator(mode="after")
     def _keys_come_in_pairs(self) -> "StorageConfig":
@@ -47,14 +47,18 @@ class SourceConfig(_Section):
     """Where the videos are and how camera id and date are read from each key."""
 
     uri: str = Field(..., description="s3://bucket/prefix or a local folder")
-    video_extensions: tuple[str, ...] = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".ts")
-    frame_extensions: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+    video_extensions: tuple[str, ...] = Field(
+        (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".ts"), description="objects with these endings are videos"
+    )
+    frame_extensions: tuple[str, ...] = Field(
+        (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"), description="a folder of files with these endings is one video, frames in name order"
+    )
     key_pattern: str = Field(
         DEFAULT_KEY_PATTERN,
         description="regex searched in each object's full path (bucket/key or absolute path), optional groups 'camera' and 'date'",
     )
-    default_camera: str = "default"
-    min_frames_per_folder: int = Field(1, ge=1)
+    default_camera: str = Field("default", description="camera id of objects whose path has none")
+    min_frames_per_folder: int = Field(1, ge=1, description="frame folders with fewer images are skipped")
 
     @field_validator("key_pattern")
     @classmethod
@@ -71,12 +75,12 @@ class SourceConfig(_Section):
 class DecodeConfig(_Section):
     """How clips are cut from each video."""
 
-    clip_len: int = Field(16, ge=1, le=512)
+    clip_len: int = Field(16, ge=1, le=512, description="frames per clip (must match the model)")
     stride: int = Field(16, ge=1, description="frames between the starts of consecutive clips")
     frame_step: int = Field(1, ge=1, description="take every n-th frame inside a clip")
     resize: tuple[int, int] | None = Field((128, 128), description="(height, width) or null to keep")
-    grayscale: bool = True
-    clips_per_batch: int = Field(8, ge=1)
+    grayscale: bool = Field(True, description="false = RGB clips (the MIL backbones need them)")
+    clips_per_batch: int = Field(8, ge=1, description="clips a decode task hands on at a time")
     num_cpus: float = Field(1.0, gt=0, description="CPUs of each decode task on GPU clusters (without GPUs the scoring actors decode)")
     max_in_memory_mb: int = Field(
         256, ge=0, description="objects larger than this are spooled to a local temp file instead of RAM"
@@ -93,10 +97,12 @@ class DecodeConfig(_Section):
 
 
 class ScorerConfig(_Section):
-    name: str = "conv_ae"
+    name: str | None = Field(
+        None, description="the scorer the checkpoint must hold (e.g. conv_ae); the job refuses another; null = any"
+    )
     checkpoint: str = Field(..., description="path or s3:// uri of a checkpoint written by `vad train`")
-    batch_size: int = Field(16, ge=1)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_size: int = Field(16, ge=1, description="clips per scoring call")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when the actor has a GPU")
     concurrency: int = Field(1, ge=1, description="scoring actors")
     num_cpus: float = Field(1.0, gt=0, description="CPUs reserved by each scoring actor")
     num_gpus: float | None = Field(None, ge=0, description="per actor; null = 1 when the cluster has GPUs")
@@ -126,13 +132,13 @@ class RunPolicyConfig(_Section):
 
 class MlflowConfig(_Section):
     tracking_uri: str | None = Field(None, description="null = sqlite file in the work folder")
-    experiment: str = "vad-nightly"
-    enabled: bool = True
+    experiment: str = Field("vad-nightly", description="MLflow experiment of the runs")
+    enabled: bool = Field(True, description="false = no MLflow run (results still go to Parquet)")
 
 
 class RayConfig(_Section):
-    address: str | None = Field(None, description="null = start or join a local Ray")
-    num_cpus: int | None = Field(None, ge=1)
+    address: str | None = Field(None, description="null = start or join a local Ray; \"auto\" inside a cluster")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray started by the job; null = all")
 
 
 class ScoreJobConfig(_Section):
@@ -144,7 +150,7 @@ class ScoreJobConfig(_Section):
     mlflow: MlflowConfig = MlflowConfig()
     ray: RayConfig = RayConfig()
     run: RunPolicyConfig = RunPolicyConfig()
-    run_name: str | None = None
+    run_name: str | None = Field(None, description="MLflow run name; null = score-<date>")
     work_dir: str = Field("vad-work", description="local folder for the MLflow db and temp files")
 
 
@@ -214,40 +220,40 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 class TrainModelConfig(_Section):
-    name: str = "conv_ae"
+    name: str = Field("conv_ae", description="a registered scorer: conv_ae, st_ae, pred, vgg_ae or mil")
     hparams: dict[str, Any] = Field(default_factory=dict, description="builder keyword arguments")
     backbone_weights: str | None = Field(
-        None, description="mil: state dict of the feature extractor (c3d.pickle layout, or vad.extractors.i3d_convert output); null = random init"
+        None, description="mil: state dict of the feature extractor (c3d.pickle layout, or vad.models.backbones.i3d_convert output); null = random init"
     )
 
 
 class TrainLoopConfig(_Section):
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(16, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(1e-5, ge=0)
-    val_fraction: float = Field(0.1, ge=0, lt=1)
-    threshold_quantile: float = Field(0.99, gt=0, le=1)
+    epochs: int = Field(10, ge=1, description="passes over the training clips")
+    batch_size: int = Field(16, ge=1, description="clips per step and worker (mil: bag pairs per step)")
+    lr: float = Field(1e-3, gt=0, description="learning rate (Adam; Adagrad for mil)")
+    weight_decay: float = Field(1e-5, ge=0, description="L2 weight decay in the optimiser")
+    val_fraction: float = Field(0.1, ge=0, lt=1, description="share of the videos held out for val/loss and the threshold (whole videos)")
+    threshold_quantile: float = Field(0.99, gt=0, le=1, description="the anomaly threshold is this quantile of held-out normal clip scores")
     key_regex: str | None = Field(None, description="train only on videos whose key matches")
     anomalous_regex: str | None = Field(
         None, description="mil: weak video-level labels; videos whose key matches are anomalous, the others normal"
     )
     steps_per_epoch: int = Field(25, ge=1, description="mil: optimiser steps per epoch (batch_size bag pairs each)")
     shuffle_buffer_clips: int = Field(1024, ge=1, description="clips each worker shuffles among (a local shuffle buffer)")
-    max_clips: int | None = Field(None, ge=1)
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_clips: int | None = Field(None, ge=1, description="train on at most this many clips; null = all")
+    seed: int = Field(0, description="seeds the initial weights and the clip order")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="mil feature extraction device; training follows distributed.use_gpu")
 
 
 class DistributedConfig(_Section):
-    """How Ray Train runs the training loop (`vad.distributed`)."""
+    """How Ray Train runs the training loop (`vad.training.ray_train`)."""
 
     num_workers: int = Field(1, ge=1, description="training workers (DDP ranks)")
-    use_gpu: bool = False
-    cpus_per_worker: float = Field(1.0, gt=0)
+    use_gpu: bool = Field(False, description="CUDA workers with bf16 autocast")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved by each training worker")
     gpus_per_worker: float = Field(1.0, gt=0, description="with use_gpu")
     checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints")
-    keep_checkpoints: int = Field(2, ge=1)
+    keep_checkpoints: int = Field(2, ge=1, description="newest Ray Train checkpoints kept")
     max_failures: int = Field(2, ge=-1, description="restarts of the worker group from the last checkpoint; -1 = unlimited")
     storage_path: str | None = Field(
         None, description="where Ray Train keeps run state and checkpoints; null = <work_dir>/ray-train (use s3:// or shared storage on clusters)"
@@ -259,11 +265,11 @@ class DistributedConfig(_Section):
 class RegistryConfig(_Section):
     """MLflow model registry: every trained model is registered; the alias moves only to a better one."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="register every trained model in MLflow")
     model_name: str | None = Field(None, description="null = vad-<model name>, e.g. vad-conv-ae")
-    alias: str = "champion"
+    alias: str = Field("champion", description="the alias scoring jobs use (models:/name@alias); moved only to a better model")
     metric: str = Field("val/loss", description="validation metric that decides promotion (never test data)")
-    lower_is_better: bool = True
+    lower_is_better: bool = Field(True, description="direction of the metric")
 
 
 class TrainOutputConfig(_Section):
@@ -281,5 +287,5 @@ class TrainJobConfig(_Section):
     decode: DecodeConfig = DecodeConfig(stride=4)
     storage: StorageConfig = StorageConfig()
     mlflow: MlflowConfig = MlflowConfig(experiment="vad-train")
-    run_name: str | None = None
-    work_dir: str = "vad-work"
+    run_name: str | None = Field(None, description="Ray Train run name; naming an unfinished run again resumes it; null = a fresh one")
+    work_dir: str = Field("vad-work", description="local folder for the MLflow db, Ray Train state and temp files")

@@ -40,12 +40,12 @@ SAMPLE_SQL = (
 
 
 def run_demo(work_dir: str = "vad-work", epochs: int = 25, num_cpus: int | None = None, quick: bool = False) -> dict:
-    from vad.evaluate import evaluate_run, log_evaluation
-    from vad.pipeline import run_scoring
-    from vad.query import format_table, run_query
-    from vad.s3server import start_local_s3, upload_folder
-    from vad.synthetic import generate_dataset
-    from vad.train_job import run_training
+    from vad.evaluation.evaluate import evaluate_run, log_evaluation
+    from vad.scoring.job import run_scoring
+    from vad.results.sql import format_table, run_query
+    from vad.testing.s3server import start_local_s3, upload_folder
+    from vad.testing.synthetic import generate_dataset
+    from vad.training.job import run_training
 
     t0 = time.perf_counter()
     work = Path(work_dir).resolve()

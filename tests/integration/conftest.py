@@ -5,8 +5,8 @@ import pytest
 
 from helpers import DECODE
 from vad.config import SourceConfig
-from vad.s3server import start_local_s3, upload_folder
-from vad.synthetic import generate_dataset
+from vad.testing.s3server import start_local_s3, upload_folder
+from vad.testing.synthetic import generate_dataset
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +38,7 @@ def archive(s3, tmp_path_factory):
 @pytest.fixture(scope="session")
 def checkpoint(s3, archive, tmp_path_factory):
     from vad.config import MlflowConfig, TrainJobConfig, TrainLoopConfig, TrainModelConfig, TrainOutputConfig
-    from vad.train_job import run_training
+    from vad.training.job import run_training
 
     work = tmp_path_factory.mktemp("train-work")
     cfg = TrainJobConfig(

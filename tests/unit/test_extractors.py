@@ -2,28 +2,27 @@ import numpy as np
 import pytest
 import torch
 
-from vad.extractors import EXTRACTORS, build_extractor, register
-from vad.extractors.c3d import C3D
-from vad.stages import ExtractFeatures
+from vad.models.backbones import BACKBONES, backbone_meta, build_backbone, register
+from vad.scoring.stages import ExtractFeatures
 
 
 def test_registry():
-    assert set(EXTRACTORS) == {"c3d", "i3d"}
+    assert set(BACKBONES) == {"c3d", "i3d"}
     with pytest.raises(ValueError, match="already registered"):
-        register("c3d", C3D)
-    with pytest.raises(ValueError, match="unknown extractor"):
-        build_extractor("resnet")
+        register(backbone_meta("c3d"))
+    with pytest.raises(ValueError, match="unknown backbone"):
+        build_backbone("resnet")
 
 
 def test_c3d_loads_the_public_pickle_layout(tmp_path):
-    random = build_extractor("c3d")
+    random = build_backbone("c3d")
     assert random.pretrained is False
     layout = {k: torch.randn_like(v) for k, v in random.state_dict().items() if k != "mean"}
     assert layout["fc6.weight"].shape == (4096, 8192) and layout["fc8.weight"].shape == (487, 4096)
-    loaded = build_extractor("c3d", state_dict=layout)
+    loaded = build_backbone("c3d", state_dict=layout)
     assert loaded.pretrained and torch.equal(loaded.conv3a.weight, layout["conv3a.weight"])
     with pytest.raises(ValueError, match="c3d.pickle"):
-        build_extractor("c3d", state_dict={"conv1.weight": layout["conv1.weight"]})
+        build_backbone("c3d", state_dict={"conv1.weight": layout["conv1.weight"]})
     path = tmp_path / "c3d.pickle"
     torch.save(layout, path)
     stage = ExtractFeatures(extractor="c3d", weights=str(path), device="cpu")

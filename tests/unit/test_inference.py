@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from vad.extractors import build_extractor
-from vad.inference import InferenceOptions, prepare
-from vad.scorers import build_scorer
+from vad.models.backbones import build_backbone
+from vad.models.inference import InferenceOptions, prepare
+from vad.models.scorers import build_scorer
 
 
 def test_auto_on_cpu_is_fp32_channels_last():
@@ -47,7 +47,7 @@ def test_channels_last_scores_like_contiguous(name):
 
 def test_channels_last_extractor_features_match():
     torch.manual_seed(0)
-    model = build_extractor("c3d").eval()
+    model = build_backbone("c3d").eval()
     clips = torch.rand(1, 16, 112, 112, 3) * 255
     with torch.inference_mode():
         expected = model(clips)

@@ -4,10 +4,10 @@ anomalous pixel (Ped2's pixel masks are not available here)."""
 import numpy as np
 import torch
 
-from vad.metrics import pixel_level_report
-from vad.scorers import build_scorer
-from vad.synthetic import render_scene
-from vad.training import fit
+from vad.evaluation.metrics import pixel_level_report
+from vad.models.scorers import build_scorer
+from vad.testing.synthetic import render_scene
+from vad.training.local import fit
 
 
 def test_vgg_ae_masks_cover_the_anomalous_object_far_above_chance():

@@ -4,24 +4,39 @@ import numpy as np
 import pytest
 import torch
 
-from vad.scorers import SCORERS, build_scorer
-from vad.scorers.mil.loss import mil_ranking_loss
-from vad.scorers.base import frame_score_from_errors
-from vad.scorers.mil.model import MILHead, MILScorer, segment_features, train_mil
-from vad.scorers.pred.loss import gradient_loss, psnr
+from vad.models.scorers import SCORERS, build_scorer, register, scorer_meta
+from vad.models.scorers.mil.loss import mil_ranking_loss
+from vad.models.scorers.base import frame_score_from_errors
+from vad.models.scorers.mil.model import MILHead, MILScorer, segment_features, train_mil
+from vad.models.scorers.pred.loss import gradient_loss, psnr
 
-CASES = {
-    "conv_ae": ({"clip_len": 8, "widths": [8, 8, 4]}, (2, 8, 32, 40)),
-    "pred": ({"widths": [8, 16]}, (2, 6, 32, 40)),
-    "st_ae": ({"clip_len": 10, "widths": [8, 8], "lstm": [8, 4, 8]}, (2, 10, 32, 40)),
-    "vgg_ae": ({"width_divisor": 8}, (2, 3, 32, 40)),
-    "mil": ({"extractor": "i3d"}, (2, 16, 32, 32, 3)),
-}
-TRAINED_ON_NORMAL_CLIPS = sorted(set(CASES) - {"mil"})  # mil learns from weakly labelled bags
+# Every registered scorer, with the tiny configuration its record carries.
+CASES = {name: (scorer_meta(name).tiny.hparams, scorer_meta(name).tiny.input_shape) for name in SCORERS}
+TRAINED_ON_NORMAL_CLIPS = [name for name in SCORERS if scorer_meta(name).trains_on_normal_clips]  # not mil: weakly labelled bags
 
 
-def test_every_registered_scorer_is_covered():
-    assert set(SCORERS) == set(CASES)
+def test_the_registry_holds_the_shipped_scorers_and_refuses_duplicates():
+    assert {"conv_ae", "pred", "st_ae", "vgg_ae", "mil"} <= set(SCORERS)
+    assert "mil" not in TRAINED_ON_NORMAL_CLIPS and "conv_ae" in TRAINED_ON_NORMAL_CLIPS
+    with pytest.raises(ValueError, match="already registered"):
+        register(scorer_meta("conv_ae"))
+    with pytest.raises(ValueError, match="unknown scorer 'nope'"):
+        build_scorer("nope")
+
+
+def test_a_builder_error_is_not_reported_as_an_unknown_scorer():
+    with pytest.raises(TypeError, match="widthz"):
+        build_scorer("conv_ae", widthz=[1, 2, 3])
+
+
+@pytest.mark.parametrize("name", sorted(SCORERS))
+def test_the_record_matches_the_model(name):
+    meta, model = scorer_meta(name), build_scorer(name, **scorer_meta(name).tiny.hparams)
+    assert model.name == name and model.meta is meta
+    assert len(meta.tiny.input_shape) == (4 if meta.grayscale else 5)
+    assert meta.tiny.input_shape[2] % meta.size_multiple == 0 and meta.tiny.input_shape[3] % meta.size_multiple == 0
+    out = model.eval().score(torch.rand(meta.tiny.input_shape))
+    assert (out.mask is not None) == meta.localises
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -130,14 +145,14 @@ def test_mil_learns_to_rank_bags():
 
 
 def test_mil_scorer_is_the_trained_head_on_normalised_backbone_features():
-    from vad.extractors import build_extractor
+    from vad.models.backbones import build_backbone
 
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     normal = rng.normal(0, 1, (6, 32, 1024)).astype(np.float32)
     anomalous = rng.normal(0, 1, (6, 32, 1024)).astype(np.float32)
     head, _ = train_mil(anomalous, normal, epochs=20, batch_pairs=6, lr=0.05)
-    backbone = build_extractor("i3d")
+    backbone = build_backbone("i3d")
     scorer = MILScorer.from_parts("i3d", backbone, head)
     clips = torch.rand(3, 16, 32, 32, 3)
     with torch.inference_mode():
@@ -147,7 +162,7 @@ def test_mil_scorer_is_the_trained_head_on_normalised_backbone_features():
     assert torch.equal(out.frame_scores, out.score[:, None].expand(-1, 16))
     assert scorer.hparams() == {"extractor": "i3d", "dropout": 0.6, "pretrained_backbone": False}
     with pytest.raises(ValueError, match="1024-d features, c3d gives 4096-d"):
-        MILScorer.from_parts("c3d", build_extractor("c3d"), head)
+        MILScorer.from_parts("c3d", build_backbone("c3d"), head)
     with pytest.raises(ValueError, match="grayscale: false"):
         scorer.score(torch.rand(1, 16, 32, 32))
     with pytest.raises(NotImplementedError, match="weakly labelled"):

@@ -7,21 +7,13 @@ import pyarrow as pa
 import pytest
 import torch
 
-from vad.checkpoint import check_decode_matches, decode_record, load_checkpoint, save_checkpoint
+from vad.models.checkpoint import check_decode_matches, decode_record, load_checkpoint, save_checkpoint
 from vad.config import DecodeConfig
-from vad.metrics import frame_level_report, frames_from_clips, normalise_per_video
-from vad.schema import SCORES_SCHEMA, clip_id
-from vad.scorers import SCORERS, build_scorer, register
-from vad.scorers.conv_ae.loss import regularity_score
-from vad.stages import scores_table
-
-
-def test_registry_rejects_duplicates_and_unknown_names():
-    assert "conv_ae" in SCORERS
-    with pytest.raises(ValueError, match="already registered"):
-        register("conv_ae", SCORERS["conv_ae"])
-    with pytest.raises(ValueError, match="unknown scorer"):
-        build_scorer("nope")
+from vad.evaluation.metrics import frame_level_report, frames_from_clips, normalise_per_video
+from vad.results.schema import SCORES_SCHEMA, clip_id
+from vad.models.scorers import build_scorer
+from vad.models.scorers.conv_ae.loss import regularity_score
+from vad.results.tables import scores_table
 
 
 def test_conv_ae_shapes_and_input_checks():
@@ -135,7 +127,7 @@ def test_regularity_normalisation_is_one_minus_the_papers_score():
 
 
 def test_pixel_level_report():
-    from vad.metrics import pixel_level_report
+    from vad.evaluation.metrics import pixel_level_report
 
     truth = np.zeros((2, 4, 4), dtype=bool)
     truth[0, :2, :2] = True  # 4 pixels
@@ -148,3 +140,51 @@ def test_pixel_level_report():
     with pytest.raises(ValueError, match="shapes differ"):
         pixel_level_report(predicted[:1], truth)
 
+
+
+def _score_stage(tmp_path, errors):
+    from vad.scoring.stages import ScoreClips
+
+    decode = DecodeConfig(clip_len=8, stride=8, resize=(32, 40))
+    torch.manual_seed(0)
+    path = tmp_path / "model.pt"
+    save_checkpoint(str(path), build_scorer("conv_ae", clip_len=8, widths=[8, 8, 4]), version="t", threshold=0.01, decode=decode_record(decode))
+    return ScoreClips(checkpoint=str(path), storage=None, device="cpu", run_id="run", decode=decode, errors=errors)
+
+
+def _batch(frames: np.ndarray, uris: list[str]) -> dict:
+    return {"frames": frames, "video_uri": np.array(uris, dtype=object), "clip_index": np.arange(len(uris), dtype=np.int32)}
+
+
+def test_score_clips_falls_back_to_scoring_video_by_video(tmp_path):
+    """A batch that fails is scored again per video: the video that still fails is reported once and
+    dropped; the others keep exactly the scores they get on their own."""
+    from vad.results.ledger import ErrorLog
+
+    errors = ErrorLog()
+    stage = _score_stage(tmp_path, errors)
+    real = stage.score_fn
+
+    def fails_on_white_clips(clips):  # stands in for a model that chokes on one video's input
+        if bool((clips.flatten(1) == 1.0).all(dim=1).any()):
+            raise RuntimeError("cannot score a white clip")
+        return real(clips)
+
+    stage.score_fn = fails_on_white_clips
+    rng = np.random.default_rng(0)
+    good = rng.integers(0, 200, (3, 8, 32, 40), dtype=np.uint8)
+    white = np.full((2, 8, 32, 40), 255, dtype=np.uint8)
+    frames = np.concatenate([good[:2], white[:1], good[2:], white[1:]])
+    out = stage(_batch(frames, ["a", "a", "bad", "b", "bad"]))
+    assert out["video_uri"].tolist() == ["a", "a", "b"]
+    alone = stage(_batch(good, ["a", "a", "b"]))
+    assert np.allclose(out["score"], alone["score"]) and np.allclose(out["frame_scores"], alone["frame_scores"])
+    assert [(row["uri"], row["stage"], row["error_class"]) for row in errors.rows()] == [("bad", "score", "RuntimeError")]
+    assert "white clip" in errors.rows()[0]["message"]
+
+
+def test_score_clips_without_an_error_log_raises_the_failure(tmp_path):
+    stage = _score_stage(tmp_path, None)
+    stage.score_fn = lambda clips: (_ for _ in ()).throw(RuntimeError("model is broken"))
+    with pytest.raises(RuntimeError, match="model is broken"):
+        stage(_batch(np.zeros((2, 8, 32, 40), dtype=np.uint8), ["a", "b"]))

@@ -3,7 +3,7 @@ import re
 import pytest
 
 from vad.config import DEFAULT_KEY_PATTERN, SourceConfig
-from vad.sources import identify, list_videos, validate_camera, validate_date
+from vad.io.sources import identify, list_videos, validate_camera, validate_date
 
 PATTERN = re.compile(DEFAULT_KEY_PATTERN)
 

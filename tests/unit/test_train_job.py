@@ -3,8 +3,8 @@
 import pytest
 
 from vad.config import TrainJobConfig
-from vad.distributed import split_videos
-from vad.train_job import run_training
+from vad.training.clips import split_videos
+from vad.training.job import run_training
 
 
 def _cfg(tmp_path, name, **hparams):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from vad.validation import DEFAULT_KINDS, cut_clips, inject_pseudo_anomaly, pseudo_anomaly_report, speed_up
+from vad.evaluation.pseudo_anomalies import DEFAULT_KINDS, cut_clips, inject_pseudo_anomaly, pseudo_anomaly_report, speed_up
 
 
 def _walkers(t=60, h=48, w=72, seed=0):
@@ -64,8 +64,8 @@ def test_clips_cover_every_frame_like_the_decoder():
 def test_report_of_a_real_scorer_on_injected_videos():
     import torch
 
-    from vad.scorers import build_scorer
-    from vad.training import fit
+    from vad.models.scorers import build_scorer
+    from vad.training.local import fit
 
     videos = [_walkers(seed=s) for s in range(3)]
     torch.manual_seed(0)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import tarfile
 from dataclasses import dataclass
 
 import numpy as np
 
-from vad.datasets.ped2 import cache_dir, data_dir
+from vad.datasets import extract_once
 
 ARCHIVE = "ucf_crime_c3d_samples.tar.gz"
 
@@ -25,15 +24,7 @@ class FeatureVideo:
 
 
 def load_ucf_crime_samples() -> list[FeatureVideo]:
-    source = data_dir()
-    if source is None or not (source / ARCHIVE).is_file():
-        raise FileNotFoundError(f"{ARCHIVE} not found: set VAD_DATA to the folder that holds it")
-    target = cache_dir() / "ucf_crime"
-    root = target / "ucf_crime_sultani"
-    if not (root / "Temporal_Anomaly_Annotation.txt").is_file():
-        target.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(source / ARCHIVE) as tar:
-            tar.extractall(target, filter="data")
+    root = extract_once(ARCHIVE, "ucf_crime", "ucf_crime_sultani/Temporal_Anomaly_Annotation.txt") / "ucf_crime_sultani"
     annotations = {}
     for line in (root / "Temporal_Anomaly_Annotation.txt").read_text().splitlines():
         parts = line.split()

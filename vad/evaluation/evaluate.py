@@ -1,0 +1,102 @@
+"""Frame-level evaluation of a scoring run against ground-truth frame labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from vad.config import StorageConfig
+from vad.evaluation.metrics import frame_level_report, frames_from_clips, prepare_scores
+from vad.results.sql import connect
+
+
+def video_frame_scores(
+    results_uri: str, run_id: str | None = None, storage: StorageConfig | None = None
+) -> tuple[dict[str, list], str | None]:
+    """(video_uri -> list of (start_frame, frame_step, frame_scores) rows, model name) of one run
+    (the latest if None)."""
+    con = connect(results_uri, storage)
+    try:
+        if run_id is None:
+            latest = con.execute("SELECT run_id FROM scores ORDER BY scored_at DESC LIMIT 1").fetchone()
+            if latest is None:
+                raise ValueError(f"no scores under {results_uri}")
+            run_id = latest[0]
+        rows = con.execute(
+            "SELECT video_uri, start_frame, frame_step, frame_scores, model_name FROM scores WHERE run_id = ? "
+            "ORDER BY video_uri, clip_index",
+            [run_id],
+        ).fetchall()
+    finally:
+        con.close()
+    out: dict[str, list] = {}
+    for uri, start, step, scores, _ in rows:
+        out.setdefault(uri, []).append((start, step, scores))
+    return out, (rows[0][4] if rows else None)
+
+
+def match_labels(clips: dict[str, list], labels: dict[str, np.ndarray], overlap: str = "mean"):
+    """Pairs (key, labels, frame scores) for each labelled video; keys match video uris by suffix."""
+    pairs, missing = [], []
+    for key, y in labels.items():
+        match = [uri for uri in clips if uri == key or uri.endswith("/" + key.strip("/"))]
+        if not match:
+            missing.append(key)
+            continue
+        pairs.append((key, np.asarray(y), frames_from_clips(len(y), clips[match[0]], overlap)))
+    return pairs, missing
+
+
+def evaluate_run(
+    results_uri: str,
+    labels: dict[str, np.ndarray],
+    run_id: str | None = None,
+    storage: StorageConfig | None = None,
+    normalise: str = "auto",
+    smoothing: int = 1,
+    overlap: str = "mean",
+    plots_dir: str | Path | None = None,
+) -> dict:
+    """`labels` maps a video key (matched as a suffix of the video uri) to its per-frame 0/1 labels.
+
+    `normalise` "auto" takes the run's scorer's own convention (`vad.models.scorers.evaluation_normalisation`);
+    the report says which was used. With `plots_dir`, writes roc.png and timelines.png there and lists
+    them under "plots"."""
+    from vad.models.scorers import evaluation_normalisation
+
+    clips, model_name = video_frame_scores(results_uri, run_id, storage)
+    if normalise == "auto":
+        normalise = evaluation_normalisation(model_name or "")
+    pairs, missing = match_labels(clips, labels, overlap)
+    if not pairs:
+        raise ValueError(f"none of the {len(labels)} labelled videos were scored in this run")
+    report = frame_level_report([y for _, y, _ in pairs], [s for _, _, s in pairs], normalise, smoothing)
+    report["missing_videos"] = missing
+    report["normalisation"] = normalise
+    if plots_dir is not None:
+        from vad.evaluation.plots import roc_plot, timeline_plot
+
+        out = Path(plots_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        prepared = {k: (y, prepare_scores(s, normalise, smoothing)) for k, y, s in pairs}
+        ys = np.concatenate([y for y, _ in prepared.values()])
+        ss = np.concatenate([s for _, s in prepared.values()])
+        keep = ~np.isnan(ss)
+        report["plots"] = [
+            str(roc_plot(ys[keep], ss[keep], out / "roc.png", f"frame-level ROC ({len(prepared)} videos)")),
+            str(timeline_plot(prepared, out / "timelines.png")),
+        ]
+    return report
+
+
+def log_evaluation(mlflow_run_id: str, report: dict) -> None:
+    """Metrics (`eval/auc_micro` ...), the normalisation used (tag `eval/normalisation`) and the plots
+    of `report` into an existing MLflow run."""
+    import mlflow
+
+    with mlflow.start_run(run_id=mlflow_run_id):
+        mlflow.log_metrics({f"eval/{k}": v for k, v in report.items() if isinstance(v, (int, float))})
+        mlflow.set_tag("eval/normalisation", report["normalisation"])
+        for plot in report.get("plots", []):
+            mlflow.log_artifact(plot, artifact_path="eval")

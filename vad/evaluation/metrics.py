@@ -1,0 +1,122 @@
+"""Frame-level evaluation: clip scores back onto frames, AUC, EER."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from vad.models.registry import NORMALISATIONS  # one list, kept with the model records
+
+
+def frames_from_clips(num_frames: int, clips, reduce: str = "max") -> np.ndarray:
+    """Per-frame scores from clip rows (start_frame, frame_step, frame_scores).
+
+    Where clips overlap, a frame takes the max (or mean) of the scores it got;
+    frames no clip covers are NaN.
+    """
+    total = np.full(num_frames, -np.inf if reduce == "max" else 0.0)
+    count = np.zeros(num_frames)
+    for start, step, scores in clips:
+        idx = start + step * np.arange(len(scores))
+        keep = idx < num_frames
+        idx, values = idx[keep], np.asarray(scores, dtype=float)[keep]
+        if reduce == "max":
+            np.maximum.at(total, idx, values)
+        else:
+            np.add.at(total, idx, values)
+        np.add.at(count, idx, 1)
+    out = total if reduce == "max" else total / np.maximum(count, 1)
+    out[count == 0] = np.nan
+    return out
+
+
+def fill_gaps(scores: np.ndarray) -> np.ndarray:
+    """Frames no clip scored (between sampled frames when frame_step > 1) are interpolated."""
+    scores = np.asarray(scores, dtype=float)
+    known = np.flatnonzero(~np.isnan(scores))
+    if known.size == 0 or known.size == len(scores):
+        return scores
+    return np.interp(np.arange(len(scores)), known, scores[known])
+
+
+
+
+def normalise_per_video(scores: np.ndarray, method: str = "minmax") -> np.ndarray:
+    """One video's frame scores on a common scale, higher = more anomalous.
+
+    "minmax": (e - min e) / (max e - min e), so 0 and 1 are the video's most normal and most anomalous
+    frames (Liu et al. 2018 normalise PSNR this way). "regularity": (e - min e) / max e, one minus the
+    regularity score s(t) of Hasan et al. 2016 (eq. 3), which keeps a video whose errors vary little
+    near 0. "none": unchanged."""
+    if method not in NORMALISATIONS:
+        raise ValueError(f"unknown normalisation {method!r}; choose from {NORMALISATIONS}")
+    if method == "none":
+        return scores
+    low, high = np.nanmin(scores), np.nanmax(scores)
+    if method == "regularity":
+        if low < 0:
+            raise ValueError(
+                "the regularity normalisation is for non-negative errors; these scores go down to "
+                f"{low:.4g} (e.g. pred's -PSNR): use minmax"
+            )
+        return (scores - low) / high if high > 0 else np.zeros_like(scores)
+    return (scores - low) / (high - low) if high > low else np.zeros_like(scores)
+
+
+def smooth(scores: np.ndarray, window: int) -> np.ndarray:
+    if window <= 1:
+        return scores
+    kernel = np.ones(window) / window
+    padded = np.pad(scores, (window // 2, window - 1 - window // 2), mode="edge")
+    return np.convolve(padded, kernel, mode="valid")
+
+
+def equal_error_rate(labels: np.ndarray, scores: np.ndarray) -> float:
+    fpr, tpr, _ = roc_curve(labels, scores)
+    fnr = 1 - tpr
+    i = int(np.nanargmin(np.abs(fnr - fpr)))
+    return float((fpr[i] + fnr[i]) / 2)
+
+
+def prepare_scores(scores: np.ndarray, normalise: str = "minmax", smoothing: int = 1) -> np.ndarray:
+    """The evaluation view of one video's frame scores: gaps filled, smoothed, normalised."""
+    s = smooth(fill_gaps(np.asarray(scores, dtype=float)), smoothing)
+    return normalise_per_video(s, normalise)
+
+
+def frame_level_report(labels: list[np.ndarray], scores: list[np.ndarray], normalise: str = "minmax", smoothing: int = 1) -> dict:
+    """Micro AUC (all frames concatenated), macro AUC (mean over videos that hold both classes), EER."""
+    prepared = []
+    for y, s in zip(labels, scores):
+        s = prepare_scores(s, normalise, smoothing)
+        keep = ~np.isnan(s)
+        prepared.append((np.asarray(y)[keep].astype(int), s[keep]))
+    y_all = np.concatenate([y for y, _ in prepared])
+    s_all = np.concatenate([s for _, s in prepared])
+    per_video = [roc_auc_score(y, s) for y, s in prepared if 0 < y.sum() < len(y)]
+    return {
+        "auc_micro": float(roc_auc_score(y_all, s_all)),
+        "auc_macro": float(np.mean(per_video)) if per_video else float("nan"),
+        "eer": equal_error_rate(y_all, s_all),
+        "frames": int(len(y_all)),
+        "videos": len(prepared),
+    }
+
+
+def pixel_level_report(predicted: np.ndarray, truth: np.ndarray, pixel_scores: np.ndarray | None = None) -> dict:
+    """Pixel-level precision, recall and F1 of boolean masks (all frames pooled); pixel AUC when
+    continuous per-pixel scores are given."""
+    predicted, truth = np.asarray(predicted, dtype=bool).ravel(), np.asarray(truth, dtype=bool).ravel()
+    if predicted.shape != truth.shape:
+        raise ValueError(f"mask shapes differ: {predicted.shape} vs {truth.shape}")
+    tp = int(np.sum(predicted & truth))
+    precision = tp / max(int(predicted.sum()), 1)
+    recall = tp / max(int(truth.sum()), 1)
+    report = {
+        "pixel_precision": precision,
+        "pixel_recall": recall,
+        "pixel_f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+    }
+    if pixel_scores is not None and 0 < truth.sum() < truth.size:
+        report["pixel_auc"] = float(roc_auc_score(truth, np.asarray(pixel_scores, dtype=float).ravel()))
+    return report

@@ -1,0 +1,151 @@
+"""List the videos under a source URI.
+
+A video is either one object with a video extension, or a folder of image
+frames (UCSD Ped2 style: `Test001/001.tif ...`), which counts as one video whose
+frames are sorted by name. Camera id and date are read from the object's full
+path (bucket/key, or the absolute local path) with a configurable regex, then
+validated, because they become partition folder names.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+
+import pyarrow.fs as pafs
+
+from vad.config import SourceConfig, StorageConfig
+from vad.io.storage import filesystem, parse_uri
+
+_CAMERA_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class VideoRef:
+    uri: str  # full uri of the object, or of the frame folder
+    key: str  # path relative to the source root
+    kind: str  # "video" | "frames"
+    size: int  # bytes (sum of frames for a folder)
+    mtime: float  # seconds since epoch, newest member for a folder
+    camera: str
+    date: str  # ISO yyyy-mm-dd
+    frames: tuple[str, ...] = field(default=())  # frame uris for kind == "frames"
+
+    def to_row(self) -> dict:
+        row = asdict(self)
+        row["frames"] = list(self.frames)
+        return row
+
+    @staticmethod
+    def from_row(row: dict) -> "VideoRef":
+        values = {k: row[k] for k in VideoRef.__dataclass_fields__}
+        values["frames"] = tuple(values["frames"] if values["frames"] is not None else ())
+        return VideoRef(**values)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    uri: str
+    reason: str
+    size: int = 0
+    mtime: float = 0.0
+
+
+def validate_camera(camera: str) -> str:
+    if not _CAMERA_RE.match(camera) or ".." in camera:
+        raise ValueError(f"camera id {camera!r} is not allowed (letters, digits, '_', '-', '.', at most 64)")
+    return camera
+
+
+def validate_date(text: str) -> str:
+    digits = text.replace("-", "")
+    if not re.fullmatch(r"\d{8}", digits):
+        raise ValueError(f"date {text!r} is not yyyy-mm-dd or yyyymmdd")
+    try:
+        return dt.date(int(digits[:4]), int(digits[4:6]), int(digits[6:])).isoformat()
+    except ValueError as exc:
+        raise ValueError(f"date {text!r} is not a calendar date: {exc}") from None
+
+
+def identify(key: str, pattern: re.Pattern, default_camera: str, default_date: str) -> tuple[str, str]:
+    """Camera and ISO date for a key; groups the pattern lacks fall back to the defaults."""
+    match = pattern.search(key)
+    groups = match.groupdict() if match else {}
+    camera = validate_camera(groups.get("camera") or default_camera)
+    date = validate_date(groups.get("date") or default_date)
+    return camera, date
+
+
+def list_videos(
+    source: SourceConfig,
+    storage: StorageConfig | None = None,
+    run_date: str | None = None,
+) -> tuple[list[VideoRef], list[Rejected]]:
+    """Every video under `source.uri`, sorted by key, and the objects that were skipped with why."""
+    root = parse_uri(source.uri)
+    fs = filesystem(root, storage)
+    info = fs.get_file_info(root.path)
+    if info.type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"source {source.uri!r} does not exist")
+    if info.type == pafs.FileType.File:
+        entries = [info]
+        base = root.path.rsplit("/", 1)[0]
+    else:
+        entries = [e for e in fs.get_file_info(pafs.FileSelector(root.path, recursive=True)) if e.is_file]
+        base = root.path.rstrip("/")
+    pattern = re.compile(source.key_pattern)
+    default_date = run_date or dt.date.today().isoformat()
+    video_ext = tuple(e.lower() for e in source.video_extensions)
+    frame_ext = tuple(e.lower() for e in source.frame_extensions)
+
+    def to_uri(path: str) -> str:
+        return f"s3://{path}" if root.scheme == "s3" else path
+
+    videos: list[VideoRef] = []
+    rejected: list[Rejected] = []
+    folders: dict[str, list[pafs.FileInfo]] = defaultdict(list)
+    for entry in entries:
+        key = entry.path[len(base) :].lstrip("/")
+        name = key.lower()
+        mtime = entry.mtime.timestamp() if entry.mtime else 0.0
+        if name.endswith(video_ext):
+            try:
+                camera, date = identify(entry.path, pattern, source.default_camera, default_date)
+            except ValueError as exc:
+                rejected.append(Rejected(to_uri(entry.path), str(exc), entry.size or 0, mtime))
+                continue
+            videos.append(VideoRef(to_uri(entry.path), key, "video", entry.size or 0, mtime, camera, date))
+        elif name.endswith(frame_ext):
+            folders[entry.path.rsplit("/", 1)[0]].append(entry)
+        elif not name.rsplit("/", 1)[-1].startswith("."):
+            rejected.append(Rejected(to_uri(entry.path), "not a video or frame file (by extension)", entry.size or 0, mtime))
+
+    for folder, members in folders.items():
+        key = folder[len(base) :].lstrip("/") or folder.rsplit("/", 1)[-1]
+        size = sum(m.size or 0 for m in members)
+        mtime = max((m.mtime.timestamp() if m.mtime else 0.0) for m in members)
+        if len(members) < source.min_frames_per_folder:
+            rejected.append(Rejected(to_uri(folder), f"only {len(members)} frames", size, mtime))
+            continue
+        try:
+            camera, date = identify(folder, pattern, source.default_camera, default_date)
+        except ValueError as exc:
+            rejected.append(Rejected(to_uri(folder), str(exc), size, mtime))
+            continue
+        members.sort(key=lambda e: e.path)
+        videos.append(
+            VideoRef(
+                uri=to_uri(folder),
+                key=key,
+                kind="frames",
+                size=size,
+                mtime=mtime,
+                camera=camera,
+                date=date,
+                frames=tuple(to_uri(m.path) for m in members),
+            )
+        )
+    videos.sort(key=lambda v: v.key)
+    return videos, rejected

@@ -1,0 +1,2 @@
+"""Models: the scorers (`scorers/<name>/`), the pretrained backbones (`backbones/`), their records
+(`registry`), checkpoints and how they run for inference."""

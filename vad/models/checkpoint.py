@@ -1,0 +1,103 @@
+"""Scorer checkpoints: a plain dict of tensors and JSON-like values.
+
+Loaded with `torch.load(weights_only=True)`, which refuses arbitrary pickled
+objects, so a checkpoint from an untrusted bucket cannot run code.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from dataclasses import dataclass, field
+
+import torch
+
+from vad.config import StorageConfig
+from vad.models.scorers import ClipScorer, build_scorer
+from vad.io.storage import read_bytes, write_bytes
+
+FORMAT = "vad-checkpoint/1"
+
+
+@dataclass
+class LoadedScorer:
+    model: ClipScorer
+    name: str
+    version: str
+    threshold: float
+    decode: dict  # clip_len, frame_step, resize, grayscale the model was trained with
+    metrics: dict = field(default_factory=dict)
+
+
+def checkpoint_bytes(model: ClipScorer, *, version: str, threshold: float, decode: dict, metrics: dict | None = None) -> bytes:
+    """A checkpoint as bytes: a plain dict of tensors and JSON-like values (see the module doc)."""
+    payload = {
+        "format": FORMAT,
+        "scorer": model.name,
+        "version": version,
+        "hparams": model.hparams(),
+        "threshold": float(threshold),
+        "decode": decode,
+        "metrics": {k: float(v) for k, v in (metrics or {}).items()},
+        "saved_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getvalue()
+
+
+def save_checkpoint(
+    uri: str,
+    model: ClipScorer,
+    *,
+    version: str,
+    threshold: float,
+    decode: dict,
+    metrics: dict | None = None,
+    storage: StorageConfig | None = None,
+) -> None:
+    data = checkpoint_bytes(model, version=version, threshold=threshold, decode=decode, metrics=metrics)
+    write_bytes(uri, data, storage)
+
+
+def load_checkpoint(uri: str, storage: StorageConfig | None = None, map_location: str = "cpu") -> LoadedScorer:
+    try:
+        data = read_bytes(uri, storage)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"checkpoint {uri!r} not found") from None
+    try:
+        payload = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure here means "not a checkpoint we accept"
+        raise ValueError(f"{uri}: not a loadable vad checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{uri}: not a vad checkpoint (expected format {FORMAT!r})")
+    model = build_scorer(payload["scorer"], **payload["hparams"])
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    return LoadedScorer(
+        model=model,
+        name=payload["scorer"],
+        version=payload["version"],
+        threshold=payload["threshold"],
+        decode=payload["decode"],
+        metrics=payload.get("metrics", {}),
+    )
+
+
+def check_decode_matches(loaded: LoadedScorer, decode) -> None:
+    """The job must cut clips the way the model was trained on them."""
+    expected, actual = loaded.decode, decode_record(decode)
+    wrong = [f"decode.{k}: model wants {expected[k]!r}, job has {actual[k]!r}" for k in actual if k in expected and expected[k] != actual[k]]
+    if wrong:
+        raise ValueError(f"checkpoint {loaded.name} {loaded.version} does not match the job's decoding:\n  " + "\n  ".join(wrong))
+
+
+def decode_record(decode) -> dict:
+    """What a model was trained on (and so the job must cut clips as): stored in its checkpoint."""
+    return {
+        "clip_len": decode.clip_len,
+        "frame_step": decode.frame_step,
+        "resize": list(decode.resize) if decode.resize is not None else None,
+        "grayscale": decode.grayscale,
+    }

@@ -1,0 +1,90 @@
+"""One record per model, scorer or backbone, and the registries that hold them.
+
+A record says what the model needs of its input (clip length, frame size, colour, pixel scale),
+what it gives (feature dimension, masks), how it is trained, how its paper puts one video's scores
+on a common scale for the frame-level AUC, a tiny configuration for quick checks, and the settings
+it is benchmarked with. The decode stages, MIL, evaluation, benchmarks and tests read the record;
+nothing else keeps a table per model. A model registers its record from its own module or folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+NORMALISATIONS = ("minmax", "regularity", "none")
+
+
+@dataclass(frozen=True)
+class Tiny:
+    """A small configuration of the model and an input batch shape it accepts, for quick checks."""
+
+    hparams: dict
+    input_shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    name: str
+    builder: Callable[..., Any]  # keyword-only; returns the model in eval mode or ready to train
+    paper: str
+    clip_len: int | None = None  # frames per clip it needs; None: any (the job's decode.clip_len)
+    input_size: tuple[int, int] | None = None  # (height, width) it was trained at; None: any
+    size_multiple: int = 1  # height and width must be multiples of this
+    grayscale: bool = True  # False: RGB clips (decode.grayscale: false)
+    input_range: float = 1.0  # clips arrive as pixels / 255 * input_range (255: raw 0-255 pixels)
+    normalisation: str = "pixels / 255"  # what the model does to its input, in words
+    feature_dim: int | None = None  # backbones: the length of one clip's feature
+    evaluation_normalisation: str = "minmax"  # per-video score scale of its paper (`vad.evaluation.metrics`)
+    trains_on_normal_clips: bool = True  # False: trained another way (MIL: weakly labelled bags)
+    localises: bool = False  # True: `score` also returns pixel masks
+    tiny: Tiny | None = None
+    benchmarks: dict[str, Any] = field(default_factory=dict)  # e.g. {"ped2": {"full": ..., "fast": ...}}
+
+    def __post_init__(self):
+        if self.evaluation_normalisation not in NORMALISATIONS:
+            raise ValueError(f"{self.name}: evaluation_normalisation must be one of {NORMALISATIONS}")
+
+
+class ModelRegistry:
+    """Records by name; registering a name twice is an error, so two models cannot shadow each other."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._records: dict[str, ModelMeta] = {}
+
+    def register(self, meta: ModelMeta) -> ModelMeta:
+        if meta.name in self._records:
+            raise ValueError(f"{self.kind} {meta.name!r} is already registered")
+        self._records[meta.name] = meta
+        return meta
+
+    def meta(self, name: str) -> ModelMeta:
+        try:
+            return self._records[name]
+        except KeyError:
+            raise ValueError(f"unknown {self.kind} {name!r}; available: {', '.join(sorted(self._records))}") from None
+
+    def build(self, name: str, **kwargs):
+        """The model `name` built with `kwargs`; errors inside the builder are its own, not 'unknown'."""
+        return self.meta(name).builder(**kwargs)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._records
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._records))
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+
+def import_submodules(package: str, path) -> None:
+    """Import every module or folder of a package, so that each registers its own record."""
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(path):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{package}.{info.name}")

@@ -1,0 +1,97 @@
+"""SQL over the results with DuckDB.
+
+Results are exposed through Arrow datasets (local or S3, via pyarrow), so no
+DuckDB extension has to be downloaded and nothing can be written back: the
+views are read-only scans of the Parquet files.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+
+from vad.config import StorageConfig
+from vad.results.schema import ERRORS_SCHEMA, MANIFEST_SCHEMA, MASKS_SCHEMA, PARTITION_SCHEMA, RUNS_SCHEMA, SCORES_SCHEMA
+from vad.io.storage import filesystem, parse_uri
+
+TABLES = {
+    "scores": SCORES_SCHEMA,
+    "masks": MASKS_SCHEMA,
+    "runs": RUNS_SCHEMA,
+    "errors": ERRORS_SCHEMA,
+    "manifest": MANIFEST_SCHEMA,
+}
+PARTITIONED_BY_CAMERA = ("scores", "masks")
+
+# Per-video regularity score of Hasan et al. 2016 over the clip scores.
+REGULARITY_VIEW = """
+CREATE VIEW scores_regularity AS
+SELECT *,
+       1 - (score - min(score) OVER v) / nullif(max(score) OVER v, 0) AS regularity
+FROM scores
+WINDOW v AS (PARTITION BY run_id, video_uri)
+"""
+
+
+def _dataset(fs: pafs.FileSystem, path: str, table: str) -> pads.Dataset:
+    schema = TABLES[table]
+    partition_schema = PARTITION_SCHEMA if table in PARTITIONED_BY_CAMERA else PARTITION_SCHEMA.remove(1)
+    info = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+    files = [f.path for f in info if f.is_file and f.path.endswith(".parquet") and "/." not in f.path]
+    return pads.dataset(
+        files,
+        schema=pa_schema_with(schema, partition_schema),
+        filesystem=fs,
+        format="parquet",
+        partitioning=pads.partitioning(partition_schema, flavor="hive"),
+        partition_base_dir=path,
+    )
+
+
+def pa_schema_with(schema, partition_schema):
+    import pyarrow as pa
+
+    return pa.schema(list(schema) + list(partition_schema), metadata=schema.metadata)
+
+
+def connect(results_uri: str, storage: StorageConfig | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with views `scores`, `masks`, `runs`, `errors`, `manifest` and
+    `scores_regularity` over the results."""
+    root = parse_uri(results_uri)
+    fs = filesystem(root, storage)
+    con = duckdb.connect(":memory:")
+    for name in TABLES:
+        con.register(f"_{name}_arrow", _dataset(fs, root.join(name).path, name))
+        con.execute(f"CREATE VIEW {name} AS SELECT * FROM _{name}_arrow")
+    con.execute(REGULARITY_VIEW)
+    # Read-only from here on: no COPY/ATTACH/file reads or writes, and the setting cannot be undone.
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def run_query(results_uri: str, sql: str, storage: StorageConfig | None = None):
+    """Run one SQL statement; returns (column names, rows)."""
+    con = connect(results_uri, storage)
+    try:
+        cursor = con.execute(sql)
+        if cursor.description is None:
+            return [], []
+        return [d[0] for d in cursor.description], cursor.fetchall()
+    finally:
+        con.close()
+
+
+def format_table(columns: list[str], rows: list[tuple], max_width: int = 48) -> str:
+    def cell(value) -> str:
+        text = "NULL" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+        return text if len(text) <= max_width else text[: max_width - 1] + "…"
+
+    body = [[cell(v) for v in row] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in body]) for i, c in enumerate(columns)]
+    line = "-+-".join("-" * w for w in widths)
+    out = [" | ".join(c.ljust(w) for c, w in zip(columns, widths)), line]
+    out += [" | ".join(v.ljust(w) for v, w in zip(r, widths)) for r in body]
+    out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    return "\n".join(out)

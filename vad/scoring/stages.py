@@ -1,0 +1,290 @@
+"""The Ray Data stages that turn decode tasks into model outputs: decode, score, extract features.
+
+Each stage is a function or a callable class that loads what it needs in `__init__` and does pure
+batch-to-batch work in `__call__`. `map_decoded_clips` composes them and sets their resources
+(actors, CPUs, GPUs, batch size), whether the cluster has GPUs or not; the writer stage is in
+`vad.scoring.writer`, the job that runs it all in `vad.scoring.job`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from vad.config import DecodeConfig, StorageConfig
+from vad.io.sources import VideoRef
+from vad.results.schema import clip_id
+from vad.results.tables import encode_mask
+from vad.video.clips import iter_clip_batches, split_parts
+
+
+def decode_tasks(listing: list[dict], decode: DecodeConfig) -> list[dict]:
+    """Listing rows -> decode task rows: a long video becomes several (`part`, `parts`) rows."""
+    tasks = []
+    for row in listing:
+        parts = split_parts(VideoRef.from_row(row), decode)
+        tasks += [{**row, "part": part, "parts": parts} for part in range(parts)]
+    return tasks
+
+
+def decode_videos(
+    batch: dict[str, np.ndarray], *, decode: DecodeConfig, storage: StorageConfig | None, errors=None
+) -> Iterator[dict[str, np.ndarray]]:
+    """Decode task rows in, clip batches out, one video (or share of one) at a time (a generator,
+    so memory stays bounded).
+
+    With an `errors` log (a `vad.results.ledger.ErrorLog` actor), a video that fails is reported there
+    and the task goes on with the next one; clips it already yielded are dropped by the writer,
+    which only writes complete videos. Without one, the failure is raised."""
+    from vad.video.readers import BadVideo
+    from vad.results.ledger import error_row, report_errors
+
+    columns = list(batch)
+    for i in range(len(batch["uri"])):
+        row = {name: batch[name][i] for name in columns}
+        video = VideoRef.from_row(row)
+        try:
+            yield from iter_clip_batches(video, decode, storage, int(row.get("part", 0)), int(row.get("parts", 1)))
+        except Exception as exc:
+            if errors is None:
+                raise
+            if isinstance(exc, BadVideo):
+                failure = error_row(video.uri, exc.stage, exc, permanent=True, size=video.size)
+            else:  # I/O (after the store's retries) or anything unforeseen: tried again next run
+                failure = error_row(video.uri, "read" if isinstance(exc, OSError) else "decode", exc, size=video.size)
+            report_errors(errors, [failure])
+
+
+class ScoreClips:
+    """Loads a checkpoint once per actor; scores clip batches and drops the frame column.
+
+    A batch that fails is scored again video by video; videos that still fail are reported
+    to the run's error log and dropped (their other clips are then never written)."""
+
+    def __init__(
+        self, *, checkpoint: str, storage: StorageConfig | None, device: str, run_id: str, decode: DecodeConfig, errors=None,
+        precision: str = "auto", memory_format: str = "auto", compile: bool = False,
+    ):
+        import torch
+
+        from vad.models.checkpoint import check_decode_matches, load_checkpoint
+        from vad.models.inference import InferenceOptions, prepare
+
+        self.options = InferenceOptions.resolve(device, precision, memory_format, compile)
+        self.device = self.options.device
+        self.loaded = load_checkpoint(checkpoint, storage)
+        check_decode_matches(self.loaded, decode)
+        self.model, self.score_fn = prepare(self.loaded.model, self.options, "score")
+        self.run_id = run_id
+        self.decode = decode
+        self.errors = errors  # a vad.results.ledger.ErrorLog actor; None: a failing batch raises
+        torch.set_grad_enabled(False)
+
+    def _score(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        import torch
+
+        with torch.inference_mode(), self.options.autocast():
+            clips = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device, non_blocking=True)
+            output = self.score_fn(clips.float().div_(255.0))
+        mask = output.mask.cpu().numpy() if output.mask is not None else None
+        return output.score.float().cpu().numpy().astype(np.float32), output.frame_scores.float().cpu().numpy().astype(np.float32), mask
+
+    def _score_each_video(self, batch: dict[str, np.ndarray], frames: np.ndarray):
+        """After a failed batch: score video by video, report the ones that fail, keep the rest."""
+        from vad.results.ledger import error_row, report_errors
+
+        uris = np.asarray(batch["video_uri"], dtype=object)
+        keep = np.zeros(len(uris), dtype=bool)
+        parts, failures = [], []
+        for uri in dict.fromkeys(uris):
+            rows = uris == uri
+            try:
+                parts.append((rows, self._score(frames[rows])))
+                keep |= rows
+            except Exception as exc:
+                failures.append(error_row(str(uri), "score", exc))
+        if self.errors is None and failures:
+            raise RuntimeError(f"scoring failed: {failures[0]['message']}")
+        report_errors(self.errors, failures)
+        n, clip_len = int(keep.sum()), frames.shape[1]
+        score, frame_scores = np.zeros(n, np.float32), np.zeros((n, clip_len), np.float32)
+        mask = None
+        position = np.cumsum(keep) - 1
+        for rows, (s, f, m) in parts:
+            score[position[rows]], frame_scores[position[rows]] = s, f
+            if m is not None:
+                if mask is None:
+                    mask = np.zeros((n, *m.shape[1:]), dtype=bool)
+                mask[position[rows]] = m
+        if mask is None and self.loaded.model.meta.localises:
+            mask = np.zeros((0, clip_len, 1, 1), dtype=bool)
+        kept = {name: np.asarray(column)[keep] for name, column in batch.items()}
+        return kept, (score, frame_scores, mask)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.score_batch(batch)
+
+    def score_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        frames = batch.pop("frames")
+        try:
+            score, frame_scores, masks = self._score(frames)
+        except Exception:
+            batch, (score, frame_scores, masks) = self._score_each_video(batch, frames)
+        n = len(score)
+        threshold = np.float32(self.loaded.threshold)
+        batch["clip_id"] = np.array(
+            [
+                clip_id(uri, int(idx), self.decode.clip_len, self.decode.stride, self.decode.frame_step)
+                for uri, idx in zip(batch["video_uri"], batch["clip_index"])
+            ],
+            dtype=object,
+        )
+        batch["score"] = score
+        batch["frame_scores"] = frame_scores
+        batch["threshold"] = np.full(n, threshold, dtype=np.float32)
+        batch["is_anomaly"] = score > threshold
+        batch["model_name"] = np.array([self.loaded.name] * n, dtype=object)
+        batch["model_version"] = np.array([self.loaded.version] * n, dtype=object)
+        batch["run_id"] = np.array([self.run_id] * n, dtype=object)
+        batch["frame_step"] = np.full(n, self.decode.frame_step, dtype=np.int16)
+        if masks is not None:
+            pngs = np.empty(n, dtype=object)  # one list of PNGs per clip, kept 1-D
+            for i, clip in enumerate(masks):
+                pngs[i] = [encode_mask(frame) for frame in clip]
+            batch["mask_png"] = pngs
+            batch["anomalous_pixels"] = masks.reshape(n, masks.shape[1], masks.shape[2] * masks.shape[3]).sum(axis=2).astype(np.int32)
+            batch["mask_height"] = np.full(n, masks.shape[2], dtype=np.int32)
+            batch["mask_width"] = np.full(n, masks.shape[3], dtype=np.int32)
+        return batch
+
+
+class DecodeAndScoreClips(ScoreClips):
+    """Decoding and scoring in one actor, for clusters without GPUs: each call takes one decode
+    task row (a video or a share of one), decodes it and yields its clips scored in batches of
+    `batch_size`.
+
+    Spelled out rather than left to Ray Data's operator fusion, which bundles as many task rows
+    into one call as the scoring batch has clips (so one actor took a whole small archive while
+    the others were shut down idle), and which, when decode and scoring ask for different CPUs,
+    leaves separate decode tasks waiting forever for CPUs the actors hold."""
+
+    def __init__(self, *, batch_size: int, storage: StorageConfig | None, **kwargs):
+        super().__init__(storage=storage, **kwargs)
+        self.batch_size = batch_size
+        self.storage = storage
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+        for clips in decode_in_batches(batch, self.batch_size, decode=self.decode, storage=self.storage, errors=self.errors):
+            yield self.score_batch(clips)
+
+
+def decode_in_batches(
+    batch: dict[str, np.ndarray], batch_size: int, *, decode: DecodeConfig, storage: StorageConfig | None, errors=None
+) -> Iterator[dict[str, np.ndarray]]:
+    """`decode_videos` regrouped into batches of about `batch_size` clips (the last may be smaller)."""
+    pending: list[dict[str, np.ndarray]] = []
+    pending_clips = 0
+    for clips in decode_videos(batch, decode=decode, storage=storage, errors=errors):
+        pending.append(clips)
+        pending_clips += len(clips["clip_index"])
+        if pending_clips >= batch_size:
+            yield _concatenate(pending)
+            pending, pending_clips = [], 0
+    if pending:
+        yield _concatenate(pending)
+
+
+def map_decoded_clips(
+    ds, *, model_stage: type, fused_stage: type, constructor_kwargs: dict, decode: DecodeConfig,
+    storage: StorageConfig | None, batch_size: int, concurrency: int, num_cpus: float, num_gpus: float,
+    errors=None,
+):
+    """`ds` (decode task rows, `decode_tasks`) decoded and run through a model actor stage.
+
+    With GPUs: decode tasks on the CPUs (`decode.num_cpus` each), then `model_stage` actors on the
+    GPUs with batches of `batch_size` clips from many videos. Without: `fused_stage` (the model stage
+    that decodes its own rows) takes one task row per call, one call in flight per actor, so a
+    ready actor cannot hoard the rows the others wait for (see `DecodeAndScoreClips`)."""
+    import ray
+
+    if num_gpus > 0:
+        ds = ds.map_batches(
+            decode_videos, batch_size=1, fn_kwargs={"decode": decode, "storage": storage, "errors": errors}, num_cpus=decode.num_cpus
+        )
+        return ds.map_batches(
+            model_stage,
+            fn_constructor_kwargs=constructor_kwargs,
+            batch_size=batch_size,
+            compute=ray.data.ActorPoolStrategy(size=concurrency),
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+        )
+    return ds.map_batches(
+        fused_stage,
+        fn_constructor_kwargs={**constructor_kwargs, "decode": decode, "storage": storage, "batch_size": batch_size},
+        batch_size=1,
+        compute=ray.data.ActorPoolStrategy(size=concurrency, max_tasks_in_flight_per_actor=1),
+        num_cpus=num_cpus,
+    )
+
+
+def _concatenate(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    if len(batches) == 1:
+        return batches[0]
+    return {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
+
+
+class ExtractFeatures:
+    """Clip batches in, features out (C3D fc6 4096-d or I3D 1024-d); the frame column is dropped.
+
+    Expects RGB clips (decode.grayscale = false) at the extractor's input size. `weights` is a
+    state dict path or uri (c3d.pickle layout, or the output of `vad.models.backbones.i3d_convert`);
+    without one the network is randomly initialised and every row says `pretrained = False`."""
+
+    def __init__(
+        self, *, extractor: str, weights: str | None = None, storage: StorageConfig | None = None, device: str = "auto",
+        precision: str = "auto", memory_format: str = "auto", compile: bool = False,
+    ):
+        import io
+
+        import torch
+
+        from vad.models.backbones import backbone_meta, build_backbone
+        from vad.models.inference import InferenceOptions, prepare
+        from vad.io.storage import read_bytes
+
+        state = torch.load(io.BytesIO(read_bytes(weights, storage)), weights_only=True) if weights else None
+        self.options = InferenceOptions.resolve(device, precision, memory_format, compile)
+        self.device = self.options.device
+        self.model, self.extract = prepare(build_backbone(extractor, state_dict=state), self.options)
+        self.name = extractor
+        self.pixel_divisor = 255.0 / backbone_meta(extractor).input_range  # e.g. C3D takes 0-255, I3D [0, 1]
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        frames = batch.pop("frames")
+        if frames.ndim != 5:
+            raise ValueError(f"{self.name} needs RGB clips (B, T, H, W, 3); set decode.grayscale: false")
+        with torch.inference_mode(), self.options.autocast():
+            clips = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
+            clips = clips.float().div_(self.pixel_divisor)
+            features = self.extract(clips).float().cpu().numpy()
+        batch["features"] = features
+        batch["extractor"] = np.array([self.name] * len(features), dtype=object)
+        batch["pretrained"] = np.full(len(features), bool(self.model.pretrained))
+        return batch
+
+
+class DecodeAndExtractFeatures(ExtractFeatures):
+    """`ExtractFeatures` that decodes its own task rows, for clusters without GPUs (see
+    `DecodeAndScoreClips` for why the two stages are not left to Ray Data's fusion there)."""
+
+    def __init__(self, *, batch_size: int, decode: DecodeConfig, storage: StorageConfig | None = None, **kwargs):
+        super().__init__(storage=storage, **kwargs)
+        self.batch_size, self.decode, self.storage = batch_size, decode, storage
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+        for clips in decode_in_batches(batch, self.batch_size, decode=self.decode, storage=self.storage):
+            yield super().__call__(clips)

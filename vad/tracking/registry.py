@@ -1,0 +1,109 @@
+"""MLflow model registry: register every trained model, move the alias only to a better one, and
+resolve `models:/name@alias` (or `models:/name/version`) to the checkpoint the scoring job reads."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vad.config import RegistryConfig
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_ARTIFACT = "checkpoint.pt"
+
+
+@dataclass
+class Registration:
+    name: str
+    version: str
+    promoted: bool
+    champion_metric: float | None  # the metric of the champion it was compared with, if any
+
+
+def registry_name(cfg: RegistryConfig, model_name: str) -> str:
+    return cfg.model_name or f"vad-{model_name.replace('_', '-')}"
+
+
+def _signature(input_shape: tuple[int, ...]):
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *input_shape), "clips")]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1,), "score")]),
+    )
+
+
+def register_checkpoint(checkpoint_bytes: bytes, cfg: RegistryConfig, model_name: str, input_shape: tuple[int, ...], metric: float) -> Registration:
+    """Log the checkpoint as a pyfunc model with a signature in the active run, register it, and
+    point `cfg.alias` at it when it beats the current holder on `cfg.metric` (or there is none)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    name = registry_name(cfg, model_name)
+    with tempfile.TemporaryDirectory() as folder:
+        local = Path(folder) / CHECKPOINT_ARTIFACT
+        local.write_bytes(checkpoint_bytes)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(Path(__file__).with_name("pyfunc_model.py")),
+            artifacts={"checkpoint": str(local)},
+            signature=_signature(input_shape),
+            registered_model_name=name,
+            pip_requirements=["vad", "torch", "mlflow"],
+        )
+    version = str(info.registered_model_version)
+    client = MlflowClient()
+    try:
+        holder = client.get_model_version_by_alias(name, cfg.alias)
+    except MlflowException:
+        holder = None
+    champion_metric = None
+    if holder is not None:
+        champion_metric = client.get_run(holder.run_id).data.metrics.get(cfg.metric)
+    better = champion_metric is None or (metric < champion_metric if cfg.lower_is_better else metric > champion_metric)
+    if better and not np.isnan(metric):
+        client.set_registered_model_alias(name, cfg.alias, version)
+        log.info("%s version %s is now @%s (%s %.6g, was %s)", name, version, cfg.alias, cfg.metric, metric, champion_metric)
+    else:
+        log.info("%s version %s registered, @%s stays on version %s (%s %.6g vs %.6g)", name, version, cfg.alias, holder.version if holder else None, cfg.metric, metric, champion_metric or float("nan"))
+    return Registration(name, version, bool(better and not np.isnan(metric)), champion_metric)
+
+
+def resolve_model_uri(uri: str, tracking_uri: str, work_dir: str) -> str:
+    """`models:/name@alias` or `models:/name/version` -> a path or s3:// uri of its checkpoint.
+
+    The model version's own storage is used where the scoring workers can read it (a local folder or
+    S3); otherwise the checkpoint is downloaded into `work_dir`."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    if not uri.startswith("models:/"):
+        return uri
+    mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient()
+    spec = uri[len("models:/") :]
+    if "@" in spec:
+        name, alias = spec.split("@", 1)
+        version = client.get_model_version_by_alias(name, alias).version
+    else:
+        name, version = spec.rsplit("/", 1)
+    location = client.get_model_version_download_uri(name, version).rstrip("/")
+    if location.startswith("file://"):
+        return str(Path(location[len("file://") :]) / "artifacts" / CHECKPOINT_ARTIFACT)
+    if location.startswith("s3://") or location.startswith("/"):
+        return f"{location}/artifacts/{CHECKPOINT_ARTIFACT}"
+    target = Path(work_dir).expanduser().resolve() / "models" / name / str(version)
+    if not (target / CHECKPOINT_ARTIFACT).is_file():
+        target.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as folder:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=folder)
+            shutil.copy(Path(local) / "artifacts" / CHECKPOINT_ARTIFACT, target / CHECKPOINT_ARTIFACT)
+    return str(target / CHECKPOINT_ARTIFACT)

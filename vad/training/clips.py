@@ -1,0 +1,174 @@
+"""Clip scorers (autoencoders, predictors) trained on normal footage with Ray Train.
+
+The driver lists the normal footage and builds Ray Datasets with the scoring pipeline's decode stage
+(held-out videos for validation); a TorchTrainer runs `train_loop` on `distributed.num_workers`
+workers (DDP through `prepare_model`, bf16 autocast on GPU). Rank 0 writes a checkpoint every
+`distributed.checkpoint_every` epochs and logs metrics to MLflow. The driver then sets the threshold
+from validation scores.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from vad.config import TrainJobConfig
+from vad.training import ray_train
+from vad.training.step import train_step, unit_clips
+
+
+@dataclass
+class DistributedResult:
+    """What a Ray Train run produced (the model holds the final weights, on CPU)."""
+
+    model: object
+    history: list[dict] = field(default_factory=list)
+    val_scores: np.ndarray | None = None
+    threshold: float = float("nan")
+    train_clips: int = 0
+    val_clips: int = 0
+    seconds: float = 0.0
+    run_path: str = ""
+
+
+def split_videos(videos: list, val_fraction: float) -> tuple[list, list]:
+    """(training, validation) videos: every k-th video (k = 1 / val_fraction) is held out, so no clip
+    of a validation video is ever trained on. With fewer than 2 videos there is no validation set."""
+    if val_fraction <= 0 or len(videos) < 2:
+        return list(videos), []
+    every = max(2, int(round(1 / val_fraction)))
+    val = [v for i, v in enumerate(videos) if i % every == every - 1] or [videos[-1]]
+    return [v for v in videos if v not in val], val
+
+
+def clips_dataset(videos: list, cfg: TrainJobConfig):
+    """A Ray Dataset with one `frames` row per clip, decoded by the scoring pipeline's stage, its
+    blocks in order (so a seeded run and its resumption see the same clips in the same order)."""
+    import ray
+
+    from vad.scoring.stages import decode_tasks, decode_videos
+
+    tasks = decode_tasks([v.to_row() for v in videos], cfg.decode)
+    ds = ray.data.from_items(tasks, override_num_blocks=max(1, min(len(tasks), 1000)))
+    ds.context.execution_options.preserve_order = True  # this dataset's own context, not the process's
+    ds = ds.map_batches(decode_videos, batch_size=1, fn_kwargs={"decode": cfg.decode, "storage": cfg.storage}, num_cpus=cfg.decode.num_cpus)
+    return ds.select_columns(["frames"])
+
+
+def _ordered_ingest():
+    """Ray Train's ingest options with the blocks kept in order (see `clips_dataset`)."""
+    import ray.train
+
+    options = ray.train.DataConfig.default_ingest_options()
+    options.preserve_order = True
+    return ray.train.DataConfig(execution_options=options)
+
+
+class TrainingLoss(torch.nn.Module):
+    """A scorer whose forward is its training loss, so that DDP all-reduces its gradients."""
+
+    def __init__(self, scorer):
+        super().__init__()
+        self.scorer = scorer
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        return self.scorer.training_loss(clips)
+
+
+def train_loop(config: dict) -> None:
+    """Runs on every Ray Train worker."""
+    import ray.train as train
+    from ray.train.torch import get_device, prepare_model
+
+    from vad.config import TrainLoopConfig, TrainModelConfig
+    from vad.models.scorers import build_scorer
+    from vad.tracking.runs import EpochLogger
+
+    model_cfg, loop = TrainModelConfig(**config["model"]), TrainLoopConfig(**config["train"])
+    torch.manual_seed(loop.seed)
+    device = get_device()
+    scorer = build_scorer(model_cfg.name, **config["hparams"])
+    loss_model = prepare_model(TrainingLoss(scorer))
+    optimiser = torch.optim.Adam(scorer.parameters(), lr=loop.lr, weight_decay=loop.weight_decay)
+    start, history = ray_train.restore(scorer, optimiser, device)
+    rank = train.get_context().get_world_rank()
+    logger = EpochLogger.from_spec(config["mlflow"] if rank == 0 else None)
+    bf16 = device.type == "cuda"
+    train_shard = train.get_dataset_shard("train")
+    val_shard = train.get_dataset_shard("val") if config["has_val"] else None
+    for epoch in range(start, loop.epochs):
+        scorer.train()
+        total, count = 0.0, 0
+        batches = train_shard.iter_torch_batches(
+            batch_size=loop.batch_size, local_shuffle_buffer_size=loop.shuffle_buffer_clips, local_shuffle_seed=loop.seed + epoch
+        )
+        for batch in batches:
+            clips = unit_clips(batch["frames"], device)
+            total, count = total + train_step(loss_model, optimiser, clips, bf16=bf16) * len(clips), count + len(clips)
+        scorer.eval()
+        val_total, val_count = 0.0, 0
+        if val_shard is not None:
+            with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+                for batch in val_shard.iter_torch_batches(batch_size=loop.batch_size):
+                    clips = unit_clips(batch["frames"], device)
+                    val_total += float(scorer.training_loss(clips)) * len(clips)
+                    val_count += len(clips)
+        trained = ray_train.all_workers_sum(total, count)
+        metrics = {
+            "epoch": epoch, "train/loss": ray_train.mean(trained), "train/clips": trained[1],
+            "val/loss": ray_train.mean(ray_train.all_workers_sum(val_total, val_count)),
+        }
+        history.append(metrics)
+        logger.log(metrics, epoch)
+        save = (epoch + 1) % config["checkpoint_every"] == 0 or epoch == loop.epochs - 1
+        ray_train.report(metrics, history, scorer, optimiser, rank=rank, save=save)
+        ray_train.end_of_epoch(config["epoch_callbacks"], metrics)
+
+
+def train_distributed(
+    cfg: TrainJobConfig, videos: list, hparams: dict, mlflow_spec: dict | None = None,
+    epoch_callbacks: list[Callable[[dict], None]] = (),
+) -> DistributedResult:
+    """Train `cfg.model` with Ray Train on the clips of `videos`; returns the final model and threshold.
+
+    `epoch_callbacks` run on every worker after each epoch's report, with its metrics."""
+    from vad.models.scorers import build_scorer
+    from vad.training.local import score_clips
+
+    run = ray_train.claim_run(cfg)
+    train_videos, val_videos = split_videos(videos, cfg.train.val_fraction)
+    datasets = {"train": clips_dataset(train_videos, cfg)}
+    if cfg.train.max_clips:
+        datasets["train"] = datasets["train"].limit(cfg.train.max_clips)
+    if val_videos:
+        datasets["val"] = clips_dataset(val_videos, cfg).materialize()
+    loop_config = {
+        "model": cfg.model.model_dump(), "train": cfg.train.model_dump(), "hparams": hparams,
+        "checkpoint_every": cfg.distributed.checkpoint_every, "has_val": bool(val_videos), "mlflow": mlflow_spec,
+        "epoch_callbacks": list(epoch_callbacks),
+    }
+    started = time.perf_counter()
+    state, path = ray_train.fit(
+        train_loop, loop_config, run, ray_train.Workers.from_config(cfg.distributed), datasets=datasets, dataset_config=_ordered_ingest()
+    )
+    seconds = time.perf_counter() - started
+    ray_train.mark_finished(run, cfg)
+    model = build_scorer(cfg.model.name, **hparams)
+    model.load_state_dict(state["model"])
+    model.eval()
+    history = list(state["history"])  # every epoch, across restarts and resumptions
+    # The threshold is a quantile of held-out normal clips' scores (training clips when there are none).
+    reference = datasets["val"] if val_videos else datasets["train"].limit(512)
+    clips = np.concatenate([b["frames"] for b in reference.iter_batches(batch_size=256, batch_format="numpy")])
+    scores = score_clips(model, clips)
+    if hasattr(model, "calibrate"):  # scorers with pixel masks calibrate them on the same clips
+        model.calibrate(unit_clips(clips[:64]))
+    return DistributedResult(
+        model=model, history=history, val_scores=scores, threshold=float(np.quantile(scores, cfg.train.threshold_quantile)),
+        train_clips=int(history[-1]["train/clips"]) if history else 0, val_clips=len(clips) if val_videos else 0,
+        seconds=seconds, run_path=path,
+    )

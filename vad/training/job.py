@@ -1,0 +1,129 @@
+"""`vad train`: train a scorer on normal footage (or, for MIL, weakly labelled footage) with Ray Train,
+write its checkpoint, track and register it in MLflow."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from vad.cluster import ensure_ray
+from vad.config import TrainJobConfig
+from vad.io.sources import list_videos
+from vad.io.storage import write_bytes
+from vad.models.checkpoint import checkpoint_bytes, decode_record
+from vad.tracking.runs import mlflow_run
+from vad.training.local import FitResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainSummary:
+    checkpoint: str
+    clips: int
+    result: FitResult
+    mlflow_run_id: str | None = None
+    registered: object | None = None  # vad.tracking.registry.Registration
+
+
+@dataclass
+class Trained:
+    """What either kind of training hands back to the job: the model, its threshold and history,
+    the metrics of the checkpoint (the registry's promotion metric among them) and the run's extras."""
+
+    model: object
+    threshold: float
+    history: list[dict]
+    metrics: dict
+    extra_metrics: dict
+    clips: int
+    seconds: float
+    run_path: str
+    val_scores: np.ndarray
+
+
+def training_videos(cfg: TrainJobConfig) -> list:
+    videos, rejected = list_videos(cfg.source, cfg.storage)
+    for bad in rejected:
+        log.warning("skipped %s: %s", bad.uri, bad.reason)
+    wanted = re.compile(cfg.train.key_regex) if cfg.train.key_regex else None
+    videos = [v for v in videos if wanted is None or wanted.search(v.key)]
+    if not videos:
+        raise ValueError(f"no training videos under {cfg.source.uri!r}" + (f" matching {cfg.train.key_regex!r}" if wanted else ""))
+    return videos
+
+
+def _params(cfg: TrainJobConfig, hparams: dict, videos: int) -> dict:
+    """Run parameters for MLflow; storage credentials are never included."""
+    return {
+        "model.name": cfg.model.name,
+        **{f"model.{k}": v for k, v in hparams.items()},
+        **{f"train.{k}": v for k, v in cfg.train.model_dump().items()},
+        **{f"distributed.{k}": v for k, v in cfg.distributed.model_dump().items()},
+        **{f"decode.{k}": v for k, v in decode_record(cfg.decode).items()},
+        "source.uri": cfg.source.uri,
+        "videos": videos,
+    }
+
+
+def _train_clip_scorer(cfg: TrainJobConfig, videos: list, hparams: dict, tracker, epoch_callbacks) -> Trained:
+    from vad.training.clips import train_distributed
+
+    trained = train_distributed(cfg, videos, hparams, tracker.worker_spec(), epoch_callbacks)
+    final = trained.history[-1] if trained.history else {}
+    metrics = {"train/loss": final.get("train/loss", float("nan")), "val/loss": final.get("val/loss", float("nan")), "train/seconds": trained.seconds}
+    return Trained(
+        trained.model, trained.threshold, trained.history, metrics, {"train/clips": trained.train_clips},
+        trained.train_clips, trained.seconds, trained.run_path, trained.val_scores,
+    )
+
+
+def _train_mil(cfg: TrainJobConfig, videos: list, hparams: dict, tracker, epoch_callbacks) -> Trained:
+    from vad.training.mil import train_mil_job
+
+    trained = train_mil_job(cfg, videos)
+    for row in trained.history:  # per epoch, as rank 0 reported them
+        tracker.log_metric("train/loss", row["train/loss"], step=int(row["epoch"]))
+    final = trained.history[-1] if trained.history else {}
+    metrics = {"train/loss": final.get("train/loss", float("nan")), **trained.val_metrics, "train/seconds": trained.seconds}
+    extra = {**trained.val_metrics, **{f"train/bags_{k}": v for k, v in trained.bags.items()}}
+    return Trained(
+        trained.model, trained.threshold, trained.history, metrics, extra, trained.clips, trained.seconds, trained.run_path, np.array([]),
+    )
+
+
+def run_training(cfg: TrainJobConfig, *, epoch_callbacks: list[Callable[[dict], None]] = ()) -> TrainSummary:
+    """Train, write the checkpoint to `cfg.output.checkpoint`, log and register it.
+
+    `epoch_callbacks` run on every Ray Train worker after each epoch with its metrics (clip
+    scorers; the tests use one to fail a worker group once)."""
+    from vad.models.scorers import build_scorer, scorer_meta
+    from vad.training.mil import WEAK_LABELS_NEEDED
+
+    hparams = {"clip_len": cfg.decode.clip_len, **cfg.model.hparams}
+    build_scorer(cfg.model.name, **hparams)  # bad names or hparams fail here, before any cluster work
+    trains_on_normal_clips = scorer_meta(cfg.model.name).trains_on_normal_clips
+    if not trains_on_normal_clips and not cfg.train.anomalous_regex:
+        raise ValueError(WEAK_LABELS_NEEDED)
+    videos = training_videos(cfg)
+    train = _train_clip_scorer if trains_on_normal_clips else _train_mil
+    log.info("training %s on %d videos with %d Ray Train worker(s)", cfg.model.name, len(videos), cfg.distributed.num_workers)
+    ensure_ray(cfg.distributed.ray_address, cfg.distributed.num_cpus, dashboard=True)
+    with mlflow_run(cfg.mlflow, cfg.work_dir, cfg.run_name or f"train-{cfg.model.name}", {"vad.job": "train"}) as tracker:
+        tracker.log_params(_params(cfg, hparams, len(videos)))
+        trained = train(cfg, videos, hparams, tracker, epoch_callbacks)
+        data = checkpoint_bytes(
+            trained.model, version=cfg.output.version, threshold=trained.threshold, decode=decode_record(cfg.decode), metrics=trained.metrics
+        )
+        write_bytes(cfg.output.checkpoint, data, cfg.storage)
+        tracker.log_metrics({**trained.extra_metrics, "train/threshold": trained.threshold, "train/seconds": trained.seconds})
+        tracker.set_tag("vad.checkpoint", cfg.output.checkpoint)
+        tracker.set_tag("vad.ray_train_path", trained.run_path)
+        shape = (cfg.decode.clip_len, *(cfg.decode.resize or ())) + (() if cfg.decode.grayscale else (3,))
+        registered = tracker.register(data, cfg.registry, cfg.model.name, shape, trained.metrics.get(cfg.registry.metric, float("nan")))
+    result = FitResult(trained.threshold, trained.history, trained.val_scores, trained.seconds)
+    return TrainSummary(cfg.output.checkpoint, trained.clips, result, tracker.run_id, registered)

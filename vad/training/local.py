@@ -1,0 +1,86 @@
+"""Single-process training and batch scoring of clip scorers on in-memory clips (benchmarks, tests).
+
+`vad train` runs on Ray Train instead (`vad.training.clips`): the same model, loss, Adam optimiser and
+`train_step`, with Ray Data feeding clips and checkpoints between epochs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from vad.models.scorers import ClipScorer
+from vad.training.step import train_step, unit_clips
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FitResult:
+    threshold: float
+    history: list[dict] = field(default_factory=list)
+    val_scores: np.ndarray | None = None
+    seconds: float = 0.0
+
+
+def _batches(clips: np.ndarray, batch_size: int, rng: np.random.Generator | None):
+    order = rng.permutation(len(clips)) if rng is not None else np.arange(len(clips))
+    for i in range(0, len(order), batch_size):
+        yield unit_clips(clips[order[i : i + batch_size]])
+
+
+def score_clips(
+    model: ClipScorer, clips: np.ndarray, batch_size: int = 32, device: str = "cpu", field: str = "score"
+) -> np.ndarray:
+    """Scores of uint8 clips in batches: `field` "score" gives (N,), "frame_scores" gives (N, T)."""
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for batch in _batches(clips, batch_size, None):
+            out.append(getattr(model.score(batch.to(device)), field).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+
+def fit(
+    model: ClipScorer,
+    clips: np.ndarray,
+    *,
+    epochs: int = 10,
+    batch_size: int = 16,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-5,
+    val_fraction: float = 0.1,
+    threshold_quantile: float = 0.99,
+    seed: int = 0,
+    device: str = "cpu",
+    on_epoch=None,
+) -> FitResult:
+    """Train on normal clips; the threshold is a quantile of the scores of held-out normal clips."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(clips))
+    n_val = max(1, int(round(len(clips) * val_fraction))) if len(clips) > 1 else 0
+    val, train = clips[order[:n_val]], clips[order[n_val:]]
+    model.to(device)
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    history: list[dict] = []
+    started = time.perf_counter()
+    for epoch in range(epochs):
+        model.train()
+        losses = [train_step(model.training_loss, optimiser, batch.to(device)) for batch in _batches(train, batch_size, rng)]
+        val_scores = score_clips(model, val, batch_size, device) if n_val else np.zeros(0)
+        row = {"epoch": epoch, "train/loss": float(np.mean(losses)), "val/score_mean": float(val_scores.mean()) if n_val else float("nan")}
+        history.append(row)
+        log.info("epoch %d/%d  train/loss %.5f  val/score_mean %.5f", epoch + 1, epochs, row["train/loss"], row["val/score_mean"])
+        if on_epoch is not None:
+            on_epoch(row)
+    reference = val_scores if n_val else score_clips(model, train, batch_size, device)
+    if hasattr(model, "calibrate"):  # scorers with pixel masks calibrate them on held-out normal clips
+        model.eval()
+        model.calibrate(unit_clips(val if n_val else train[:64], device))
+    threshold = float(np.quantile(reference, threshold_quantile))
+    return FitResult(threshold, history, reference, time.perf_counter() - started)

@@ -1,0 +1,181 @@
+"""The MIL ranker (Sultani et al. 2018) trained by `vad train`: weak video-level labels, 32-segment
+bags of backbone features extracted by Ray Data, the head trained on Ray Train."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from vad.config import TrainJobConfig
+from vad.training import ray_train
+
+WEAK_LABELS_NEEDED = "mil learns from weakly labelled videos: set train.anomalous_regex (keys of anomalous videos)"
+
+
+def mil_train_loop(config: dict) -> None:
+    """Ray Train worker loop of the MIL head: each step ranks a batch of (anomalous, normal) bag pairs."""
+    import ray
+    import ray.train as train
+    from ray.train.torch import prepare_model
+
+    from vad.models.scorers.mil.loss import mil_ranking_loss
+    from vad.models.scorers.mil.model import MILHead
+
+    anomalous, normal = (torch.from_numpy(np.asarray(ray.get(ref))).float() for ref in config["bags"])
+    rank = train.get_context().get_world_rank()
+    torch.manual_seed(config["seed"])  # the same initial head on every rank
+    head = MILHead(feature_dim=anomalous.shape[-1], dropout=config["dropout"])
+    model = prepare_model(head)
+    optimiser = torch.optim.Adagrad(head.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
+    start, history = ray_train.restore(head, optimiser)
+    pairs = config["batch_pairs"]
+    for epoch in range(start, config["epochs"]):
+        rng = np.random.default_rng([config["seed"], rank, epoch])  # each rank draws its own pairs
+        head.train()
+        losses = []
+        for _ in range(config["steps_per_epoch"]):
+            ia, inn = rng.integers(0, len(anomalous), pairs), rng.integers(0, len(normal), pairs)
+            loss = mil_ranking_loss(model(anomalous[ia]), model(normal[inn]))
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            losses.append(float(loss.detach()))
+        metrics = {"epoch": epoch, "train/loss": ray_train.mean(ray_train.all_workers_sum(float(np.sum(losses)), len(losses)))}
+        history.append(metrics)
+        ray_train.report(metrics, history, head, optimiser, rank=rank, save=True)
+
+
+def train_mil_distributed(
+    anomalous: np.ndarray, normal: np.ndarray, *, name: str, storage_path: str, num_workers: int = 2,
+    cpus_per_worker: float = 1.0, use_gpu: bool = False, gpus_per_worker: float = 1.0, epochs: int = 20,
+    steps_per_epoch: int = 25, batch_pairs: int = 30, lr: float = 1e-3, weight_decay: float = 1e-3, dropout: float = 0.6,
+    seed: int = 0, max_failures: int = 2, keep_checkpoints: int = 2,
+):
+    """The MIL head (Sultani et al.) trained with Ray Train on bags (n, 32, d); returns (head, history).
+
+    Same loss and Adagrad as `vad.models.scorers.mil.train_mil`; every rank draws its own bag pairs, DDP
+    averages their gradients, so N workers see N x `batch_pairs` pairs per step."""
+    import ray
+
+    from vad.models.scorers.mil.model import MILHead
+
+    if not ray.is_initialized():
+        ray.init()
+    loop_config = {
+        "bags": [ray.put(np.ascontiguousarray(anomalous, dtype=np.float32)), ray.put(np.ascontiguousarray(normal, dtype=np.float32))],
+        "epochs": epochs, "steps_per_epoch": steps_per_epoch, "batch_pairs": batch_pairs, "lr": lr,
+        "weight_decay": weight_decay, "dropout": dropout, "seed": seed,
+    }
+    workers = ray_train.Workers(num_workers, use_gpu, cpus_per_worker, gpus_per_worker, keep_checkpoints, max_failures)
+    state, _ = ray_train.fit(mil_train_loop, loop_config, ray_train.TrainRun(storage_path, name), workers)
+    head = MILHead(feature_dim=anomalous.shape[-1], dropout=dropout)
+    head.load_state_dict(state["model"])
+    return head.eval(), list(state["history"])
+
+
+def clip_features_by_video(cfg: TrainJobConfig, videos: list) -> dict[str, np.ndarray]:
+    """Backbone features (n_clips, d) of every video, in clip order, extracted by Ray Data with
+    the scoring pipeline's decode stage and the `ExtractFeatures` actor."""
+    import ray
+
+    from vad.scoring.stages import DecodeAndExtractFeatures, ExtractFeatures, decode_tasks, map_decoded_clips
+
+    extractor = cfg.model.hparams.get("extractor", "i3d")
+    tasks = decode_tasks([v.to_row() for v in videos], cfg.decode)
+    ds = ray.data.from_items(tasks, override_num_blocks=max(1, min(len(tasks), 1000)))
+    ds = map_decoded_clips(
+        ds, model_stage=ExtractFeatures, fused_stage=DecodeAndExtractFeatures,
+        constructor_kwargs={"extractor": extractor, "weights": cfg.model.backbone_weights, "storage": cfg.storage, "device": cfg.train.device},
+        decode=cfg.decode, storage=cfg.storage, batch_size=cfg.train.batch_size, concurrency=cfg.distributed.num_workers,
+        num_cpus=cfg.distributed.cpus_per_worker, num_gpus=cfg.distributed.gpus_per_worker if cfg.distributed.use_gpu else 0,
+    )
+    per_video: dict[str, dict[int, np.ndarray]] = {}
+    for batch in ds.select_columns(["video_uri", "clip_index", "features"]).iter_batches(batch_size=256, batch_format="numpy"):
+        for uri, index, feature in zip(batch["video_uri"], batch["clip_index"], batch["features"]):
+            per_video.setdefault(str(uri), {})[int(index)] = feature
+    return {uri: np.stack([clips[k] for k in sorted(clips)]) for uri, clips in per_video.items()}
+
+
+@dataclass
+class MILResult:
+    model: torch.nn.Module  # MILScorer: backbone + head
+    history: list[dict]
+    threshold: float
+    val_metrics: dict[str, float]
+    bags: dict[str, int]  # counts: train/val x anomalous/normal
+    clips: int
+    seconds: float
+    run_path: str
+
+
+def weak_labels(cfg: TrainJobConfig, videos: list) -> tuple[list, list]:
+    """(anomalous, normal) videos by `train.anomalous_regex`; both must be there."""
+    if not cfg.train.anomalous_regex:
+        raise ValueError(WEAK_LABELS_NEEDED)
+    marked = re.compile(cfg.train.anomalous_regex)
+    anomalous = [v for v in videos if marked.search(v.key)]
+    normal = [v for v in videos if not marked.search(v.key)]
+    if not anomalous or not normal:
+        raise ValueError(f"mil needs anomalous and normal videos; train.anomalous_regex marks {len(anomalous)} of {len(videos)}")
+    return anomalous, normal
+
+
+def train_mil_job(cfg: TrainJobConfig, videos: list) -> MILResult:
+    """`vad train` for the MIL ranker: weak labels from `train.anomalous_regex`, 32-segment bags
+    of backbone features, the head trained with Ray Train, validated on held-out videos of both
+    classes (`val/loss`: ranking loss over all their pairs; `val/auc`: video-level AUC of the
+    max segment score), threshold = a quantile of held-out normal clips' scores."""
+    import io
+
+    from sklearn.metrics import roc_auc_score
+
+    from vad.io.storage import read_bytes
+    from vad.models.backbones import build_backbone
+    from vad.models.scorers.mil.loss import mil_ranking_loss
+    from vad.models.scorers.mil.model import MILScorer, segment_features
+    from vad.training.clips import split_videos
+
+    anomalous, normal = weak_labels(cfg, videos)
+    run = ray_train.claim_run(cfg)
+    features = clip_features_by_video(cfg, videos)
+    train_a, val_a = split_videos(anomalous, cfg.train.val_fraction)
+    train_n, val_n = split_videos(normal, cfg.train.val_fraction)
+
+    def bags(group: list) -> np.ndarray:
+        return np.stack([segment_features(features[v.uri]) for v in group if v.uri in features])
+
+    started = time.perf_counter()
+    dist = cfg.distributed
+    head, history = train_mil_distributed(
+        bags(train_a), bags(train_n), name=run.name, storage_path=run.storage, num_workers=dist.num_workers,
+        cpus_per_worker=dist.cpus_per_worker, use_gpu=dist.use_gpu, gpus_per_worker=dist.gpus_per_worker, epochs=cfg.train.epochs,
+        steps_per_epoch=cfg.train.steps_per_epoch, batch_pairs=cfg.train.batch_size, lr=cfg.train.lr,
+        weight_decay=cfg.train.weight_decay, dropout=cfg.model.hparams.get("dropout", 0.6), seed=cfg.train.seed,
+        max_failures=dist.max_failures, keep_checkpoints=dist.keep_checkpoints,
+    )
+    seconds = time.perf_counter() - started
+    ray_train.mark_finished(run, cfg)
+    val_metrics: dict[str, float] = {}
+    with torch.inference_mode():
+        if val_a and val_n:
+            scores_a, scores_n = head(torch.from_numpy(bags(val_a))), head(torch.from_numpy(bags(val_n)))
+            ia, inn = np.meshgrid(np.arange(len(scores_a)), np.arange(len(scores_n)), indexing="ij")
+            val_metrics["val/loss"] = float(mil_ranking_loss(scores_a[ia.ravel()], scores_n[inn.ravel()]))
+            top = torch.cat([scores_a.max(dim=1).values, scores_n.max(dim=1).values]).numpy()
+            val_metrics["val/auc"] = float(roc_auc_score([1] * len(scores_a) + [0] * len(scores_n), top))
+        reference = np.concatenate([features[v.uri] for v in (val_n or train_n) if v.uri in features])
+        clip_scores = head(torch.nn.functional.normalize(torch.from_numpy(reference).float(), dim=1)).numpy()
+    extractor = cfg.model.hparams.get("extractor", "i3d")
+    state = None
+    if cfg.model.backbone_weights:
+        state = torch.load(io.BytesIO(read_bytes(cfg.model.backbone_weights, cfg.storage)), weights_only=True)
+    model = MILScorer.from_parts(extractor, build_backbone(extractor, state_dict=state), head)
+    return MILResult(
+        model=model, history=history, threshold=float(np.quantile(clip_scores, cfg.train.threshold_quantile)),
+        val_metrics=val_metrics, seconds=seconds, clips=sum(len(f) for f in features.values()), run_path=run.path,
+        bags={"train_anomalous": len(train_a), "train_normal": len(train_n), "val_anomalous": len(val_a), "val_normal": len(val_n)},
+    )
