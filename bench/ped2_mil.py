@@ -26,7 +26,8 @@ from vad.models.backbones.i3d import i3d
 from vad.models.backbones.i3d_convert import convert, packaged_checkpoint, read_checkpoint
 from vad.models.checkpoint import decode_record, save_checkpoint
 from vad.evaluation.metrics import frames_from_clips
-from vad.models.scorers.mil.model import MILScorer, segment_features, train_mil
+from vad.models.scorers.mil.model import MILScorer, segment_features
+from vad.training.local import train_mil
 from vad.io.sources import list_videos
 
 

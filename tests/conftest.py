@@ -1,6 +1,23 @@
 import os
 import sys
+from pathlib import Path
+
+import pytest
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 sys.path.insert(0, os.path.dirname(__file__))
+
+# The fast tier (`pytest -m "not slow"`) is tests/unit; integration tests start Ray, an S3 server and
+# train models, and real-data tests train on UCSD Ped2.
+SLOW_FOLDERS = ("integration", "realdata")
+
+
+def pytest_collection_modifyitems(config, items):
+    here = Path(__file__).parent
+    for item in items:
+        if Path(item.fspath).relative_to(here).parts[0] in SLOW_FOLDERS:
+            item.add_marker(pytest.mark.slow)
+    # VAD_TEST_ORDER=reverse runs the tests backwards, to show that none depends on another's order.
+    if os.environ.get("VAD_TEST_ORDER") == "reverse":
+        items.reverse()

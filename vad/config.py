@@ -141,13 +141,18 @@ class RayConfig(_Section):
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray started by the job; null = all")
 
 
-class ScoreJobConfig(_Section):
+class _JobConfig(_Section):
+    """What every job has: footage, how to reach it and cut it, and where it tracks its runs."""
+
     source: SourceConfig
-    output: OutputConfig
-    scorer: ScorerConfig
     decode: DecodeConfig = DecodeConfig()
     storage: StorageConfig = StorageConfig()
     mlflow: MlflowConfig = MlflowConfig()
+
+
+class ScoreJobConfig(_JobConfig):
+    output: OutputConfig
+    scorer: ScorerConfig
     ray: RayConfig = RayConfig()
     run: RunPolicyConfig = RunPolicyConfig()
     run_name: str | None = Field(None, description="MLflow run name; null = score-<date>")
@@ -277,15 +282,13 @@ class TrainOutputConfig(_Section):
     version: str = Field("1", description="model version recorded in every score row")
 
 
-class TrainJobConfig(_Section):
-    source: SourceConfig
+class TrainJobConfig(_JobConfig):
     output: TrainOutputConfig
     model: TrainModelConfig = TrainModelConfig()
     train: TrainLoopConfig = TrainLoopConfig()
     distributed: DistributedConfig = DistributedConfig()
     registry: RegistryConfig = RegistryConfig()
     decode: DecodeConfig = DecodeConfig(stride=4)
-    storage: StorageConfig = StorageConfig()
     mlflow: MlflowConfig = MlflowConfig(experiment="vad-train")
     run_name: str | None = Field(None, description="Ray Train run name; naming an unfinished run again resumes it; null = a fresh one")
     work_dir: str = Field("vad-work", description="local folder for the MLflow db, Ray Train state and temp files")

@@ -67,17 +67,13 @@ def run_demo(work_dir: str = "vad-work", epochs: int = 25, num_cpus: int | None 
         decode = DecodeConfig(clip_len=16, stride=8, resize=(64, 64), grayscale=True)
         checkpoint = f"s3://{BUCKET}/models/conv_ae/v1.pt"
         mlflow = MlflowConfig(experiment="vad-demo")
+        shared = {"source": SourceConfig(uri=f"s3://{BUCKET}/archive"), "storage": storage, "mlflow": mlflow, "work_dir": str(work)}
         train_cfg = TrainJobConfig(
-            source=SourceConfig(uri=f"s3://{BUCKET}/archive"),
             output=TrainOutputConfig(checkpoint=checkpoint, version="demo-1"),
             model=TrainModelConfig(name="conv_ae", hparams={"widths": [64, 32, 16]}),
             train=TrainLoopConfig(epochs=3 if quick else epochs, batch_size=16, lr=2e-3, key_regex=r"/train_", device="cpu"),
-            decode=decode.model_copy(update={"stride": 4}),
-            storage=storage,
-            mlflow=mlflow,
-            distributed=DistributedConfig(num_cpus=num_cpus),
-            run_name="demo-train",
-            work_dir=str(work),
+            decode=decode.model_copy(update={"stride": 4}), distributed=DistributedConfig(num_cpus=num_cpus), run_name="demo-train",
+            **shared,
         )
         trained = run_training(train_cfg)
         print(
@@ -86,15 +82,9 @@ def run_demo(work_dir: str = "vad-work", epochs: int = 25, num_cpus: int | None 
         )
 
         score_cfg = ScoreJobConfig(
-            source=SourceConfig(uri=f"s3://{BUCKET}/archive"),
             output=OutputConfig(uri=str(results)),
             scorer=ScorerConfig(name="conv_ae", checkpoint=checkpoint, batch_size=16, device="cpu"),
-            decode=decode,
-            storage=storage,
-            mlflow=mlflow,
-            ray=RayConfig(num_cpus=num_cpus),
-            run_name="demo-score",
-            work_dir=str(work),
+            decode=decode, ray=RayConfig(num_cpus=num_cpus), run_name="demo-score", **shared,
         )
         summary = run_scoring(score_cfg)
         print(

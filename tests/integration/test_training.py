@@ -53,7 +53,11 @@ def baseline(ray_local, s3, archive, work):
 
 
 def test_two_workers_train_and_the_loss_falls(baseline):
+    import ray
+
     cfg, summary = baseline
+    # Training keeps its clips in order through its datasets' own settings, not the process's.
+    assert ray.data.DataContext.get_current().execution_options.preserve_order is False
     losses = [row["train/loss"] for row in summary.result.history]
     assert [row["epoch"] for row in summary.result.history] == list(range(EPOCHS))
     assert losses[-1] < 0.7 * losses[0], losses

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from vad.datasets.ped2 import data_dir
-from vad.models.scorers.mil.model import train_mil
+from vad.training.local import train_mil
 
 pytestmark = pytest.mark.skipif(data_dir() is None, reason="shared data not found (set VAD_DATA)")
 

@@ -199,3 +199,20 @@ def test_backend_is_part_of_the_decode_signature():
     decord_sig = decode_signature(16, 16, 1, (128, 128), True)
     assert decord_sig == decode_signature(16, 16, 1, (128, 128), True, "decord") == "len16-stride16-step1-128x128-gray"
     assert decode_signature(16, 16, 1, (128, 128), True, "pyav") != decord_sig
+
+
+def test_readers_are_closed_when_the_video_is_done(known_video):
+    """A PyAV reader holds an FFmpeg demuxer and file handle: `open_video` closes it on exit, also
+    when decoding stops part-way."""
+    from vad.video.readers import open_video
+
+    video = _only_video(known_video)
+    decode = DecodeConfig(clip_len=4, resize=(32, 48), backend="pyav")
+    with open_video(video, decode) as reader:
+        assert reader.container is not None and len(reader) == 30
+    assert reader.container is None
+    with pytest.raises(RuntimeError, match="stop"):
+        with open_video(video, decode) as reader:
+            reader.batch([0, 1])
+            raise RuntimeError("stop")
+    assert reader.container is None

@@ -38,3 +38,28 @@ def test_validation_holds_out_whole_videos():
     assert split_videos(videos, 0.0) == (videos, [])
     assert split_videos(["only"], 0.5) == (["only"], [])
     assert split_videos(["a", "b"], 0.1) == (["a"], ["b"])  # at least one held out when asked for
+
+
+def test_a_scoring_job_refuses_a_checkpoint_of_another_scorer(tmp_path):
+    """`scorer.name`, when given, must be the scorer the checkpoint holds (checked before listing)."""
+    from vad.config import ScoreJobConfig
+    from vad.models.checkpoint import decode_record, save_checkpoint
+    from vad.models.scorers import build_scorer
+    from vad.scoring.job import plan_run
+
+    cfg = ScoreJobConfig.model_validate(
+        {
+            "source": {"uri": str(tmp_path / "nothing-here")},
+            "output": {"uri": str(tmp_path / "results")},
+            "scorer": {"name": "pred", "checkpoint": str(tmp_path / "model.pt")},
+            "decode": {"clip_len": 8, "resize": [32, 32]},
+            "mlflow": {"enabled": False},
+            "work_dir": str(tmp_path),
+        }
+    )
+    model = build_scorer("conv_ae", clip_len=8, widths=[8, 8, 4])
+    save_checkpoint(cfg.scorer.checkpoint, model, version="1", threshold=0.1, decode=decode_record(cfg.decode))
+    with pytest.raises(ValueError, match="scorer.name is 'pred' but checkpoint .* holds a 'conv_ae' model"):
+        plan_run(cfg)
+    with pytest.raises(FileNotFoundError, match="does not exist"):  # the name matches: on to listing
+        plan_run(cfg.model_copy(update={"scorer": cfg.scorer.model_copy(update={"name": "conv_ae"})}))

@@ -11,105 +11,63 @@ SCORES_SCHEMA_VERSION = 2  # 2: runs gained errors/up_to_date/failure_rate; erro
 # Partition keys live in the hive path (date=YYYY-MM-DD/camera=ID/), not inside the files.
 PARTITION_SCHEMA = pa.schema([("date", pa.date32()), ("camera", pa.string())])
 
-SCORES_SCHEMA = pa.schema(
-    [
-        ("schema_version", pa.int16()),
-        ("run_id", pa.string()),
-        ("clip_id", pa.string()),
-        ("video_uri", pa.string()),
-        ("clip_index", pa.int32()),
-        ("start_frame", pa.int64()),
-        ("end_frame", pa.int64()),  # inclusive
-        ("frame_step", pa.int16()),
-        ("start_time_s", pa.float64()),
-        ("end_time_s", pa.float64()),
-        ("model_name", pa.string()),
-        ("model_version", pa.string()),
-        ("score", pa.float32()),
-        ("threshold", pa.float32()),
-        ("is_anomaly", pa.bool_()),
-        ("frame_scores", pa.list_(pa.field("element", pa.float32()))),  # Parquet's list item name
-        ("scored_at", pa.timestamp("us", tz="UTC")),
-    ],
-    metadata={"vad.table": "scores", "vad.schema_version": str(SCORES_SCHEMA_VERSION)},
-)
+# Types the tables share. Columns are grouped one line per meaning.
+_I16, _I32, _I64, _F32, _F64, _STR, _BOOL = pa.int16(), pa.int32(), pa.int64(), pa.float32(), pa.float64(), pa.string(), pa.bool_()
+_UTC = pa.timestamp("us", tz="UTC")
+_HEAD = [("schema_version", _I16), ("run_id", _STR)]  # every table starts with these
 
-MASKS_SCHEMA = pa.schema(
-    [
-        ("schema_version", pa.int16()),
-        ("run_id", pa.string()),
-        ("clip_id", pa.string()),  # joins scores.clip_id
-        ("video_uri", pa.string()),
-        ("clip_index", pa.int32()),
-        ("start_frame", pa.int64()),
-        ("frame_step", pa.int16()),
-        ("height", pa.int32()),
-        ("width", pa.int32()),
-        ("mask_png", pa.list_(pa.field("element", pa.binary()))),  # one 1-bit PNG per frame of the clip
-        ("anomalous_pixels", pa.list_(pa.field("element", pa.int32()))),
-    ],
-    metadata={"vad.table": "masks", "vad.schema_version": str(SCORES_SCHEMA_VERSION)},
-)
 
-RUNS_SCHEMA = pa.schema(
-    [
-        ("schema_version", pa.int16()),
-        ("run_id", pa.string()),
-        ("run_date", pa.date32()),
-        ("started_at", pa.timestamp("us", tz="UTC")),
-        ("finished_at", pa.timestamp("us", tz="UTC")),
-        ("source_uri", pa.string()),
-        ("model_name", pa.string()),
-        ("model_version", pa.string()),
-        ("videos", pa.int64()),
-        ("rejected", pa.int64()),
-        ("up_to_date", pa.int64()),  # skipped: already scored by this model, object unchanged
-        ("errors", pa.int64()),
-        ("failure_rate", pa.float64()),
-        ("clips", pa.int64()),
-        ("anomalous_clips", pa.int64()),
-        ("wall_s", pa.float64()),
-        ("clips_per_s", pa.float64()),
-    ],
-    metadata={"vad.table": "runs", "vad.schema_version": str(SCORES_SCHEMA_VERSION)},
-)
+def _table(name: str, columns: list[tuple[str, pa.DataType]]) -> pa.Schema:
+    return pa.schema(_HEAD + columns, metadata={"vad.table": name, "vad.schema_version": str(SCORES_SCHEMA_VERSION)})
 
+
+def _list_of(item: pa.DataType) -> pa.DataType:
+    return pa.list_(pa.field("element", item))  # Parquet's list item name
+
+
+SCORES_SCHEMA = _table("scores", [
+    ("clip_id", _STR), ("video_uri", _STR), ("clip_index", _I32),
+    ("start_frame", _I64), ("end_frame", _I64), ("frame_step", _I16),  # end_frame is inclusive
+    ("start_time_s", _F64), ("end_time_s", _F64),
+    ("model_name", _STR), ("model_version", _STR),
+    ("score", _F32), ("threshold", _F32), ("is_anomaly", _BOOL), ("frame_scores", _list_of(_F32)),
+    ("scored_at", _UTC),
+])
+
+MASKS_SCHEMA = _table("masks", [
+    ("clip_id", _STR), ("video_uri", _STR), ("clip_index", _I32),  # clip_id joins scores.clip_id
+    ("start_frame", _I64), ("frame_step", _I16), ("height", _I32), ("width", _I32),
+    ("mask_png", _list_of(pa.binary())),  # one 1-bit PNG per frame of the clip
+    ("anomalous_pixels", _list_of(_I32)),
+])
+
+RUNS_SCHEMA = _table("runs", [
+    ("run_date", pa.date32()), ("started_at", _UTC), ("finished_at", _UTC),
+    ("source_uri", _STR), ("model_name", _STR), ("model_version", _STR),
+    # up_to_date: skipped, already scored by this model and the object unchanged
+    ("videos", _I64), ("rejected", _I64), ("up_to_date", _I64), ("errors", _I64), ("failure_rate", _F64),
+    ("clips", _I64), ("anomalous_clips", _I64), ("wall_s", _F64), ("clips_per_s", _F64),
+])
 
 # One row per object the job could not score: listing, reading, decoding, scoring or writing.
-ERRORS_SCHEMA = pa.schema(
-    [
-        ("schema_version", pa.int16()),
-        ("run_id", pa.string()),
-        ("uri", pa.string()),
-        ("stage", pa.string()),  # list | read | open | decode | score | write | incomplete
-        ("error_class", pa.string()),
-        ("message", pa.string()),
-        ("permanent", pa.bool_()),  # the object itself is bad: not retried until it changes
-        ("size", pa.int64()),
-        ("recorded_at", pa.timestamp("us", tz="UTC")),
-    ],
-    metadata={"vad.table": "errors", "vad.schema_version": str(SCORES_SCHEMA_VERSION)},
-)
+ERRORS_SCHEMA = _table("errors", [
+    ("uri", _STR),
+    ("stage", _STR),  # list | read | open | decode | score | write | incomplete
+    ("error_class", _STR), ("message", _STR),
+    ("permanent", _BOOL),  # the object itself is bad: not retried until it changes
+    ("size", _I64), ("recorded_at", _UTC),
+])
 
 # What was scored (or found permanently bad) by which model: the job skips objects listed here
 # whose size and mtime have not changed.
-MANIFEST_SCHEMA = pa.schema(
-    [
-        ("schema_version", pa.int16()),
-        ("run_id", pa.string()),
-        ("uri", pa.string()),
-        ("size", pa.int64()),
-        ("mtime", pa.float64()),  # seconds since epoch (S3 LastModified), newest frame for folders
-        ("model_name", pa.string()),
-        ("model_version", pa.string()),
-        ("decode", pa.string()),  # decode signature, see `decode_signature`
-        ("status", pa.string()),  # scored | failed
-        ("clips", pa.int64()),
-        ("scores_path", pa.string()),
-        ("recorded_at", pa.timestamp("us", tz="UTC")),
-    ],
-    metadata={"vad.table": "manifest", "vad.schema_version": str(SCORES_SCHEMA_VERSION)},
-)
+MANIFEST_SCHEMA = _table("manifest", [
+    ("uri", _STR), ("size", _I64),
+    ("mtime", _F64),  # seconds since epoch (S3 LastModified), newest frame for folders
+    ("model_name", _STR), ("model_version", _STR),
+    ("decode", _STR),  # decode signature, see `decode_signature`
+    ("status", _STR),  # scored | failed
+    ("clips", _I64), ("scores_path", _STR), ("recorded_at", _UTC),
+])
 
 
 def clip_id(video_uri: str, clip_index: int, clip_len: int, stride: int, frame_step: int) -> str:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from vad.models.scorers import ClipScorer
-from vad.training.step import train_step, unit_clips
+from vad.training.step import optimise, train_step, unit_clips
 
 log = logging.getLogger(__name__)
 
@@ -84,3 +84,30 @@ def fit(
         model.calibrate(unit_clips(val if n_val else train[:64], device))
     threshold = float(np.quantile(reference, threshold_quantile))
     return FitResult(threshold, history, reference, time.perf_counter() - started)
+
+
+def train_mil(
+    anomalous: np.ndarray, normal: np.ndarray, *, epochs: int = 200, batch_pairs: int = 30, lr: float = 1e-3,
+    weight_decay: float = 1e-3, seed: int = 0,
+) -> tuple[torch.nn.Module, list[float]]:
+    """The MIL head (Sultani et al.) trained in this process on bags (n, 32, d) of anomalous and normal
+    videos; Adagrad as in the paper's code (`vad.training.mil` trains it on Ray Train)."""
+    from vad.models.scorers.mil.loss import mil_ranking_loss
+    from vad.models.scorers.mil.model import MILHead
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    head = MILHead(feature_dim=anomalous.shape[-1])
+    optimiser = torch.optim.Adagrad(head.parameters(), lr=lr, weight_decay=weight_decay)
+    a_all, n_all = torch.from_numpy(anomalous).float(), torch.from_numpy(normal).float()
+    losses = []
+    for _ in range(epochs):
+        head.train()
+        # The paper's batch: 30 anomalous and 30 normal videos, paired; smaller sets are cycled.
+        ia = rng.permutation(len(a_all))[:batch_pairs]
+        inn = rng.permutation(len(n_all))[:batch_pairs]
+        pairs = max(len(ia), len(inn))
+        scores_a, scores_n = head(a_all[ia]), head(n_all[inn])
+        losses.append(optimise(optimiser, mil_ranking_loss(scores_a[np.arange(pairs) % len(ia)], scores_n[np.arange(pairs) % len(inn)])))
+    head.eval()
+    return head, losses

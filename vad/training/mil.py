@@ -12,6 +12,7 @@ import torch
 
 from vad.config import TrainJobConfig
 from vad.training import ray_train
+from vad.training.step import optimise
 
 WEAK_LABELS_NEEDED = "mil learns from weakly labelled videos: set train.anomalous_regex (keys of anomalous videos)"
 
@@ -39,11 +40,7 @@ def mil_train_loop(config: dict) -> None:
         losses = []
         for _ in range(config["steps_per_epoch"]):
             ia, inn = rng.integers(0, len(anomalous), pairs), rng.integers(0, len(normal), pairs)
-            loss = mil_ranking_loss(model(anomalous[ia]), model(normal[inn]))
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            losses.append(float(loss.detach()))
+            losses.append(optimise(optimiser, mil_ranking_loss(model(anomalous[ia]), model(normal[inn]))))
         metrics = {"epoch": epoch, "train/loss": ray_train.mean(ray_train.all_workers_sum(float(np.sum(losses)), len(losses)))}
         history.append(metrics)
         ray_train.report(metrics, history, head, optimiser, rank=rank, save=True)
@@ -57,7 +54,7 @@ def train_mil_distributed(
 ):
     """The MIL head (Sultani et al.) trained with Ray Train on bags (n, 32, d); returns (head, history).
 
-    Same loss and Adagrad as `vad.models.scorers.mil.train_mil`; every rank draws its own bag pairs, DDP
+    Same loss and Adagrad as `vad.training.local.train_mil`; every rank draws its own bag pairs, DDP
     averages their gradients, so N workers see N x `batch_pairs` pairs per step."""
     import ray
 

@@ -61,11 +61,7 @@ def c3d(*, state_dict: dict[str, torch.Tensor] | None = None) -> C3D:
     return model.eval()
 
 
-register(
-    ModelMeta(
-        name="c3d", builder=c3d, paper="Tran et al., Learning Spatiotemporal Features with 3D Convolutional Networks, ICCV 2015",
-        clip_len=16, input_size=(112, 112), grayscale=False, input_range=255.0,
-        normalisation="RGB 0-255 minus the Sports-1M mean", feature_dim=4096,
-        tiny=Tiny({}, (1, 16, 112, 112, 3)),
-    )
-)
+PAPER = "Tran et al., Learning Spatiotemporal Features with 3D Convolutional Networks, ICCV 2015"
+# RGB 0-255 (input_range 255) minus the Sports-1M mean; 16 frames of 112x112; fc6 is 4096-d.
+register(ModelMeta("c3d", c3d, PAPER, clip_len=16, input_size=(112, 112), grayscale=False, input_range=255.0,
+                   normalisation="RGB 0-255 minus the Sports-1M mean", feature_dim=4096, tiny=Tiny({}, (1, 16, 112, 112, 3))))

@@ -124,11 +124,7 @@ def i3d(*, state_dict: dict[str, torch.Tensor] | None = None) -> InceptionI3d:
     return model.eval()
 
 
-register(
-    ModelMeta(
-        name="i3d", builder=i3d, paper="Carreira & Zisserman, Quo Vadis, Action Recognition? (I3D), CVPR 2017",
-        clip_len=16, input_size=(224, 224), grayscale=False, input_range=1.0,
-        normalisation="RGB scaled to [-1, 1]", feature_dim=1024,
-        tiny=Tiny({}, (1, 8, 64, 64, 3)),
-    )
-)
+PAPER = "Carreira & Zisserman, Quo Vadis, Action Recognition? A New Model and the Kinetics Dataset, CVPR 2017"
+# RGB in [0, 1] (scaled to [-1, 1] inside); Kinetics-400 was trained on 224x224; pooled Mixed_5c is 1024-d.
+register(ModelMeta("i3d", i3d, PAPER, clip_len=16, input_size=(224, 224), grayscale=False, normalisation="RGB scaled to [-1, 1]",
+                   feature_dim=1024, tiny=Tiny({}, (1, 8, 64, 64, 3))))

@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from vad.models.scorers.base import ClipScorer, ScoreOutput
-from vad.models.scorers.mil.loss import mil_ranking_loss
 
 SEGMENTS = 32
 
@@ -53,43 +52,10 @@ def segment_features(clip_features: np.ndarray, segments: int = SEGMENTS) -> np.
     return out / np.maximum(norms, 1e-12)
 
 
-def train_mil(
-    anomalous: np.ndarray,
-    normal: np.ndarray,
-    *,
-    epochs: int = 200,
-    batch_pairs: int = 30,
-    lr: float = 1e-3,
-    weight_decay: float = 1e-3,
-    seed: int = 0,
-) -> tuple[MILHead, list[float]]:
-    """Bags (n, 32, d) of anomalous and normal videos; Adagrad as in the paper's code."""
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    head = MILHead(feature_dim=anomalous.shape[-1])
-    optimiser = torch.optim.Adagrad(head.parameters(), lr=lr, weight_decay=weight_decay)
-    a_all, n_all = torch.from_numpy(anomalous).float(), torch.from_numpy(normal).float()
-    losses = []
-    for _ in range(epochs):
-        head.train()
-        # The paper's batch: 30 anomalous and 30 normal videos, paired; smaller sets are cycled.
-        ia = rng.permutation(len(a_all))[:batch_pairs]
-        inn = rng.permutation(len(n_all))[:batch_pairs]
-        pairs = max(len(ia), len(inn))
-        scores_a, scores_n = head(a_all[ia]), head(n_all[inn])
-        loss = mil_ranking_loss(scores_a[np.arange(pairs) % len(ia)], scores_n[np.arange(pairs) % len(inn)])
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        losses.append(float(loss.detach()))
-    head.eval()
-    return head, losses
-
-
 class MILScorer(ClipScorer):
     """A backbone (C3D or I3D) and a trained MIL head: scores RGB clips in the scoring pipeline.
 
-    Training ranks 32-segment bags (`train_mil`); at scoring time each clip is one instance, its
+    Training ranks 32-segment bags (`vad.training.local.train_mil`); at scoring time each clip is one instance, its
     L2-normalised feature scored by the head, so a nightly job needs no whole-video pass. Every frame
     of a clip takes the clip's score. The checkpoint holds the backbone too, so it is self-contained.
     """
@@ -133,7 +99,7 @@ class MILScorer(ClipScorer):
     def training_loss(self, clips: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(
             "mil is trained on weakly labelled videos, not on normal clips: train a head with "
-            "vad.models.scorers.mil.train_mil on segment features and join it with MILScorer.from_parts"
+            "vad.training.local.train_mil on segment features and join it with MILScorer.from_parts"
         )
 
     def hparams(self) -> dict:
