@@ -26,13 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from vad.models.checkpoint import decode_record, save_checkpoint
 from vad.config import DecodeConfig, MlflowConfig, OutputConfig, RayConfig, RunPolicyConfig, ScoreJobConfig, ScorerConfig, SourceConfig
-from vad.video.clips import clip_starts
-from vad.testing.faults import FAULT_KINDS, FaultyS3Proxy, bad_object
+from vad.models.checkpoint import decode_record, save_checkpoint
 from vad.scoring.job import run_scoring
+from vad.testing.faults import FAULT_KINDS, FaultyS3Proxy, bad_object
 from vad.testing.s3server import start_local_s3
 from vad.testing.synthetic import encode_mp4, render_scene
+from vad.video.clips import clip_starts
 
 DAY = "2026-11-24"
 DECODE = DecodeConfig(clip_len=8, stride=8, resize=(48, 64), grayscale=True, clips_per_batch=4)

@@ -21,10 +21,8 @@ import time
 
 import numpy as np
 import torch
-
 from ped2_harness import PED2_SETTINGS as SETTINGS
 from ped2_harness import benchmark_scorer, training_decodes
-
 
 
 def run(

@@ -52,8 +52,8 @@ class BenchResult:
 
 def _clips_with_starts(folder: Path, decode, keys: set[str] | None = None) -> dict[str, tuple[list[int], np.ndarray]]:
     from vad.config import SourceConfig
-    from vad.video.clips import iter_clips
     from vad.io.sources import list_videos
+    from vad.video.clips import iter_clips
 
     videos, _ = list_videos(SourceConfig(uri=str(folder)), run_date="2000-01-01")
     out = {}
@@ -98,9 +98,9 @@ def benchmark_scorer(
     import torch
 
     from vad.evaluation.metrics import frame_level_report, frames_from_clips
+    from vad.evaluation.pseudo_anomalies import pseudo_anomaly_report
     from vad.models.scorers import build_scorer, evaluation_normalisation
     from vad.training.local import fit, score_clips
-    from vad.evaluation.pseudo_anomalies import pseudo_anomaly_report
 
     normalise = evaluation_normalisation(name)
     ped2 = load_ped2()

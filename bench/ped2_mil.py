@@ -21,14 +21,14 @@ from sklearn.metrics import roc_auc_score
 
 from vad.config import DecodeConfig, SourceConfig
 from vad.datasets.ped2 import cache_dir, load_ped2
-from vad.video.clips import iter_clips
+from vad.evaluation.metrics import frames_from_clips
+from vad.io.sources import list_videos
 from vad.models.backbones.i3d import i3d
 from vad.models.backbones.i3d_convert import convert, packaged_checkpoint, read_checkpoint
 from vad.models.checkpoint import decode_record, save_checkpoint
-from vad.evaluation.metrics import frames_from_clips
 from vad.models.scorers.mil.model import MILScorer, segment_features
 from vad.training.local import train_mil
-from vad.io.sources import list_videos
+from vad.video.clips import iter_clips
 
 
 def extract(size: int) -> dict[str, dict]:

@@ -69,8 +69,8 @@ def _decode_share(args: tuple) -> tuple[int, float]:
     """Cut the `part`-th of `parts` contiguous shares of the video's clips, as one decode task of
     the pipeline does; (frames delivered, seconds)."""
     path, decode_json, part, parts = args
-    from vad.video.readers import _reader
     from vad.video.clips import clip_starts, part_range
+    from vad.video.readers import _reader
 
     decode = DecodeConfig(**json.loads(decode_json))
     started = time.perf_counter()
@@ -160,10 +160,10 @@ def pipeline_clips_per_s(path: Path, work: Path, nodes: int, cpus: int, backend:
     import ray
     import torch
 
-    from vad.models.checkpoint import decode_record, save_checkpoint
     from vad.config import MlflowConfig, OutputConfig, ScoreJobConfig, ScorerConfig, SourceConfig
-    from vad.scoring.job import run_scoring
+    from vad.models.checkpoint import decode_record, save_checkpoint
     from vad.models.scorers import build_scorer
+    from vad.scoring.job import run_scoring
 
     checkpoint = work / "conv_ae.pt"
     if not checkpoint.exists():

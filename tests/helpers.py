@@ -9,8 +9,8 @@ import pyarrow.dataset as pads
 import yaml
 
 from vad.config import DecodeConfig, MlflowConfig, OutputConfig, RayConfig, RunPolicyConfig, ScoreJobConfig, ScorerConfig, SourceConfig
-from vad.video.clips import clip_starts
 from vad.results.schema import PARTITION_SCHEMA
+from vad.video.clips import clip_starts
 
 # Small clips for the integration tests: quick to train and score on 2 CPUs.
 DECODE = DecodeConfig(clip_len=8, stride=8, resize=(48, 64), grayscale=True, clips_per_batch=4)

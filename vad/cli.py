@@ -65,9 +65,9 @@ def cmd_train(args) -> int:
 
 
 def cmd_query(args) -> int:
-    from vad.results.sql import format_table, run_query
-
     import duckdb
+
+    from vad.results.sql import format_table, run_query
 
     sql = args.sql if args.sql != "-" else sys.stdin.read()
     try:

@@ -41,8 +41,8 @@ SAMPLE_SQL = (
 
 def run_demo(work_dir: str = "vad-work", epochs: int = 25, num_cpus: int | None = None, quick: bool = False) -> dict:
     from vad.evaluation.evaluate import evaluate_run, log_evaluation
-    from vad.scoring.job import run_scoring
     from vad.results.sql import format_table, run_query
+    from vad.scoring.job import run_scoring
     from vad.testing.s3server import start_local_s3, upload_folder
     from vad.testing.synthetic import generate_dataset
     from vad.training.job import run_training

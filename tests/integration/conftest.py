@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-
 from helpers import DECODE
+
 from vad.config import SourceConfig
 from vad.testing.s3server import start_local_s3, upload_folder
 from vad.testing.synthetic import generate_dataset

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import DAY, DECODE, assert_exactly_once, expected_clips, job_config, put, scores, table, write_yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import DAY, DECODE, assert_exactly_once, expected_clips, job_config, put, scores, table, write_yaml
 from vad.cli import main
 from vad.config import MlflowConfig, OutputConfig, RayConfig
-from vad.testing.faults import FAULT_KINDS, FaultyS3Proxy, bad_object
 from vad.scoring.job import run_scoring
+from vad.testing.faults import FAULT_KINDS, FaultyS3Proxy, bad_object
 from vad.testing.synthetic import encode_mp4, render_scene
 
 GOOD_FRAMES = 40

@@ -6,14 +6,14 @@ import numpy as np
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
+from helpers import DECODE
 from sklearn.metrics import roc_auc_score
 
-from helpers import DECODE
 from vad.cli import main
 from vad.config import MlflowConfig, OutputConfig, RayConfig, ScoreJobConfig, ScorerConfig, SourceConfig
-from vad.video.clips import clip_starts
-from vad.scoring.job import run_scoring
 from vad.results.schema import PARTITION_SCHEMA, SCORES_SCHEMA
+from vad.scoring.job import run_scoring
+from vad.video.clips import clip_starts
 
 
 @pytest.fixture(scope="module")
@@ -121,8 +121,8 @@ def test_videos_split_across_decode_tasks_with_the_pyav_decoder(scored, tmp_path
     PyAV, on two actors that ask for other CPUs than decode tasks would (separate decode tasks
     would wait forever for CPUs the actors hold): the same clips, each once, one file per video,
     and the same scores up to the decoders' rounding."""
-    from vad.video.clips import split_parts
     from vad.io.sources import list_videos
+    from vad.video.clips import split_parts
 
     decode = DECODE.model_copy(update={"split_mb": 0.01, "backend": "pyav", "num_cpus": 1.0})
     base = scored["cfg"]
@@ -167,8 +167,8 @@ def test_mask_scorer_writes_the_sibling_masks_table(ray_local, s3, archive, tmp_
     import torch
 
     from vad.models.checkpoint import decode_record, save_checkpoint
-    from vad.results.sql import run_query
     from vad.models.scorers import build_scorer
+    from vad.results.sql import run_query
     from vad.results.tables import decode_mask
 
     torch.manual_seed(0)
@@ -194,11 +194,11 @@ def test_mil_scorer_runs_in_the_pipeline_on_rgb_clips(ray_local, s3, archive, tm
     the same score the in-memory scorer gives those clips."""
     import torch
 
-    from vad.models.checkpoint import decode_record, save_checkpoint
     from vad.config import SourceConfig as Source
-    from vad.video.clips import iter_clips
-    from vad.models.scorers import build_scorer
     from vad.io.sources import list_videos
+    from vad.models.checkpoint import decode_record, save_checkpoint
+    from vad.models.scorers import build_scorer
+    from vad.video.clips import iter_clips
 
     torch.manual_seed(0)
     model = build_scorer("mil", extractor="i3d").eval()

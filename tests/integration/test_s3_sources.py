@@ -2,13 +2,13 @@
 
 import numpy as np
 import pytest
-
 from helpers import frame_index_of, known_frames
+
 from vad.config import DecodeConfig, SourceConfig
-from vad.video.clips import iter_clips
 from vad.io.sources import list_videos
 from vad.io.storage import read_bytes
 from vad.testing.synthetic import encode_mp4
+from vad.video.clips import iter_clips
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from helpers import DECODE, actor_pids
-from vad.models.checkpoint import load_checkpoint
+
 from vad.config import (
     DistributedConfig,
     MlflowConfig,
@@ -17,6 +16,7 @@ from vad.config import (
     TrainModelConfig,
     TrainOutputConfig,
 )
+from vad.models.checkpoint import load_checkpoint
 from vad.training.job import run_training
 
 EPOCHS = 4
@@ -92,10 +92,10 @@ def test_mlflow_holds_params_metrics_artifacts_and_the_registered_model(baseline
 def test_registered_model_scores_exactly_like_the_in_memory_one(baseline, archive, s3):
     import mlflow
 
-    from vad.video.clips import iter_clips
-    from vad.tracking.registry import resolve_model_uri
     from vad.io.sources import list_videos
+    from vad.tracking.registry import resolve_model_uri
     from vad.tracking.runs import tracking_uri
+    from vad.video.clips import iter_clips
 
     cfg, summary = baseline
     uri = tracking_uri(cfg.mlflow, cfg.work_dir)
@@ -115,8 +115,8 @@ def test_registered_model_scores_exactly_like_the_in_memory_one(baseline, archiv
     import pyarrow.dataset as pads
 
     from vad.config import OutputConfig, ScoreJobConfig, ScorerConfig
-    from vad.scoring.job import run_scoring
     from vad.results.schema import PARTITION_SCHEMA
+    from vad.scoring.job import run_scoring
 
     out = Path(cfg.work_dir) / "scored-by-registry"
     run_scoring(

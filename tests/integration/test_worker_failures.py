@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers import DAY, DECODE, actor_pids, assert_exactly_once, job_config, put
-from vad.models.checkpoint import decode_record, save_checkpoint
+
 from vad.config import MlflowConfig, RayConfig
+from vad.models.checkpoint import decode_record, save_checkpoint
 from vad.scoring.job import run_scoring
 from vad.testing.synthetic import encode_mp4, render_scene
 

@@ -5,17 +5,17 @@ import time
 
 import numpy as np
 import pytest
+from helpers import DECODE
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import DECODE
-from vad.video.clips import clip_starts
-from vad.testing.faults import FAULT_KINDS, bad_object
+from vad.io.sources import VideoRef
 from vad.results.ledger import ErrorLog, ManifestKey, ManifestWriter, adopt_finished, error_row, is_up_to_date, read_manifest, unique_errors
 from vad.results.schema import result_file_name
-from vad.io.sources import VideoRef
 from vad.scoring.stages import decode_videos
+from vad.testing.faults import FAULT_KINDS, bad_object
 from vad.testing.synthetic import encode_mp4, render_scene
+from vad.video.clips import clip_starts
 
 VALID = encode_mp4(render_scene(5, 24, height=64, width=96).frames)
 

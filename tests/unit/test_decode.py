@@ -1,15 +1,14 @@
 import numpy as np
 import pytest
+from helpers import frame_index_of, known_frames, level
 from PIL import Image
 
-from helpers import frame_index_of, known_frames, level
 from vad.config import DecodeConfig, SourceConfig
-from vad.video.readers import _reader, to_gray
-from vad.video.clips import clip_starts, iter_clip_batches, iter_clips, part_range, split_parts
+from vad.io.sources import VideoRef, list_videos
 from vad.results.schema import decode_signature
-from vad.io.sources import VideoRef
-from vad.io.sources import list_videos
 from vad.testing.synthetic import encode_mp4
+from vad.video.clips import clip_starts, iter_clip_batches, iter_clips, part_range, split_parts
+from vad.video.readers import _reader, to_gray
 
 
 @pytest.mark.parametrize(

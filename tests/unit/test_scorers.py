@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from vad.models.scorers import SCORERS, build_scorer, register, scorer_meta
-from vad.models.scorers.mil.loss import mil_ranking_loss
 from vad.models.scorers.base import frame_score_from_errors
+from vad.models.scorers.mil.loss import mil_ranking_loss
 from vad.models.scorers.mil.model import MILHead, MILScorer, segment_features
-from vad.training.local import train_mil
 from vad.models.scorers.pred.loss import gradient_loss, psnr
+from vad.training.local import train_mil
 
 # Every registered scorer, with the tiny configuration its record carries.
 CASES = {name: (scorer_meta(name).tiny.hparams, scorer_meta(name).tiny.input_shape) for name in SCORERS}

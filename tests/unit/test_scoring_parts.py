@@ -7,12 +7,12 @@ import pyarrow as pa
 import pytest
 import torch
 
-from vad.models.checkpoint import check_decode_matches, decode_record, load_checkpoint, save_checkpoint
 from vad.config import DecodeConfig
 from vad.evaluation.metrics import frame_level_report, frames_from_clips, normalise_per_video
-from vad.results.schema import SCORES_SCHEMA, clip_id
+from vad.models.checkpoint import check_decode_matches, decode_record, load_checkpoint, save_checkpoint
 from vad.models.scorers import build_scorer
 from vad.models.scorers.conv_ae.loss import regularity_score
+from vad.results.schema import SCORES_SCHEMA, clip_id
 from vad.results.tables import scores_table
 
 

@@ -8,7 +8,16 @@ import pytest
 
 from vad.config import StorageConfig
 from vad.io import storage
-from vad.io.storage import Location, open_atomic, parse_uri, read_bytes, whole_read_attempts, with_retries, write_bytes, write_parquet_atomic
+from vad.io.storage import (
+    Location,
+    open_atomic,
+    parse_uri,
+    read_bytes,
+    whole_read_attempts,
+    with_retries,
+    write_bytes,
+    write_parquet_atomic,
+)
 
 
 def test_parse_uri_s3_and_local():

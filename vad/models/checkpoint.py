@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import torch
 
 from vad.config import StorageConfig
-from vad.models.scorers import ClipScorer, build_scorer
 from vad.io.storage import read_bytes, write_bytes
+from vad.models.scorers import ClipScorer, build_scorer
 
 FORMAT = "vad-checkpoint/1"
 

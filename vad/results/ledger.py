@@ -19,9 +19,8 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from vad.config import StorageConfig
+from vad.io.storage import filesystem, parse_uri, write_parquet_atomic
 from vad.results.schema import ERRORS_SCHEMA, MANIFEST_SCHEMA, SCORES_SCHEMA_VERSION
-from vad.io.storage import write_parquet_atomic
-from vad.io.storage import filesystem, parse_uri
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from vad.config import StorageConfig
-from vad.results.schema import ERRORS_SCHEMA, MANIFEST_SCHEMA, MASKS_SCHEMA, PARTITION_SCHEMA, RUNS_SCHEMA, SCORES_SCHEMA
 from vad.io.storage import filesystem, parse_uri
+from vad.results.schema import ERRORS_SCHEMA, MANIFEST_SCHEMA, MASKS_SCHEMA, PARTITION_SCHEMA, RUNS_SCHEMA, SCORES_SCHEMA
 
 TABLES = {
     "scores": SCORES_SCHEMA,

@@ -19,7 +19,17 @@ from dataclasses import dataclass, field
 from vad.cluster import ensure_ray
 from vad.config import ScoreJobConfig
 from vad.io.sources import Rejected, VideoRef, list_videos
-from vad.results.ledger import ManifestKey, ManifestWriter, adopt_finished, error_row, is_up_to_date, read_manifest, start_error_log, unique_errors, write_errors
+from vad.results.ledger import (
+    ManifestKey,
+    ManifestWriter,
+    adopt_finished,
+    error_row,
+    is_up_to_date,
+    read_manifest,
+    start_error_log,
+    unique_errors,
+    write_errors,
+)
 from vad.results.runs import write_run_record
 from vad.results.schema import RUNS_SCHEMA, SCORES_SCHEMA_VERSION, signature_of
 from vad.scoring.stages import DecodeAndScoreClips, ScoreClips, decode_tasks, map_decoded_clips

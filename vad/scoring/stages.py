@@ -37,8 +37,8 @@ def decode_videos(
     With an `errors` log (a `vad.results.ledger.ErrorLog` actor), a video that fails is reported there
     and the task goes on with the next one; clips it already yielded are dropped by the writer,
     which only writes complete videos. Without one, the failure is raised."""
-    from vad.video.readers import BadVideo
     from vad.results.ledger import error_row, report_errors
+    from vad.video.readers import BadVideo
 
     columns = list(batch)
     for i in range(len(batch["uri"])):
@@ -66,8 +66,6 @@ class ScoreClips:
         self, *, checkpoint: str, storage: StorageConfig | None, device: str, run_id: str, decode: DecodeConfig, errors=None,
         precision: str = "auto", memory_format: str = "auto", compile: bool = False,
     ):
-        import torch
-
         from vad.models.checkpoint import check_decode_matches, load_checkpoint
         from vad.models.inference import InferenceOptions, prepare
 
@@ -79,7 +77,6 @@ class ScoreClips:
         self.run_id = run_id
         self.decode = decode
         self.errors = errors  # a vad.results.ledger.ErrorLog actor; None: a failing batch raises
-        torch.set_grad_enabled(False)
 
     def _score(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         import torch
@@ -250,9 +247,9 @@ class ExtractFeatures:
 
         import torch
 
+        from vad.io.storage import read_bytes
         from vad.models.backbones import backbone_meta, build_backbone
         from vad.models.inference import InferenceOptions, prepare
-        from vad.io.storage import read_bytes
 
         state = torch.load(io.BytesIO(read_bytes(weights, storage)), weights_only=True) if weights else None
         self.options = InferenceOptions.resolve(device, precision, memory_format, compile)

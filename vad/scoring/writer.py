@@ -71,9 +71,9 @@ class WriteScores:
         }
 
     def _write(self, uri: str, raw_date: str, raw_camera: str, clips: dict, size: int, mtime: float) -> dict | None:
+        from vad.io.storage import write_parquet_atomic
         from vad.results.ledger import error_row, report_errors
         from vad.results.schema import result_file_name
-        from vad.io.storage import write_parquet_atomic
 
         ordered = [clips[k] for k in sorted(clips)]
         part = pa.concat_tables([t for t, _ in ordered])

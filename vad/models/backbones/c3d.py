@@ -13,7 +13,6 @@ from torch import nn
 from vad.models.backbones import register
 from vad.models.registry import ModelMeta, Tiny
 
-
 # c3d.pickle (the common PyTorch port of the Caffe model) takes RGB 0-255 minus this mean.
 MEAN_RGB = (90.25, 97.66, 101.41)
 

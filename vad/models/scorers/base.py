@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from torch import nn
 
 
-
 @dataclass
 class ScoreOutput:
     """Evaluation output for a batch of clips. Higher scores mean more anomalous."""
