@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         for index in range(len(clip_starts(frames, DECODE.clip_len, DECODE.stride)))
     }
     errors = {e["uri"]: e for e in first.errors}
-    should_fail = {uri for uri, (_, frames) in plan.items() if frames is None}
+    should_fail = {uri for uri, (kind, frames) in plan.items() if frames is None and FAULT_KINDS.get(kind) == "error"}
     kinds = collections.Counter(kind for kind, _ in plan.values())
     by_class = collections.Counter(e["error_class"] for e in first.errors)
 
@@ -149,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"errors recorded:      {len(first.errors)}  ({', '.join(f'{k} {n}' for k, n in sorted(by_class.items()))})")
     print(f"  bad objects caught: {len(should_fail & set(errors))} of {len(should_fail)}")
     print(f"  good objects in errors: {len(set(errors) - should_fail)}")
+    print(f"non-video skipped:    {first.skipped}")
     print(f"S3 faults injected:   {stats['failed']} x 503, {stats['dropped']} dropped, {stats['delayed']} delayed of {stats['requests']} requests")
     print(f"actors killed:        {len(killed)}")
     print(f"wall time:            {wall:.1f} s  ({first.clips / wall:.1f} clips/s)")

@@ -180,7 +180,7 @@ def pipeline_clips_per_s(path: Path, work: Path, nodes: int, cpus: int, backend:
         sources.append(folder)
     cluster = None
     if nodes == 1:
-        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
     else:
         from ray.cluster_utils import Cluster
 

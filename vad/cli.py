@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 
 from vad import __version__
+from vad.console import job_output, setup_logging
 
 
 def _overrides(items: list[str]) -> dict:
@@ -19,7 +19,9 @@ def _overrides(items: list[str]) -> dict:
 def cmd_demo(args) -> int:
     from vad.demo import run_demo
 
-    run_demo(work_dir=args.work_dir, epochs=args.epochs, num_cpus=args.num_cpus, quick=args.quick)
+    with job_output(args.work_dir, "demo") as log_path:
+        run_demo(work_dir=args.work_dir, epochs=args.epochs, num_cpus=args.num_cpus, quick=args.quick)
+    print(f"vad demo: log in {log_path}", file=sys.stderr)
     return 0
 
 
@@ -28,8 +30,10 @@ def cmd_score(args) -> int:
     from vad.scoring.job import run_scoring
 
     cfg = load_config(args.config, ScoreJobConfig, _overrides(args.set))
-    summary = run_scoring(cfg, run_date=args.date)
+    with job_output(cfg.work_dir, "score") as log_path:
+        summary = run_scoring(cfg, run_date=args.date)
     print(json.dumps(summary.cli(), indent=2))
+    print(f"vad score: log in {log_path}", file=sys.stderr)
     if summary.failed:
         print(
             f"vad score: {len(summary.errors)} of {summary.attempted} objects failed ({summary.failure_rate:.1%}), more than "
@@ -46,7 +50,9 @@ def cmd_train(args) -> int:
     from vad.training.job import run_training
 
     cfg = load_config(args.config, TrainJobConfig, _overrides(args.set))
-    summary = run_training(cfg)
+    with job_output(cfg.work_dir, "train") as log_path:
+        summary = run_training(cfg)
+    print(f"vad train: log in {log_path}", file=sys.stderr)
     registered = summary.registered
     print(
         json.dumps(
@@ -57,10 +63,49 @@ def cmd_train(args) -> int:
                 "mlflow_run_id": summary.mlflow_run_id,
                 "registered": f"models:/{registered.name}/{registered.version}" if registered else None,
                 "promoted": registered.promoted if registered else False,
+                "promotion": registered.reason if registered else "registry disabled or tracking off",
             },
             indent=2,
         )
     )
+    return 0
+
+
+def _storage(args):
+    """Storage settings of a command that reads results: `--config`'s storage section (or the AWS
+    chain), with `--endpoint-url` over it."""
+    from vad.config import StorageConfig, load_storage
+
+    storage = load_storage(args.config) if args.config else StorageConfig()
+    return storage.model_copy(update={"endpoint_url": args.endpoint_url}) if args.endpoint_url else storage
+
+
+class StorageUnreachable(RuntimeError):
+    pass
+
+
+def _unreadable(results: str, exc: OSError) -> StorageUnreachable:
+    where = "" if not results.startswith("s3://") else (
+        "; for MinIO or another S3-compatible store give --endpoint-url (or --config with storage.endpoint_url); "
+        "credentials come from --config or the AWS chain"
+    )
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return StorageUnreachable(f"cannot read {results}: {first}{where}")
+
+
+def cmd_promote(args) -> int:
+    from mlflow.exceptions import MlflowException
+
+    from vad.config import MlflowConfig
+    from vad.tracking.registry import promote
+    from vad.tracking.runs import tracking_uri
+
+    uri = args.tracking_uri or tracking_uri(MlflowConfig(), args.work_dir)
+    try:
+        before = promote(args.name, str(args.version), args.alias, uri)
+    except MlflowException as exc:
+        raise ValueError(f"cannot promote {args.name} version {args.version}: {exc.message}") from None
+    print(f"models:/{args.name}@{args.alias} -> version {args.version}" + (f" (was version {before})" if before else ""))
     return 0
 
 
@@ -71,7 +116,9 @@ def cmd_query(args) -> int:
 
     sql = args.sql if args.sql != "-" else sys.stdin.read()
     try:
-        columns, rows = run_query(args.results, sql)
+        columns, rows = run_query(args.results, sql, _storage(args))
+    except OSError as exc:
+        raise _unreadable(args.results, exc) from None
     except duckdb.Error as exc:
         print(f"vad query: {exc}", file=sys.stderr)
         return 2
@@ -105,14 +152,14 @@ def _load_labels(spec: str) -> dict:
 def cmd_evaluate(args) -> int:
     from vad.evaluation.evaluate import evaluate_run, log_evaluation
 
-    report = evaluate_run(
-        args.results,
-        _load_labels(args.labels),
-        run_id=args.run_id,
-        normalise=args.normalise,
-        smoothing=args.smoothing,
-        plots_dir=args.plots,
-    )
+    labels = _load_labels(args.labels)
+    try:
+        report = evaluate_run(
+            args.results, labels, run_id=args.run_id, storage=_storage(args), normalise=args.normalise,
+            smoothing=args.smoothing, plots_dir=args.plots, masks_dir=args.masks,
+        )
+    except OSError as exc:
+        raise _unreadable(args.results, exc) from None
     print(
         f"frame-level AUC  micro (all frames concatenated) {report['auc_micro']:.4f}   "
         f"macro (mean over videos) {report['auc_macro']:.4f}   EER {report['eer']:.4f}   "
@@ -121,6 +168,12 @@ def cmd_evaluate(args) -> int:
     )
     if report["missing_videos"]:
         print(f"labelled but not scored: {', '.join(report['missing_videos'])}")
+    if "pixel_f1" in report:
+        from vad.evaluation.metrics import describe_pixel_report
+
+        print(f"{describe_pixel_report(report)} [{report['pixel_frames']} frames]")
+        if report["pixel_missing_videos"]:
+            print(f"pixel ground truth but no masks: {', '.join(report['pixel_missing_videos'])}")
     for plot in report.get("plots", []):
         print(f"plot: {plot}")
     if args.mlflow_run_id:
@@ -135,7 +188,10 @@ def cmd_evaluate(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vad", description="Score archived surveillance video for anomalies.")
     parser.add_argument("--version", action="version", version=f"vad {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true",
+        help="show library and Ray logs on the console (otherwise they go to <work_dir>/logs/, printed at the end)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="run everything on an embedded local S3 server, Ray and MLflow")
@@ -152,6 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "score":
             p.add_argument("--date", default=None, help="run date (yyyy-mm-dd) for videos whose key has none; default today")
         p.set_defaults(func=func)
+
+    promote = sub.add_parser("promote", help="point a registry alias (default @champion) at a model version by hand")
+    promote.add_argument("name", help="registered model, e.g. vad-conv-ae")
+    promote.add_argument("version", help="its version number")
+    promote.add_argument("--alias", default="champion")
+    promote.add_argument("--tracking-uri", default=None, help="MLflow tracking URI; default: the sqlite file in --work-dir")
+    promote.add_argument("--work-dir", default="vad-work")
+    promote.set_defaults(func=cmd_promote)
 
     query = sub.add_parser("query", help="run SQL (DuckDB) over the results; views: scores, masks, runs, errors, manifest, scores_regularity")
     query.add_argument("sql", help="the SQL statement, or - to read it from stdin")
@@ -170,22 +234,29 @@ def build_parser() -> argparse.ArgumentParser:
         "pred/vgg_ae, none for mil), minmax, regularity (Hasan et al.: (e - min e) / max e), none",
     )
     evaluate.add_argument("--plots", default=None, help="folder for roc.png and timelines.png")
+    evaluate.add_argument(
+        "--masks", default=None,
+        help="pixel ground truth: a folder of <video key>.npy (T, H, W) arrays or <video key>/ folders of PNG frames; "
+        "adds pixel precision/recall/F1 (beside all-ones and random-mask baselines) and pixel AUC",
+    )
     evaluate.add_argument("--mlflow-run-id", default=None, help="log metrics and plots into this MLflow run")
     evaluate.add_argument("--tracking-uri", default=None)
     evaluate.set_defaults(func=cmd_evaluate)
+    for reader in (query, evaluate):
+        reader.add_argument("--config", default=None, help="a job YAML whose storage section (endpoint, credentials) reaches the results")
+        reader.add_argument("--endpoint-url", default=None, help="S3 endpoint of the results, e.g. http://127.0.0.1:9000 for MinIO")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(args.verbose)
+    from vad.cluster import ClusterError
     from vad.config import ConfigError
 
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, ClusterError, StorageUnreachable, FileNotFoundError, ValueError) as exc:
         print(f"vad {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -58,6 +58,10 @@ class SourceConfig(_Section):
         description="regex searched in each object's full path (bucket/key or absolute path), optional groups 'camera' and 'date'",
     )
     default_camera: str = Field("default", description="camera id of objects whose path has none")
+    include: tuple[str, ...] = Field(
+        (), description="glob patterns on the key under uri (* also matches '/'); only matching objects are considered; empty = all"
+    )
+    exclude: tuple[str, ...] = Field((), description="glob patterns on the key under uri; matching objects are not considered")
     min_frames_per_folder: int = Field(1, ge=1, description="frame folders with fewer images are skipped")
 
     @field_validator("key_pattern")
@@ -192,18 +196,29 @@ def parse_config(data: Any, model: type[BaseModel], origin: str = "<config>") ->
         raise ConfigError(f"{origin}: invalid configuration\n  " + "\n  ".join(lines)) from None
 
 
-def load_config(path: str | Path, model: type[BaseModel] = ScoreJobConfig, overrides: dict | None = None) -> Any:
-    """Read a YAML job file, apply dotted-key overrides, and validate it."""
-    path = Path(path)
+def _read_yaml(path: Path) -> Any:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        return yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+
+
+def load_config(path: str | Path, model: type[BaseModel] = ScoreJobConfig, overrides: dict | None = None) -> Any:
+    """Read a YAML job file, apply dotted-key overrides, and validate it."""
+    data = _read_yaml(Path(path))
     for dotted, value in (overrides or {}).items():
         set_dotted(data, dotted, value)
     return parse_config(data, model, str(path))
+
+
+def load_storage(path: str | Path) -> StorageConfig:
+    """The `storage` section of a job YAML file (score or train), for commands that only read results."""
+    data = _read_yaml(Path(path))
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return parse_config(data.get("storage") or {}, StorageConfig, f"{path} (storage)")
 
 
 def set_dotted(data: dict, dotted: str, value: Any) -> None:

@@ -71,7 +71,9 @@ def run_demo(work_dir: str = "vad-work", epochs: int = 25, num_cpus: int | None 
         train_cfg = TrainJobConfig(
             output=TrainOutputConfig(checkpoint=checkpoint, version="demo-1"),
             model=TrainModelConfig(name="conv_ae", hparams={"widths": [64, 32, 16]}),
-            train=TrainLoopConfig(epochs=3 if quick else epochs, batch_size=16, lr=2e-3, key_regex=r"/train_", device="cpu"),
+            train=TrainLoopConfig(
+                epochs=3 if quick else epochs, batch_size=16, lr=2e-3, key_regex=r"/train_", device="cpu", val_fraction=0.25,
+            ),
             decode=decode.model_copy(update={"stride": 4}), distributed=DistributedConfig(num_cpus=num_cpus), run_name="demo-train",
             **shared,
         )

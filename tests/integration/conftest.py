@@ -13,7 +13,7 @@ from vad.testing.synthetic import generate_dataset
 def ray_local():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 
@@ -28,11 +28,11 @@ def s3():
 @pytest.fixture(scope="session")
 def archive(s3, tmp_path_factory):
     """A synthetic archive in s3://archive/footage: 2 cameras, normal training videos and test videos with anomalies."""
-    folder = tmp_path_factory.mktemp("archive")
-    videos = generate_dataset(folder, cameras=2, train_per_camera=2, test_per_camera=1, num_frames=120, seed=3)
+    folder, masks = tmp_path_factory.mktemp("archive"), tmp_path_factory.mktemp("pixel-truth")
+    videos = generate_dataset(folder, cameras=2, train_per_camera=2, test_per_camera=1, num_frames=120, seed=3, masks_dir=masks)
     (folder / "labels.json").unlink()
     upload_folder(s3, str(folder), "archive", "footage")
-    return {"uri": "s3://archive/footage", "videos": videos, "labels": {v.key: np.array(v.labels) for v in videos}}
+    return {"uri": "s3://archive/footage", "videos": videos, "labels": {v.key: np.array(v.labels) for v in videos}, "masks": masks}
 
 
 @pytest.fixture(scope="session")

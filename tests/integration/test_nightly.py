@@ -25,7 +25,6 @@ EXPECTED_STAGE = {
     "zero_byte": ("open", "EmptyObject"),
     "truncated": ("open", "CorruptVideo"),
     "garbage": ("open", "CorruptVideo"),
-    "not_video": ("list", "Rejected"),
     "too_short": ("open", "TooShort"),
     "bad_frame": ("decode", "CorruptFrame"),
 }
@@ -70,7 +69,7 @@ def scored_frames(messy) -> dict[str, int]:
 
 def test_bad_objects_become_error_rows_and_the_rest_is_scored(first_night, messy):
     root = first_night["root"]
-    assert first_night["code"] == 3, "6 of 10 objects failed: above the default max_failure_rate, so non-zero"
+    assert first_night["code"] == 3, "5 of the 9 video objects failed: above the default max_failure_rate, so non-zero"
     errors = table(root, "errors")
     by_uri = {row.uri: row for row in errors.itertuples()}
     for kind, (stage, error_class) in EXPECTED_STAGE.items():
@@ -80,7 +79,9 @@ def test_bad_objects_become_error_rows_and_the_rest_is_scored(first_night, messy
     assert len(errors) == len(EXPECTED_STAGE)
     run = table(root, "runs").iloc[0]
     assert errors.run_id.eq(run.run_id).all()
-    assert run.errors == 6 and run.failure_rate == pytest.approx(0.6)
+    assert run.errors == 5 and run.failure_rate == pytest.approx(5 / 9)
+    assert run.skipped == 1, "the notes file is not video: skipped, not a failure"
+    assert messy["objects"]["not_video"][0] not in by_uri
     # Good, variable-frame-rate and odd-sized videos: every clip, once; the video that broke
     # part-way (bad_frame) has no rows at all, although its first clips were decoded.
     assert_exactly_once(root, scored_frames(messy))
@@ -105,13 +106,13 @@ def test_error_counters_in_mlflow_and_sql(first_night):
     run_id = table(root, "runs").iloc[0].run_id
     client = mlflow.MlflowClient(f"sqlite:///{Path(first_night['cfg'].work_dir).resolve() / 'mlflow.db'}")
     [run] = client.search_runs(client.get_experiment_by_name("test-nightly").experiment_id, f"tags.`vad.run_id` = '{run_id}'")
-    assert run.data.metrics["score/errors"] == 6
+    assert run.data.metrics["score/errors"] == 5 and run.data.metrics["score/skipped"] == 1
     assert run.data.metrics["score/errors_open"] == 4 and run.data.metrics["score/errors_decode"] == 1
-    assert run.data.metrics["score/errors_list"] == 1
+    assert "score/errors_list" not in run.data.metrics
     _, rows = run_query(str(root), "SELECT stage, count(*) FROM errors GROUP BY stage ORDER BY stage")
-    assert rows == [("decode", 1), ("list", 1), ("open", 4)]
+    assert rows == [("decode", 1), ("open", 4)]
     _, rows = run_query(str(root), "SELECT status, count(*) FROM manifest GROUP BY status ORDER BY status")
-    assert rows == [("failed", 6), ("scored", 4)]
+    assert rows == [("failed", 5), ("scored", 4)]
 
 
 def test_rerun_does_no_work_then_scores_only_what_changed(first_night, messy, s3, capsys):

@@ -163,13 +163,13 @@ def _score_one_camera(s3, source: str, scorer: str, checkpoint: str, decode, tmp
     return run_scoring(cfg)
 
 
-def test_mask_scorer_writes_the_sibling_masks_table(ray_local, s3, archive, tmp_path):
+def test_mask_scorer_writes_the_sibling_masks_table(ray_local, s3, archive, tmp_path, capsys):
     import torch
 
     from vad.models.checkpoint import decode_record, save_checkpoint
     from vad.models.scorers import build_scorer
     from vad.results.sql import run_query
-    from vad.results.tables import decode_mask
+    from vad.results.tables import decode_heatmap, decode_mask
 
     torch.manual_seed(0)
     model = build_scorer("vgg_ae", width_divisor=8, mask_percentile=98).eval()
@@ -187,6 +187,23 @@ def test_mask_scorer_writes_the_sibling_masks_table(ray_local, s3, archive, tmp_
         assert [int(m.sum()) for m in decoded] == counts
         assert all(m.shape == DECODE.resize for m in decoded)
     assert list(Path(root, "masks").rglob("date=2026-11-24/camera=cam01/*.parquet"))
+    _, heat = run_query(root, "SELECT mask_png, heatmap_png, heatmap_scale FROM masks LIMIT 3")
+    for pngs, heatmaps, scales in heat:  # the pixel scores the masks threshold, kept for pixel AUC
+        assert len(heatmaps) == len(scales) == len(pngs) and all(scale > 0 for scale in scales)
+        assert decode_heatmap(heatmaps[0], scales[0]).shape == DECODE.resize
+
+    # Pixel-level evaluation from the results alone, against the synthetic scene's object masks.
+    import json
+
+    from vad.cli import main
+
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({k: v.tolist() for k, v in archive["labels"].items() if k.startswith("cam01/")}))
+    assert main(["evaluate", "--results", root, "--labels", str(labels), "--masks", str(archive["masks"])]) == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith("pixel-level"))
+    assert "all-ones mask F1" in line and "random mask of the same area F1" in line and "pixel AUC" in line
+    assert "pixel ground truth but no masks: cam02/2026-11-24/test_000" in out  # only cam01 was scored
 
 
 def test_mil_scorer_runs_in_the_pipeline_on_rgb_clips(ray_local, s3, archive, tmp_path):

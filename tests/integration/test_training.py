@@ -298,3 +298,32 @@ def test_vad_train_trains_the_mil_ranker_on_weak_labels(ray_local, s3, archive, 
     assert summary.registered.version == "1" and summary.registered.promoted
     with pytest.raises(ValueError, match="anomalous_regex"):
         run_training(cfg.model_copy(update={"train": cfg.train.model_copy(update={"anomalous_regex": None}), "run_name": "mil-unlabelled"}))
+
+
+def test_without_validation_the_model_is_registered_not_promoted_and_can_be_promoted_by_hand(baseline, s3, archive, work, caplog, capsys):
+    """val_fraction 0: no val/loss, so the champion alias does not move; the job says why and how to
+    promote; `vad promote` then moves it."""
+    from mlflow.tracking import MlflowClient
+
+    from vad.cli import main
+    from vad.tracking.runs import tracking_uri
+
+    cfg = _config(s3, archive, work, "no-validation")
+    cfg = cfg.model_copy(update={
+        "train": cfg.train.model_copy(update={"val_fraction": 0.0, "epochs": 1}),
+        "registry": cfg.registry.model_copy(update={"model_name": "vad-no-validation"}),  # leaves vad-conv-ae's champion alone
+    })
+    summary = run_training(cfg)
+    registered = summary.registered
+    assert registered is not None and not registered.promoted and "val/loss is undefined" in registered.reason
+    assert any(f"vad promote {registered.name} {registered.version}" in r.getMessage() for r in caplog.records)
+    uri = tracking_uri(cfg.mlflow, cfg.work_dir)
+    client = MlflowClient(uri)
+    params = client.get_run(summary.mlflow_run_id).data.params
+    assert (params["split.train_videos"], params["split.val_videos"]) == ("4", "0")
+    with pytest.raises(Exception, match="champion"):
+        client.get_model_version_by_alias(registered.name, "champion")  # not promoted: no alias yet
+    assert main(["promote", registered.name, registered.version, "--tracking-uri", uri]) == 0
+    assert capsys.readouterr().out.strip() == f"models:/vad-no-validation@champion -> version {registered.version}"
+    assert str(client.get_model_version_by_alias(registered.name, "champion").version) == registered.version
+    assert main(["promote", registered.name, "999", "--tracking-uri", uri]) == 2

@@ -91,7 +91,7 @@ def two_node_cluster(ray_local):
     finally:
         ray.shutdown()
         cluster.shutdown()
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
 
 
 def test_losing_a_node_mid_run_loses_and_duplicates_nothing(two_node_cluster, s3, long_archive, tmp_path):

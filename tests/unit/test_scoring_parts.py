@@ -137,8 +137,27 @@ def test_pixel_level_report():
     assert report["pixel_precision"] == 0.5 and report["pixel_recall"] == 1.0
     assert report["pixel_f1"] == pytest.approx(2 / 3)
     assert report["pixel_auc"] == 1.0
+    assert report["pixel_f1_all_ones"] == pytest.approx(2 * (4 / 32) / (1 + 4 / 32))  # precision 1/8, recall 1
+    assert report["pixel_area"] == 8 / 32 and 0 <= report["pixel_f1_random"] < report["pixel_f1"]
     with pytest.raises(ValueError, match="shapes differ"):
         pixel_level_report(predicted[:1], truth)
+
+
+def test_heatmaps_keep_pixel_scores_within_a_level_and_shrink_large_frames():
+    from vad.results.tables import decode_heatmap, encode_heatmap
+
+    errors = np.random.default_rng(0).random((48, 64)).astype(np.float32) * 0.3
+    png, scale = encode_heatmap(errors)
+    assert scale == pytest.approx(errors.max()) and len(png) < errors.nbytes
+    assert np.abs(decode_heatmap(png, scale) - errors).max() <= scale / 255 / 2 + 1e-6
+    big = np.zeros((240, 320), np.float32)
+    big[100:140, 100:180] = 1.0
+    png, scale = encode_heatmap(big)
+    small = decode_heatmap(png, scale)
+    assert small.shape == (48, 64) and scale == 1.0  # pooled 5x: longer side <= 64
+    restored = decode_heatmap(png, scale, size=(240, 320))
+    assert restored.shape == (240, 320) and restored[120, 140] == pytest.approx(1.0) and restored[10, 10] == 0
+    assert decode_heatmap(*encode_heatmap(np.zeros((8, 8))), size=(8, 8)).max() == 0
 
 
 

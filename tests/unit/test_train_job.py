@@ -3,8 +3,8 @@
 import pytest
 
 from vad.config import TrainJobConfig
-from vad.training.clips import split_videos
 from vad.training.job import run_training
+from vad.training.split import split_videos
 
 
 def _cfg(tmp_path, name, **hparams):
@@ -63,3 +63,15 @@ def test_a_scoring_job_refuses_a_checkpoint_of_another_scorer(tmp_path):
         plan_run(cfg)
     with pytest.raises(FileNotFoundError, match="does not exist"):  # the name matches: on to listing
         plan_run(cfg.model_copy(update={"scorer": cfg.scorer.model_copy(update={"name": "conv_ae"})}))
+
+
+def test_a_split_far_from_the_requested_fraction_is_called_out():
+    from vad.training.split import split_warning
+
+    train, val = split_videos(["a", "b"], 0.1)
+    assert "held out 1 of 2 videos (50%)" in split_warning("normal videos", train, val, 0.1)
+    train, val = split_videos(list("abcdefghij"), 0.1)
+    assert split_warning("normal videos", train, val, 0.1) is None  # 1 of 10: as asked
+    train, val = split_videos(["only"], 0.2)
+    assert "leave none to hold out" in split_warning("normal videos", train, val, 0.2)
+    assert split_warning("normal videos", ["a", "b"], [], 0.0) is None  # none asked for, none held out

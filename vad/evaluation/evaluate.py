@@ -8,39 +8,47 @@ import numpy as np
 
 from vad.config import StorageConfig
 from vad.evaluation.metrics import frame_level_report, frames_from_clips, prepare_scores
-from vad.results.sql import connect
+from vad.results.sql import with_readable_files
 
 
 def video_frame_scores(
     results_uri: str, run_id: str | None = None, storage: StorageConfig | None = None
-) -> tuple[dict[str, list], str | None]:
-    """(video_uri -> list of (start_frame, frame_step, frame_scores) rows, model name) of one run
-    (the latest if None)."""
-    con = connect(results_uri, storage)
-    try:
-        if run_id is None:
+) -> tuple[dict[str, list], str | None, str]:
+    """(video_uri -> list of (start_frame, frame_step, frame_scores) rows, model name, run id) of one
+    run (the latest if None)."""
+
+    def read(con) -> tuple[list[tuple], str]:
+        chosen = run_id
+        if chosen is None:
             latest = con.execute("SELECT run_id FROM scores ORDER BY scored_at DESC LIMIT 1").fetchone()
             if latest is None:
                 raise ValueError(f"no scores under {results_uri}")
-            run_id = latest[0]
-        rows = con.execute(
+            chosen = latest[0]
+        return con.execute(
             "SELECT video_uri, start_frame, frame_step, frame_scores, model_name FROM scores WHERE run_id = ? "
             "ORDER BY video_uri, clip_index",
-            [run_id],
-        ).fetchall()
-    finally:
-        con.close()
+            [chosen],
+        ).fetchall(), chosen
+
+    rows, chosen = with_readable_files(results_uri, storage, read)
     out: dict[str, list] = {}
     for uri, start, step, scores, _ in rows:
         out.setdefault(uri, []).append((start, step, scores))
-    return out, (rows[0][4] if rows else None)
+    return out, (rows[0][4] if rows else None), chosen
+
+
+def matches(uri: str, key: str) -> bool:
+    """A label key names a video by a suffix of its uri, with or without the file extension."""
+    key = key.strip("/")
+    stem = uri.rsplit(".", 1)[0] if "." in uri.rsplit("/", 1)[-1] else uri
+    return any(candidate == key or candidate.endswith("/" + key) for candidate in (uri, stem))
 
 
 def match_labels(clips: dict[str, list], labels: dict[str, np.ndarray], overlap: str = "mean"):
     """Pairs (key, labels, frame scores) for each labelled video; keys match video uris by suffix."""
     pairs, missing = [], []
     for key, y in labels.items():
-        match = [uri for uri in clips if uri == key or uri.endswith("/" + key.strip("/"))]
+        match = [uri for uri in clips if matches(uri, key)]
         if not match:
             missing.append(key)
             continue
@@ -57,15 +65,17 @@ def evaluate_run(
     smoothing: int = 1,
     overlap: str = "mean",
     plots_dir: str | Path | None = None,
+    masks_dir: str | Path | None = None,
 ) -> dict:
     """`labels` maps a video key (matched as a suffix of the video uri) to its per-frame 0/1 labels.
 
     `normalise` "auto" takes the run's scorer's own convention (`vad.models.scorers.evaluation_normalisation`);
     the report says which was used. With `plots_dir`, writes roc.png and timelines.png there and lists
-    them under "plots"."""
+    them under "plots". With `masks_dir` (pixel ground truth, `vad.evaluation.pixels`), adds the
+    pixel-level report of the run's masks and heat maps."""
     from vad.models.scorers import evaluation_normalisation
 
-    clips, model_name = video_frame_scores(results_uri, run_id, storage)
+    clips, model_name, run_id = video_frame_scores(results_uri, run_id, storage)
     if normalise == "auto":
         normalise = evaluation_normalisation(model_name or "")
     pairs, missing = match_labels(clips, labels, overlap)
@@ -74,6 +84,10 @@ def evaluate_run(
     report = frame_level_report([y for _, y, _ in pairs], [s for _, _, s in pairs], normalise, smoothing)
     report["missing_videos"] = missing
     report["normalisation"] = normalise
+    if masks_dir is not None:
+        from vad.evaluation.pixels import pixel_report
+
+        report |= pixel_report(results_uri, masks_dir, run_id, storage)
     if plots_dir is not None:
         from vad.evaluation.plots import roc_plot, timeline_plot
 

@@ -103,20 +103,41 @@ def frame_level_report(labels: list[np.ndarray], scores: list[np.ndarray], norma
     }
 
 
-def pixel_level_report(predicted: np.ndarray, truth: np.ndarray, pixel_scores: np.ndarray | None = None) -> dict:
-    """Pixel-level precision, recall and F1 of boolean masks (all frames pooled); pixel AUC when
-    continuous per-pixel scores are given."""
-    predicted, truth = np.asarray(predicted, dtype=bool).ravel(), np.asarray(truth, dtype=bool).ravel()
-    if predicted.shape != truth.shape:
-        raise ValueError(f"mask shapes differ: {predicted.shape} vs {truth.shape}")
+def _f1(predicted: np.ndarray, truth: np.ndarray) -> tuple[float, float, float]:
     tp = int(np.sum(predicted & truth))
     precision = tp / max(int(predicted.sum()), 1)
     recall = tp / max(int(truth.sum()), 1)
+    return precision, recall, 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+
+
+def pixel_level_report(predicted: np.ndarray, truth: np.ndarray, pixel_scores: np.ndarray | None = None, seed: int = 0) -> dict:
+    """Pixel-level precision, recall and F1 of boolean masks (all frames pooled), beside two baselines
+    any mask must beat: the all-ones mask (`pixel_f1_all_ones`) and a random mask of the same area
+    (`pixel_f1_random`, seeded); pixel AUC when continuous per-pixel scores are given."""
+    predicted, truth = np.asarray(predicted, dtype=bool).ravel(), np.asarray(truth, dtype=bool).ravel()
+    if predicted.shape != truth.shape:
+        raise ValueError(f"mask shapes differ: {predicted.shape} vs {truth.shape}")
+    precision, recall, f1 = _f1(predicted, truth)
+    shuffled = np.zeros_like(predicted)
+    shuffled[np.random.default_rng(seed).choice(predicted.size, int(predicted.sum()), replace=False)] = True
     report = {
         "pixel_precision": precision,
         "pixel_recall": recall,
-        "pixel_f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+        "pixel_f1": f1,
+        "pixel_f1_all_ones": _f1(np.ones_like(truth), truth)[2],
+        "pixel_f1_random": _f1(shuffled, truth)[2],
+        "pixel_area": float(predicted.mean()) if predicted.size else 0.0,
     }
     if pixel_scores is not None and 0 < truth.sum() < truth.size:
         report["pixel_auc"] = float(roc_auc_score(truth, np.asarray(pixel_scores, dtype=float).ravel()))
     return report
+
+
+def describe_pixel_report(report: dict) -> str:
+    """One line for people: F1 beside its baselines, and AUC where there is one."""
+    line = (
+        f"pixel-level precision {report['pixel_precision']:.3f} recall {report['pixel_recall']:.3f} F1 {report['pixel_f1']:.3f} "
+        f"(all-ones mask F1 {report['pixel_f1_all_ones']:.3f}, random mask of the same area F1 {report['pixel_f1_random']:.3f}; "
+        f"masks cover {100 * report['pixel_area']:.1f}% of pixels)"
+    )
+    return line + (f", pixel AUC {report['pixel_auc']:.3f}" if "pixel_auc" in report else "")

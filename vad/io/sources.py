@@ -1,8 +1,8 @@
 """List the videos under a source URI.
 
-A video is either one object with a video extension, or a folder of image
-frames (UCSD Ped2 style: `Test001/001.tif ...`), which counts as one video whose
-frames are sorted by name. Camera id and date are read from the object's full
+A video is one object with a video extension (or a video container's first bytes), or a folder
+of image frames (UCSD Ped2 style: `Test001/001.tif ...`), which counts as one video whose frames are
+sorted by name. Everything else (labels, checksums, thumbnails beside videos) is skipped, not failed. Camera id and date are read from the object's full
 path (bucket/key, or the absolute local path) with a configurable regex, then
 validated, because they become partition folder names.
 """
@@ -10,6 +10,7 @@ validated, because they become partition folder names.
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
 import re
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -78,12 +79,58 @@ def identify(key: str, pattern: re.Pattern, default_camera: str, default_date: s
     return camera, date
 
 
+@dataclass(frozen=True)
+class Listing:
+    """What a source holds: videos to score, objects that claim to be video but cannot be taken
+    (errors), and objects that are not video at all (skipped: sidecars, notes, thumbnails)."""
+
+    videos: list[VideoRef]
+    rejected: list[Rejected]
+    skipped: list[Rejected]
+
+
+# The first bytes of the containers FFmpeg and decord read: an object whose name says nothing still
+# claims to be video when it starts like one.
+def looks_like_video(head: bytes) -> bool:
+    return (
+        head[4:8] == b"ftyp"  # MP4, MOV, 3GP
+        or head[:4] == b"\x1a\x45\xdf\xa3"  # Matroska, WebM
+        or (head[:4] == b"RIFF" and head[8:12] == b"AVI ")
+        or head[:3] == b"FLV"
+        or head[:4] == b"\x30\x26\xb2\x75"  # ASF, WMV
+        or head[:4] in (b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3")  # MPEG program stream, MPEG video
+        or (len(head) > 188 and head[0] == 0x47 and head[188] == 0x47)  # MPEG transport stream
+    )
+
+
+SNIFF_BYTES = 192
+
+
+def _sniff(fs: pafs.FileSystem, path: str) -> bytes:
+    try:
+        with fs.open_input_file(path) as handle:
+            return handle.read_at(SNIFF_BYTES, 0)
+    except OSError:
+        return b""
+
+
 def list_videos(
     source: SourceConfig,
     storage: StorageConfig | None = None,
     run_date: str | None = None,
 ) -> tuple[list[VideoRef], list[Rejected]]:
-    """Every video under `source.uri`, sorted by key, and the objects that were skipped with why."""
+    """Every video under `source.uri`, sorted by key, and the video objects that cannot be taken, with why."""
+    listing = scan_source(source, storage, run_date)
+    return listing.videos, listing.rejected
+
+
+def scan_source(source: SourceConfig, storage: StorageConfig | None = None, run_date: str | None = None) -> Listing:
+    """Everything under `source.uri` that `source.include` / `source.exclude` let through, sorted out into
+    videos, rejected video objects and skipped non-video objects (see `Listing`).
+
+    A video is an object with a video extension, or whose first bytes are a video container's, or a
+    folder of image frames. Images in a folder that also holds videos are sidecars (thumbnails), not
+    frames. Hidden files (a name starting with '.') are not considered."""
     root = parse_uri(source.uri)
     fs = filesystem(root, storage)
     info = fs.get_file_info(root.path)
@@ -103,29 +150,50 @@ def list_videos(
     def to_uri(path: str) -> str:
         return f"s3://{path}" if root.scheme == "s3" else path
 
+    def considered(key: str) -> bool:
+        if key.rsplit("/", 1)[-1].startswith("."):
+            return False
+        if source.include and not any(fnmatch.fnmatchcase(key, p) for p in source.include):
+            return False
+        return not any(fnmatch.fnmatchcase(key, p) for p in source.exclude)
+
+    def video(entry: pafs.FileInfo, key: str, mtime: float) -> None:
+        try:
+            camera, date = identify(entry.path, pattern, source.default_camera, default_date)
+        except ValueError as exc:
+            rejected.append(Rejected(to_uri(entry.path), str(exc), entry.size or 0, mtime))
+            return
+        videos.append(VideoRef(to_uri(entry.path), key, "video", entry.size or 0, mtime, camera, date))
+
     videos: list[VideoRef] = []
     rejected: list[Rejected] = []
+    skipped: list[Rejected] = []
     folders: dict[str, list[pafs.FileInfo]] = defaultdict(list)
+    video_folders: set[str] = set()
     for entry in entries:
         key = entry.path[len(base) :].lstrip("/")
+        if not considered(key):
+            continue
         name = key.lower()
         mtime = entry.mtime.timestamp() if entry.mtime else 0.0
         if name.endswith(video_ext):
-            try:
-                camera, date = identify(entry.path, pattern, source.default_camera, default_date)
-            except ValueError as exc:
-                rejected.append(Rejected(to_uri(entry.path), str(exc), entry.size or 0, mtime))
-                continue
-            videos.append(VideoRef(to_uri(entry.path), key, "video", entry.size or 0, mtime, camera, date))
+            video(entry, key, mtime)
+            video_folders.add(entry.path.rsplit("/", 1)[0])
         elif name.endswith(frame_ext):
             folders[entry.path.rsplit("/", 1)[0]].append(entry)
-        elif not name.rsplit("/", 1)[-1].startswith("."):
-            rejected.append(Rejected(to_uri(entry.path), "not a video or frame file (by extension)", entry.size or 0, mtime))
+        elif entry.size and looks_like_video(_sniff(fs, entry.path)):
+            video(entry, key, mtime)
+            video_folders.add(entry.path.rsplit("/", 1)[0])
+        else:
+            skipped.append(Rejected(to_uri(entry.path), "not video (by name and first bytes)", entry.size or 0, mtime))
 
     for folder, members in folders.items():
         key = folder[len(base) :].lstrip("/") or folder.rsplit("/", 1)[-1]
         size = sum(m.size or 0 for m in members)
         mtime = max((m.mtime.timestamp() if m.mtime else 0.0) for m in members)
+        if folder in video_folders:  # thumbnails or stills beside videos
+            skipped += [Rejected(to_uri(m.path), "an image beside videos (a sidecar, not a frame)", m.size or 0, mtime) for m in members]
+            continue
         if len(members) < source.min_frames_per_folder:
             rejected.append(Rejected(to_uri(folder), f"only {len(members)} frames", size, mtime))
             continue
@@ -137,15 +205,9 @@ def list_videos(
         members.sort(key=lambda e: e.path)
         videos.append(
             VideoRef(
-                uri=to_uri(folder),
-                key=key,
-                kind="frames",
-                size=size,
-                mtime=mtime,
-                camera=camera,
-                date=date,
+                uri=to_uri(folder), key=key, kind="frames", size=size, mtime=mtime, camera=camera, date=date,
                 frames=tuple(to_uri(m.path) for m in members),
             )
         )
     videos.sort(key=lambda v: v.key)
-    return videos, rejected
+    return Listing(videos, rejected, skipped)

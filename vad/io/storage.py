@@ -76,6 +76,21 @@ def s3_filesystem(storage: StorageConfig) -> pafs.S3FileSystem:
     return pafs.S3FileSystem(**kwargs)
 
 
+def require_credentials(uri: str, storage: StorageConfig | None = None) -> None:
+    """Before a job writes to `uri`: an S3 location needs credentials, from the storage config or the
+    AWS chain (environment, shared files, instance role). Without any, the S3 client would send
+    anonymous writes, which real S3 refuses and some servers store mangled."""
+    if parse_uri(uri).scheme != "s3" or (storage is not None and storage.access_key_id is not None):
+        return
+    import botocore.session
+
+    if botocore.session.get_session().get_credentials() is None:
+        raise ValueError(
+            f"no credentials to write to {uri}: set storage.access_key_id and storage.secret_access_key, "
+            "or give them to the AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, an instance role)"
+        )
+
+
 def open_uri(uri: str, storage: StorageConfig | None = None) -> tuple[pafs.FileSystem, str]:
     location = parse_uri(uri)
     return filesystem(location, storage), location.path

@@ -6,7 +6,7 @@ import hashlib
 
 import pyarrow as pa
 
-SCORES_SCHEMA_VERSION = 2  # 2: runs gained errors/up_to_date/failure_rate; errors and manifest tables
+SCORES_SCHEMA_VERSION = 3  # 2: runs gained errors/up_to_date/failure_rate; errors and manifest tables. 3: runs.skipped, masks.heatmap_png and heatmap_scale
 
 # Partition keys live in the hive path (date=YYYY-MM-DD/camera=ID/), not inside the files.
 PARTITION_SCHEMA = pa.schema([("date", pa.date32()), ("camera", pa.string())])
@@ -39,13 +39,16 @@ MASKS_SCHEMA = _table("masks", [
     ("start_frame", _I64), ("frame_step", _I16), ("height", _I32), ("width", _I32),
     ("mask_png", _list_of(pa.binary())),  # one 1-bit PNG per frame of the clip
     ("anomalous_pixels", _list_of(_I32)),
+    # per frame: the pixel scores the mask thresholds, an 8-bit PNG (longer side <= 64) and its scale
+    ("heatmap_png", _list_of(pa.binary())), ("heatmap_scale", _list_of(_F32)),
 ])
 
 RUNS_SCHEMA = _table("runs", [
     ("run_date", pa.date32()), ("started_at", _UTC), ("finished_at", _UTC),
     ("source_uri", _STR), ("model_name", _STR), ("model_version", _STR),
     # up_to_date: skipped, already scored by this model and the object unchanged
-    ("videos", _I64), ("rejected", _I64), ("up_to_date", _I64), ("errors", _I64), ("failure_rate", _F64),
+    # rejected: video objects that cannot be taken (errors); skipped: objects that are not video
+    ("videos", _I64), ("rejected", _I64), ("skipped", _I64), ("up_to_date", _I64), ("errors", _I64), ("failure_rate", _F64),
     ("clips", _I64), ("anomalous_clips", _I64), ("wall_s", _F64), ("clips_per_s", _F64),
 ])
 

@@ -1,4 +1,5 @@
-"""Arrow tables of scored clip batches: the `scores` and `masks` rows, and the PNG codec of mask frames."""
+"""Arrow tables of scored clip batches: the `scores` and `masks` rows, and the PNG codecs of mask
+frames (1-bit) and pixel-score heat maps (8-bit, with a scale)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,52 @@ def decode_mask(png: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)).convert("L")) > 0
 
 
+HEATMAP_MAX_SIDE = 64  # heat maps are stored at most this many pixels on their longer side
+
+
+def encode_heatmap(errors: np.ndarray) -> tuple[bytes, float]:
+    """A per-pixel error map (H, W) as an 8-bit grayscale PNG, mean-pooled so its longer side is at
+    most `HEATMAP_MAX_SIDE`, and its scale: pixel value v stands for v / 255 * scale."""
+    from PIL import Image
+
+    errors = np.nan_to_num(np.asarray(errors, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0).clip(min=0)
+    factor = -(-max(errors.shape) // HEATMAP_MAX_SIDE)
+    if factor > 1:
+        h, w = (errors.shape[0] // factor) * factor, (errors.shape[1] // factor) * factor
+        errors = errors[:h, :w].reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))
+    scale = float(errors.max()) if errors.size else 0.0
+    levels = np.round(errors / scale * 255).astype(np.uint8) if scale > 0 else np.zeros(errors.shape, np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(levels, mode="L").save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue(), scale
+
+
+def decode_heatmap(png: bytes, scale: float, size: tuple[int, int] | None = None) -> np.ndarray:
+    """The error map of `encode_heatmap`, resized (bilinear) to `size` (H, W) when given."""
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png)).convert("L")
+    if size is not None and image.size != (size[1], size[0]):
+        image = image.resize((size[1], size[0]), Image.BILINEAR)
+    return np.asarray(image, dtype=np.float32) / 255.0 * scale
+
+
+def mask_columns(masks: np.ndarray, pixel_scores: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The `masks` table columns of a scored batch: masks (N, T, H, W) bool as 1-bit PNGs and their
+    anomalous pixel counts, and the pixel scores they threshold as 8-bit heat maps."""
+    n, t, h, w = masks.shape
+    pngs, heatmaps, scales = np.empty(n, dtype=object), np.empty(n, dtype=object), np.empty(n, dtype=object)
+    for i in range(n):  # one list per clip, kept 1-D
+        pngs[i] = [encode_mask(frame) for frame in masks[i]]
+        encoded = [encode_heatmap(frame) for frame in pixel_scores[i]] if pixel_scores is not None else []
+        heatmaps[i], scales[i] = [png for png, _ in encoded], [scale for _, scale in encoded]
+    return {
+        "mask_png": pngs, "heatmap_png": heatmaps, "heatmap_scale": scales,
+        "anomalous_pixels": masks.reshape(n, t, h * w).sum(axis=2).astype(np.int32),
+        "mask_height": np.full(n, h, dtype=np.int32), "mask_width": np.full(n, w, dtype=np.int32),
+    }
+
+
 def masks_table(batch: dict[str, np.ndarray]) -> pa.Table:
     n = len(batch["clip_id"])
     columns = {
@@ -34,6 +81,8 @@ def masks_table(batch: dict[str, np.ndarray]) -> pa.Table:
         "width": pa.array(batch["mask_width"], type=pa.int32()),
         "mask_png": pa.array([list(c) for c in batch["mask_png"]], type=MASKS_SCHEMA.field("mask_png").type),
         "anomalous_pixels": pa.array([list(c) for c in batch["anomalous_pixels"]], type=MASKS_SCHEMA.field("anomalous_pixels").type),
+        "heatmap_png": pa.array([list(c) for c in batch["heatmap_png"]], type=MASKS_SCHEMA.field("heatmap_png").type),
+        "heatmap_scale": pa.array([list(c) for c in batch["heatmap_scale"]], type=MASKS_SCHEMA.field("heatmap_scale").type),
     }
     arrays = [columns[f.name] if f.name in columns else pa.array(batch[f.name], type=f.type) for f in MASKS_SCHEMA]
     return pa.Table.from_arrays(arrays, schema=MASKS_SCHEMA)

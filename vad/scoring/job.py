@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 
 from vad.cluster import ensure_ray
 from vad.config import ScoreJobConfig
-from vad.io.sources import Rejected, VideoRef, list_videos
+from vad.console import Progress, verbose
+from vad.io.sources import Rejected, VideoRef, scan_source
+from vad.io.storage import require_credentials
 from vad.results.ledger import (
     ManifestKey,
     ManifestWriter,
@@ -52,7 +54,8 @@ class Plan:
     threshold: float
     decode: str  # decode signature
     videos: list[VideoRef]  # everything listed
-    rejected: list[Rejected]  # listed objects that are not videos we can take
+    rejected: list[Rejected]  # objects that claim to be video but cannot be taken (errors)
+    skipped: list[Rejected]  # objects that are not video (sidecars): counted, never failures
     todo: list[VideoRef]  # to score
     adopted: list[tuple]  # (video, path, clips) finished by an interrupted earlier run
     new_rejected: list[Rejected]  # rejected objects not yet in the manifest as failed
@@ -81,6 +84,7 @@ class RunSummary:
     source_uri: str = ""
     model_name: str = ""
     model_version: str = ""
+    skipped: int = 0  # objects that are not video (labels, checksums, thumbnails): never failures
 
     @property
     def clips_per_s(self) -> float:
@@ -101,6 +105,7 @@ class RunSummary:
             "videos": self.videos,
             "up_to_date": self.up_to_date,
             "rejected": len(self.rejected),
+            "skipped": self.skipped,
             "errors": len(self.errors),
             "failure_rate": self.failure_rate,
             "clips": self.clips,
@@ -148,11 +153,10 @@ def build_dataset(cfg: ScoreJobConfig, listing: list[dict], run_id: str, checkpo
     `errors` is the run's `vad.results.ledger.ErrorLog` actor; without one, the first failure fails the job."""
     import ray
 
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = True
     storage = cfg.storage
     tasks = decode_tasks(listing, cfg.decode)
     ds = ray.data.from_items(tasks, override_num_blocks=max(1, min(len(tasks), 1000)))
+    ds.context.enable_progress_bars = verbose()  # the job draws its own; Ray Data's per operator with -v
     scorer_kwargs = {
         "checkpoint": checkpoint or cfg.scorer.checkpoint,
         "storage": storage,
@@ -186,15 +190,17 @@ def plan_run(cfg: ScoreJobConfig, run_date: str | None = None) -> Plan:
 
     started_at = dt.datetime.now(dt.timezone.utc)
     run_date = run_date or started_at.date().isoformat()
+    require_credentials(cfg.output.uri, cfg.storage)
     checkpoint = resolve_model_uri(cfg.scorer.checkpoint, tracking_uri(cfg.mlflow, cfg.work_dir), cfg.work_dir)
     loaded = load_checkpoint(checkpoint, cfg.storage)
     if cfg.scorer.name is not None and cfg.scorer.name != loaded.name:
         raise ValueError(f"scorer.name is {cfg.scorer.name!r} but checkpoint {cfg.scorer.checkpoint} holds a {loaded.name!r} model")
     check_decode_matches(loaded, cfg.decode)
-    videos, rejected = list_videos(cfg.source, cfg.storage, run_date)
+    listing = scan_source(cfg.source, cfg.storage, run_date)
+    videos, rejected = listing.videos, listing.rejected
     plan = Plan(
         uuid.uuid4().hex[:16], run_date, started_at, checkpoint, loaded.name, loaded.version, loaded.threshold,
-        signature_of(cfg.decode), videos, rejected, [], [], [],
+        signature_of(cfg.decode), videos, rejected, listing.skipped, [], [], [],
     )
     manifest = read_manifest(cfg.output.uri, cfg.storage) if cfg.run.incremental else {}
     plan.todo = [v for v in videos if not is_up_to_date(manifest.get(plan.key(v.uri)), v.size, v.mtime)]
@@ -207,8 +213,8 @@ def plan_run(cfg: ScoreJobConfig, run_date: str | None = None) -> Plan:
     for bad in plan.new_rejected:
         log.warning("skipped %s: %s", bad.uri, bad.reason)
     log.info(
-        "run %s: %d videos under %s, %d to score (%d up to date), %d other objects skipped",
-        plan.run_id, len(videos), cfg.source.uri, len(plan.todo), len(videos) - len(plan.todo), len(rejected),
+        "run %s: %d videos under %s, %d to score (%d up to date), %d video objects rejected, %d non-video objects skipped",
+        plan.run_id, len(videos), cfg.source.uri, len(plan.todo), len(videos) - len(plan.todo), len(rejected), len(plan.skipped),
     )
     return plan
 
@@ -239,7 +245,7 @@ def execute(cfg: ScoreJobConfig, plan: Plan, t0: float) -> RunSummary:
         plan.run_id, plan.run_date, len(plan.videos), clips, anomalies, files, plan.rejected, time.perf_counter() - t0,
         up_to_date=len(plan.videos) - len(plan.todo), errors=errors, attempted=len(plan.todo) + len(plan.new_rejected),
         max_failure_rate=cfg.run.max_failure_rate, started_at=plan.started_at, finished_at=dt.datetime.now(dt.timezone.utc),
-        source_uri=cfg.source.uri, model_name=plan.model_name, model_version=plan.model_version,
+        source_uri=cfg.source.uri, model_name=plan.model_name, model_version=plan.model_version, skipped=len(plan.skipped),
     )
 
 
@@ -275,6 +281,8 @@ def _score_videos(cfg: ScoreJobConfig, plan: Plan, manifest_out: ManifestWriter)
     import ray
 
     error_log = start_error_log()
+    progress = Progress("scoring", len(plan.todo), "videos")
+    clips = 0
     try:
         by_uri = {v.uri: v for v in plan.todo}
         written: list[dict] = []
@@ -286,6 +294,8 @@ def _score_videos(cfg: ScoreJobConfig, plan: Plan, manifest_out: ManifestWriter)
                 if video.uri not in done:
                     done.add(video.uri)
                     written.append(row)
+                    clips += int(row["rows"])
+                    progress.update(len(done), f"{clips} clips ({clips / max(progress.elapsed(), 1e-9):.1f} clips/s)")
                 manifest_out.add(
                     uri=video.uri, size=video.size, mtime=video.mtime, key=plan.key(video.uri),
                     status="scored", clips=int(row["rows"]), scores_path=row["path"],
@@ -303,6 +313,7 @@ def _score_videos(cfg: ScoreJobConfig, plan: Plan, manifest_out: ManifestWriter)
         ]
         return written, errors
     finally:
+        progress.close()
         ray.kill(error_log)
 
 

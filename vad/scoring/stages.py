@@ -15,7 +15,7 @@ import numpy as np
 from vad.config import DecodeConfig, StorageConfig
 from vad.io.sources import VideoRef
 from vad.results.schema import clip_id
-from vad.results.tables import encode_mask
+from vad.results.tables import mask_columns
 from vad.video.clips import iter_clip_batches, split_parts
 
 
@@ -78,14 +78,20 @@ class ScoreClips:
         self.decode = decode
         self.errors = errors  # a vad.results.ledger.ErrorLog actor; None: a failing batch raises
 
-    def _score(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def _score(self, frames: np.ndarray) -> dict[str, np.ndarray]:
+        """The model's outputs for a batch of uint8 clips: score, frame_scores, and for scorers that
+        localise, mask and pixel_scores."""
         import torch
 
         with torch.inference_mode(), self.options.autocast():
             clips = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device, non_blocking=True)
             output = self.score_fn(clips.float().div_(255.0))
-        mask = output.mask.cpu().numpy() if output.mask is not None else None
-        return output.score.float().cpu().numpy().astype(np.float32), output.frame_scores.float().cpu().numpy().astype(np.float32), mask
+        out = {"score": output.score, "frame_scores": output.frame_scores, "mask": output.mask, "pixel_scores": output.pixel_scores}
+        return {
+            name: value.cpu().numpy() if value.dtype == torch.bool else value.float().cpu().numpy().astype(np.float32)
+            for name, value in out.items()
+            if value is not None
+        }
 
     def _score_each_video(self, batch: dict[str, np.ndarray], frames: np.ndarray):
         """After a failed batch: score video by video, report the ones that fail, keep the rest."""
@@ -105,19 +111,17 @@ class ScoreClips:
             raise RuntimeError(f"scoring failed: {failures[0]['message']}")
         report_errors(self.errors, failures)
         n, clip_len = int(keep.sum()), frames.shape[1]
-        score, frame_scores = np.zeros(n, np.float32), np.zeros((n, clip_len), np.float32)
-        mask = None
+        merged = {"score": np.zeros(n, np.float32), "frame_scores": np.zeros((n, clip_len), np.float32)}
+        if self.loaded.model.meta.localises:  # the masks columns exist even when every video failed
+            merged |= {"mask": np.zeros((n, clip_len, 1, 1), bool), "pixel_scores": np.zeros((n, clip_len, 1, 1), np.float32)}
         position = np.cumsum(keep) - 1
-        for rows, (s, f, m) in parts:
-            score[position[rows]], frame_scores[position[rows]] = s, f
-            if m is not None:
-                if mask is None:
-                    mask = np.zeros((n, *m.shape[1:]), dtype=bool)
-                mask[position[rows]] = m
-        if mask is None and self.loaded.model.meta.localises:
-            mask = np.zeros((0, clip_len, 1, 1), dtype=bool)
+        for rows, outputs in parts:
+            for name, value in outputs.items():
+                if merged[name].shape[1:] != value.shape[1:]:
+                    merged[name] = np.zeros((n, *value.shape[1:]), dtype=value.dtype)
+                merged[name][position[rows]] = value
         kept = {name: np.asarray(column)[keep] for name, column in batch.items()}
-        return kept, (score, frame_scores, mask)
+        return kept, merged
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.score_batch(batch)
@@ -125,9 +129,10 @@ class ScoreClips:
     def score_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         frames = batch.pop("frames")
         try:
-            score, frame_scores, masks = self._score(frames)
+            outputs = self._score(frames)
         except Exception:
-            batch, (score, frame_scores, masks) = self._score_each_video(batch, frames)
+            batch, outputs = self._score_each_video(batch, frames)
+        score = outputs["score"]
         n = len(score)
         threshold = np.float32(self.loaded.threshold)
         batch["clip_id"] = np.array(
@@ -138,21 +143,15 @@ class ScoreClips:
             dtype=object,
         )
         batch["score"] = score
-        batch["frame_scores"] = frame_scores
+        batch["frame_scores"] = outputs["frame_scores"]
         batch["threshold"] = np.full(n, threshold, dtype=np.float32)
         batch["is_anomaly"] = score > threshold
         batch["model_name"] = np.array([self.loaded.name] * n, dtype=object)
         batch["model_version"] = np.array([self.loaded.version] * n, dtype=object)
         batch["run_id"] = np.array([self.run_id] * n, dtype=object)
         batch["frame_step"] = np.full(n, self.decode.frame_step, dtype=np.int16)
-        if masks is not None:
-            pngs = np.empty(n, dtype=object)  # one list of PNGs per clip, kept 1-D
-            for i, clip in enumerate(masks):
-                pngs[i] = [encode_mask(frame) for frame in clip]
-            batch["mask_png"] = pngs
-            batch["anomalous_pixels"] = masks.reshape(n, masks.shape[1], masks.shape[2] * masks.shape[3]).sum(axis=2).astype(np.int32)
-            batch["mask_height"] = np.full(n, masks.shape[2], dtype=np.int32)
-            batch["mask_width"] = np.full(n, masks.shape[3], dtype=np.int32)
+        if "mask" in outputs:
+            batch |= mask_columns(outputs["mask"], outputs.get("pixel_scores"))
         return batch
 
 

@@ -2,7 +2,7 @@
 `bench/fault_soak.py`.
 
 - `bad_objects(kind, ...)`: the files a messy archive holds (zero bytes, truncated or corrupt
-  video, non-video objects, videos shorter than a clip, variable frame rate, odd sizes,
+  video, non-video objects (skipped, not failed), videos shorter than a clip, variable frame rate, odd sizes,
   frame folders with a broken frame), each with what the job is expected to do with it.
 - `FaultyS3Proxy`: an HTTP proxy in front of a real S3 endpoint that fails (503 SlowDown),
   drops or delays a chosen share of requests, to check retries with backoff.
@@ -21,12 +21,13 @@ import numpy as np
 
 from vad.testing.synthetic import encode_mp4, render_scene
 
-# kind -> what the job must do: "error" (a row in the errors table) or "scored" (every clip written)
+# kind -> what the job must do: "error" (a row in the errors table), "scored" (every clip written) or
+# "skipped" (not video: counted as skipped, never a failure)
 FAULT_KINDS = {
     "zero_byte": "error",
     "truncated": "error",
     "garbage": "error",
-    "not_video": "error",
+    "not_video": "skipped",
     "too_short": "error",
     "bad_frame": "error",
     "vfr": "scored",
@@ -39,7 +40,7 @@ class BadObject:
     name: str  # file name (a folder name for frame folders)
     files: dict[str, bytes]  # relative path under the video's folder -> content
     kind: str
-    expect: str  # "error" | "scored"
+    expect: str  # "error" | "scored" | "skipped"
     frames: int = 0  # decodable frames, for "scored"
     timestamps_s: list[float] = field(default_factory=list)
 

@@ -48,17 +48,47 @@ class LocalS3:
         self.server.stop()
 
 
+_ACCESS_DENIED = (
+    b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>AccessDenied</Code>"
+    b"<Message>Anonymous writes are refused; sign the request</Message></Error>"
+)
+
+
+def refuse_anonymous_writes(app):
+    """WSGI middleware: PUT, POST and DELETE without a signature (an Authorization header or a
+    presigned URL) get 403 AccessDenied, as real S3 answers them."""
+
+    def guarded(environ, start_response):
+        signed = environ.get("HTTP_AUTHORIZATION") or "X-Amz-Credential" in environ.get("QUERY_STRING", "")
+        if environ.get("REQUEST_METHOD") in ("PUT", "POST", "DELETE") and not signed:
+            start_response("403 Forbidden", [("Content-Type", "application/xml"), ("Content-Length", str(len(_ACCESS_DENIED)))])
+            return [_ACCESS_DENIED]
+        return app(environ, start_response)
+
+    return guarded
+
+
 def start_local_s3(port: int | None = None) -> LocalS3:
     try:
-        from moto.server import ThreadedMotoServer
+        from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+        from werkzeug.serving import make_server
     except ImportError as exc:
         raise RuntimeError("the embedded S3 server needs moto: pip install 'vad[demo]'") from exc
+
+    class GuardedMotoServer(ThreadedMotoServer):
+        def _server_entry(self) -> None:  # moto's, with the anonymous-write guard around the app
+            app = refuse_anonymous_writes(DomainDispatcherApplication(create_backend_app))
+            self._server = make_server(self._ip_address, self._port, app, True, request_handler=MotoRequestHandler)
+            self._server_ready_event.set()
+            self._server.serve_forever()
+
     # moto accepts any credentials; these keep boto3 from searching the host's AWS config.
     os.environ.setdefault("AWS_ACCESS_KEY_ID", DEMO_ACCESS_KEY)
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", DEMO_SECRET_KEY)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     port = port or free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = GuardedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     return LocalS3(f"http://127.0.0.1:{port}", server)
 

@@ -152,8 +152,11 @@ def generate_dataset(
     fps: float = 25.0,
     date: str = "2026-11-24",
     seed: int = 0,
+    masks_dir: str | Path | None = None,
 ) -> list[GeneratedVideo]:
-    """Write `camNN/<date>/{train,test}_XXX.mp4` plus `labels.json`; every test video holds anomalies."""
+    """Write `camNN/<date>/{train,test}_XXX.mp4` plus `labels.json`; every test video holds anomalies.
+    With `masks_dir`, each test video's pixel ground truth goes there as `camNN/<date>/test_XXX.npy`
+    ((T, H, W) booleans, the format `vad evaluate --masks` reads)."""
     out = Path(out_dir)
     made: list[GeneratedVideo] = []
     counter = 0
@@ -170,6 +173,10 @@ def generate_dataset(
                 path = out / key
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(encode_mp4(scene.frames, fps))
+                if masks_dir is not None and split == "test" and scene.masks is not None:
+                    truth = Path(masks_dir) / Path(key).with_suffix(".npy")
+                    truth.parent.mkdir(parents=True, exist_ok=True)
+                    np.save(truth, scene.masks)
                 made.append(GeneratedVideo(key, split, scene.labels.astype(int).tolist(), scene.anomalies))
     (out / "labels.json").write_text(json.dumps([v.__dict__ for v in made]))
     return made

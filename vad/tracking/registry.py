@@ -24,6 +24,7 @@ class Registration:
     version: str
     promoted: bool
     champion_metric: float | None  # the metric of the champion it was compared with, if any
+    reason: str = ""  # why the alias moved, or why not
 
 
 def registry_name(cfg: RegistryConfig, model_name: str) -> str:
@@ -68,13 +69,34 @@ def register_checkpoint(checkpoint_bytes: bytes, cfg: RegistryConfig, model_name
     champion_metric = None
     if holder is not None:
         champion_metric = client.get_run(holder.run_id).data.metrics.get(cfg.metric)
-    better = champion_metric is None or (metric < champion_metric if cfg.lower_is_better else metric > champion_metric)
-    if better and not np.isnan(metric):
-        client.set_registered_model_alias(name, cfg.alias, version)
-        log.info("%s version %s is now @%s (%s %.6g, was %s)", name, version, cfg.alias, cfg.metric, metric, champion_metric)
+    if np.isnan(metric):
+        promoted, reason = False, f"its {cfg.metric} is undefined (no validation videos: train.val_fraction 0, or too few videos)"
+    elif champion_metric is None:
+        promoted, reason = True, f"no champion with a {cfg.metric} yet; its own is {metric:.6g}"
     else:
-        log.info("%s version %s registered, @%s stays on version %s (%s %.6g vs %.6g)", name, version, cfg.alias, holder.version if holder else None, cfg.metric, metric, champion_metric or float("nan"))
-    return Registration(name, version, bool(better and not np.isnan(metric)), champion_metric)
+        promoted = metric < champion_metric if cfg.lower_is_better else metric > champion_metric
+        compared = f"{cfg.metric} {metric:.6g} vs version {holder.version}'s {champion_metric:.6g}"
+        reason = f"it beats the champion: {compared}" if promoted else f"it does not beat the champion: {compared}"
+    if promoted:
+        client.set_registered_model_alias(name, cfg.alias, version)
+    log.info("%s version %s: @%s %s (%s)", name, version, cfg.alias, "moved to it" if promoted else "stays", reason)
+    return Registration(name, version, promoted, champion_metric, reason)
+
+
+def promote(name: str, version: str, alias: str, tracking_uri: str) -> str | None:
+    """Point `alias` at `name` version `version` by hand (e.g. a model trained without validation);
+    returns the version that held the alias before, if any."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    client.get_model_version(name, version)  # raises when there is no such version
+    try:
+        before = client.get_model_version_by_alias(name, alias).version
+    except MlflowException:
+        before = None
+    client.set_registered_model_alias(name, alias, version)
+    return before
 
 
 def resolve_model_uri(uri: str, tracking_uri: str, work_dir: str) -> str:

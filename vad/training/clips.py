@@ -35,16 +35,6 @@ class DistributedResult:
     run_path: str = ""
 
 
-def split_videos(videos: list, val_fraction: float) -> tuple[list, list]:
-    """(training, validation) videos: every k-th video (k = 1 / val_fraction) is held out, so no clip
-    of a validation video is ever trained on. With fewer than 2 videos there is no validation set."""
-    if val_fraction <= 0 or len(videos) < 2:
-        return list(videos), []
-    every = max(2, int(round(1 / val_fraction)))
-    val = [v for i, v in enumerate(videos) if i % every == every - 1] or [videos[-1]]
-    return [v for v in videos if v not in val], val
-
-
 def clips_dataset(videos: list, cfg: TrainJobConfig):
     """A Ray Dataset with one `frames` row per clip, decoded by the scoring pipeline's stage, its
     blocks in order (so a seeded run and its resumption see the same clips in the same order)."""
@@ -130,17 +120,17 @@ def train_loop(config: dict) -> None:
 
 
 def train_distributed(
-    cfg: TrainJobConfig, videos: list, hparams: dict, mlflow_spec: dict | None = None,
+    cfg: TrainJobConfig, train_videos: list, val_videos: list, hparams: dict, mlflow_spec: dict | None = None,
     epoch_callbacks: list[Callable[[dict], None]] = (),
 ) -> DistributedResult:
-    """Train `cfg.model` with Ray Train on the clips of `videos`; returns the final model and threshold.
+    """Train `cfg.model` with Ray Train on the clips of `train_videos`, validate on `val_videos`
+    (`vad.training.split.split_videos`); returns the final model and threshold.
 
     `epoch_callbacks` run on every worker after each epoch's report, with its metrics."""
     from vad.models.scorers import build_scorer
     from vad.training.local import score_clips
 
     run = ray_train.claim_run(cfg)
-    train_videos, val_videos = split_videos(videos, cfg.train.val_fraction)
     datasets = {"train": clips_dataset(train_videos, cfg)}
     if cfg.train.max_clips:
         datasets["train"] = datasets["train"].limit(cfg.train.max_clips)

@@ -13,7 +13,7 @@ import numpy as np
 from vad.cluster import ensure_ray
 from vad.config import TrainJobConfig
 from vad.io.sources import list_videos
-from vad.io.storage import write_bytes
+from vad.io.storage import require_credentials, write_bytes
 from vad.models.checkpoint import checkpoint_bytes, decode_record
 from vad.tracking.runs import mlflow_run
 from vad.training.local import FitResult
@@ -72,12 +72,22 @@ def _params(cfg: TrainJobConfig, hparams: dict, videos: int) -> dict:
 
 def _train_clip_scorer(cfg: TrainJobConfig, videos: list, hparams: dict, tracker, epoch_callbacks) -> Trained:
     from vad.training.clips import train_distributed
+    from vad.training.split import split_videos, split_warning
 
-    trained = train_distributed(cfg, videos, hparams, tracker.worker_spec(), epoch_callbacks)
+    train_videos, val_videos = split_videos(videos, cfg.train.val_fraction)
+    if warning := split_warning("normal videos", train_videos, val_videos, cfg.train.val_fraction):
+        log.warning(warning)
+        tracker.set_tag("vad.split_warning", warning)
+    tracker.log_params({"split.train_videos": len(train_videos), "split.val_videos": len(val_videos)})
+    trained = train_distributed(cfg, train_videos, val_videos, hparams, tracker.worker_spec(), epoch_callbacks)
+    log.info(
+        "trained on %d videos (%d clips), validated on %d videos (%d clips)",
+        len(train_videos), trained.train_clips, len(val_videos), trained.val_clips,
+    )
     final = trained.history[-1] if trained.history else {}
     metrics = {"train/loss": final.get("train/loss", float("nan")), "val/loss": final.get("val/loss", float("nan")), "train/seconds": trained.seconds}
     return Trained(
-        trained.model, trained.threshold, trained.history, metrics, {"train/clips": trained.train_clips},
+        trained.model, trained.threshold, trained.history, metrics, {"train/clips": trained.train_clips, "val/clips": trained.val_clips},
         trained.train_clips, trained.seconds, trained.run_path, trained.val_scores,
     )
 
@@ -106,6 +116,8 @@ def run_training(cfg: TrainJobConfig, *, epoch_callbacks: list[Callable[[dict], 
 
     hparams = {"clip_len": cfg.decode.clip_len, **cfg.model.hparams}
     build_scorer(cfg.model.name, **hparams)  # bad names or hparams fail here, before any cluster work
+    for uri in (cfg.output.checkpoint, cfg.distributed.storage_path or ""):
+        require_credentials(uri, cfg.storage)
     trains_on_normal_clips = scorer_meta(cfg.model.name).trains_on_normal_clips
     if not trains_on_normal_clips and not cfg.train.anomalous_regex:
         raise ValueError(WEAK_LABELS_NEEDED)
@@ -125,5 +137,10 @@ def run_training(cfg: TrainJobConfig, *, epoch_callbacks: list[Callable[[dict], 
         tracker.set_tag("vad.ray_train_path", trained.run_path)
         shape = (cfg.decode.clip_len, *(cfg.decode.resize or ())) + (() if cfg.decode.grayscale else (3,))
         registered = tracker.register(data, cfg.registry, cfg.model.name, shape, trained.metrics.get(cfg.registry.metric, float("nan")))
+    if registered is not None and not registered.promoted:
+        log.warning(
+            "%s version %s is registered but @%s was not moved to it: %s. To use it anyway: vad promote %s %s",
+            registered.name, registered.version, cfg.registry.alias, registered.reason, registered.name, registered.version,
+        )
     result = FitResult(trained.threshold, trained.history, trained.val_scores, trained.seconds)
     return TrainSummary(cfg.output.checkpoint, trained.clips, result, tracker.run_id, registered)

@@ -3,6 +3,7 @@ bags of backbone features extracted by Ray Data, the head trained on Ray Train."
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -10,9 +11,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from vad.cluster import ensure_ray
 from vad.config import TrainJobConfig
 from vad.training import ray_train
 from vad.training.step import optimise
+
+log = logging.getLogger(__name__)
 
 WEAK_LABELS_NEEDED = "mil learns from weakly labelled videos: set train.anomalous_regex (keys of anomalous videos)"
 
@@ -60,8 +64,7 @@ def train_mil_distributed(
 
     from vad.models.scorers.mil.model import MILHead
 
-    if not ray.is_initialized():
-        ray.init()
+    ensure_ray(None)  # a private local Ray unless the caller connected to one
     loop_config = {
         "bags": [ray.put(np.ascontiguousarray(anomalous, dtype=np.float32)), ray.put(np.ascontiguousarray(normal, dtype=np.float32))],
         "epochs": epochs, "steps_per_epoch": steps_per_epoch, "batch_pairs": batch_pairs, "lr": lr,
@@ -134,13 +137,16 @@ def train_mil_job(cfg: TrainJobConfig, videos: list) -> MILResult:
     from vad.models.backbones import build_backbone
     from vad.models.scorers.mil.loss import mil_ranking_loss
     from vad.models.scorers.mil.model import MILScorer, segment_features
-    from vad.training.clips import split_videos
+    from vad.training.split import split_videos, split_warning
 
     anomalous, normal = weak_labels(cfg, videos)
     run = ray_train.claim_run(cfg)
-    features = clip_features_by_video(cfg, videos)
     train_a, val_a = split_videos(anomalous, cfg.train.val_fraction)
     train_n, val_n = split_videos(normal, cfg.train.val_fraction)
+    for what, train, val in (("anomalous videos", train_a, val_a), ("normal videos", train_n, val_n)):
+        if warning := split_warning(what, train, val, cfg.train.val_fraction):
+            log.warning(warning)
+    features = clip_features_by_video(cfg, videos)
 
     def bags(group: list) -> np.ndarray:
         return np.stack([segment_features(features[v.uri]) for v in group if v.uri in features])

@@ -17,6 +17,7 @@ class ScoreOutput:
     score: torch.Tensor  # (B,)
     frame_scores: torch.Tensor  # (B, T)
     mask: torch.Tensor | None = None  # (B, T, H, W) bool, for scorers that localise
+    pixel_scores: torch.Tensor | None = None  # (B, T, H, W) float: what `mask` thresholds (heat maps, pixel AUC)
 
 
 def frame_score_from_errors(errors: torch.Tensor, patch: int | None = None) -> torch.Tensor:

@@ -107,7 +107,7 @@ class VGGAutoencoder(ClipScorer):
             threshold = torch.quantile(flat, self.mask_percentile / 100, dim=2)[..., None, None]
         else:
             threshold = self.pixel_threshold
-        return ScoreOutput(score=frame_scores.mean(1), frame_scores=frame_scores, mask=errors > threshold)
+        return ScoreOutput(score=frame_scores.mean(1), frame_scores=frame_scores, mask=errors > threshold, pixel_scores=errors)
 
     def hparams(self) -> dict:
         return {

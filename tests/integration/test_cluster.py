@@ -1,0 +1,65 @@
+"""A job never joins a Ray cluster its config does not name, even when one runs on the same host."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from vad.testing.s3server import free_port
+
+RAY = str(Path(sys.executable).with_name("ray"))
+PROBE = (
+    "import sys, json, ray\n"
+    "from vad.cluster import ensure_ray\n"
+    "ensure_ray(None if sys.argv[1] == 'null' else sys.argv[1], 1)\n"
+    "print(json.dumps(ray.cluster_resources()))\n"
+)
+
+
+@pytest.fixture
+def stranger(tmp_path):
+    """Another user's Ray head on this host, started with `ray start` as they would (so it is the
+    host's "latest cluster"), with a resource of its own; stopped by its PID."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    latest = Path("/tmp/ray/ray_current_cluster")  # `ray start` records itself here for ray.init() to find
+    before = latest.read_text() if latest.exists() else None
+    port = free_port()
+    head = subprocess.Popen(
+        [RAY, "start", "--head", "--block", f"--port={port}", "--num-cpus=1", '--resources={"stranger": 1}',
+         "--include-dashboard=false", "--disable-usage-stats"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
+    )
+    address = f"127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and _probe(address).get("stranger") is None:
+        time.sleep(2)
+    yield address
+    os.killpg(head.pid, signal.SIGTERM)  # `ray start --block` stops what it started
+    head.wait(timeout=60)
+    if before is None:
+        latest.unlink(missing_ok=True)
+    else:
+        latest.write_text(before)
+
+
+def _probe(address: str | None) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    if address:  # `ray start` heads of Ray 2.60 take a token (~/.ray/auth_token); clients say they have one
+        env["RAY_AUTH_MODE"] = "token"
+    result = subprocess.run([sys.executable, "-c", PROBE, address or "null"], capture_output=True, text=True, timeout=180, env=env)
+    if result.returncode != 0:
+        return {}
+    import json
+
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_a_job_without_an_address_starts_its_own_ray_beside_a_strangers(stranger):
+    own = _probe(None)
+    assert own.get("CPU") == 1 and "stranger" not in own, own
+    joined = _probe(stranger)  # naming the cluster joins it: the check above can tell them apart
+    assert joined.get("stranger") == 1, joined
