@@ -280,6 +280,10 @@ class DistributedConfig(_Section):
     )
     ray_address: str | None = Field(None, description="null = start or join a local Ray")
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray started by the job")
+    check_resources: bool = Field(
+        True, description="refuse to start when the cluster lacks the CPUs/GPUs of the workers plus one decode task "
+        "(false for autoscaling clusters that add nodes on demand)",
+    )
 
 
 class RegistryConfig(_Section):

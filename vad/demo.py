@@ -80,12 +80,13 @@ def run_demo(work_dir: str = "vad-work", epochs: int = 25, num_cpus: int | None 
         trained = run_training(train_cfg)
         print(
             f"[3/5] trained conv_ae on {trained.clips} normal clips in {trained.result.seconds:.1f} s "
-            f"(loss {trained.result.history[-1]['train/loss']:.5f}, threshold {trained.result.threshold:.5f}) -> {checkpoint}"
+            f"(loss {trained.result.history[-1]['train/loss']:.5f}, threshold {trained.result.threshold:.5f}) -> {trained.checkpoint}"
         )
 
         score_cfg = ScoreJobConfig(
             output=OutputConfig(uri=str(results)),
-            scorer=ScorerConfig(name="conv_ae", checkpoint=checkpoint, batch_size=16, device="cpu"),
+            # the model just trained, promoted or not (an earlier demo's champion may be better)
+            scorer=ScorerConfig(name="conv_ae", checkpoint=trained.checkpoint, batch_size=16, device="cpu"),
             decode=decode, ray=RayConfig(num_cpus=num_cpus), run_name="demo-score", **shared,
         )
         summary = run_scoring(score_cfg)

@@ -327,3 +327,12 @@ def test_without_validation_the_model_is_registered_not_promoted_and_can_be_prom
     assert capsys.readouterr().out.strip() == f"models:/vad-no-validation@champion -> version {registered.version}"
     assert str(client.get_model_version_by_alias(registered.name, "champion").version) == registered.version
     assert main(["promote", registered.name, "999", "--tracking-uri", uri]) == 2
+
+
+def test_a_run_the_cluster_cannot_hold_is_refused_before_it_starts(ray_local, s3, archive, work):
+    """2 workers of 1 CPU and a decode task on a 2-CPU Ray: the decode tasks would wait forever."""
+    cfg = _config(s3, archive, work, "too-big")
+    cfg = cfg.model_copy(update={"distributed": cfg.distributed.model_copy(update={"cpus_per_worker": 1.0})})
+    with pytest.raises(ValueError, match=r"training needs 3 CPUs, the cluster has 2 .*lower distributed.num_workers"):
+        run_training(cfg)
+    assert not (work / "ray-train" / "too-big").exists(), "nothing started"

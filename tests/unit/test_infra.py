@@ -145,6 +145,26 @@ def test_dockerfiles_pin_what_the_project_pins():
         assert "requirements.lock" in text and "COPY jobs" in text and "COPY configs" in text
 
 
+def test_the_images_install_a_head_that_accepts_jobs():
+    """KubeRay RayJobs and `ray job submit` go through the dashboard's job server, which only
+    `ray[default]` brings: both images install the `cluster` extra, and the lock pins what it needs."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    ray_pin = next(d for d in project["dependencies"] if d.startswith("ray["))
+    assert project["optional-dependencies"]["cluster"] == [f"ray[default]=={ray_pin.split('==')[1]}"]
+    assert "cluster" in re.search(r"vad\[([a-z,]+)\]", project["optional-dependencies"]["dev"][0]).group(1)
+    import importlib.metadata
+
+    needed = [r.split(";")[0].split(">")[0].split("!")[0].split("<")[0].split("=")[0].strip()
+              for r in importlib.metadata.requires("ray") if 'extra == "default"' in r]
+    locked = {name.lower().replace("_", "-") for name in pins()}
+    assert {n.lower().replace("_", "-") for n in needed} <= locked, "the lock must pin every ray[default] requirement"
+    for name in ("Dockerfile.cpu", "Dockerfile.cuda"):
+        install = [line for line in (INFRA / "docker" / name).read_text().splitlines() if "pip install" in line and "--index-url" not in line]
+        assert len(install) == 1 and re.search(r'"\.\[([a-z,]*cluster[a-z,]*)\]"', install[0]), (name, install)
+
+
 def test_docker_compose_serves_minio_and_the_pinned_mlflow():
     [compose] = load("docker-compose.yml")
     services = compose["services"]

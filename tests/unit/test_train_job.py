@@ -75,3 +75,14 @@ def test_a_split_far_from_the_requested_fraction_is_called_out():
     train, val = split_videos(["only"], 0.2)
     assert "leave none to hold out" in split_warning("normal videos", train, val, 0.2)
     assert split_warning("normal videos", ["a", "b"], [], 0.0) is None  # none asked for, none held out
+
+
+def test_a_model_that_was_not_promoted_never_takes_the_champions_path():
+    from vad.tracking.registry import Registration
+    from vad.training.job import checkpoint_path
+
+    promoted, held_back = Registration("vad-conv-ae", "3", True, 0.1), Registration("vad-conv-ae", "3", False, 0.1)
+    assert checkpoint_path("s3://models/conv_ae/v1.pt", promoted) == "s3://models/conv_ae/v1.pt"
+    assert checkpoint_path("s3://models/conv_ae/v1.pt", None) == "s3://models/conv_ae/v1.pt"  # no registry: as configured
+    assert checkpoint_path("s3://models/conv_ae/v1.pt", held_back) == "s3://models/conv_ae/v1.v3.pt"
+    assert checkpoint_path("/data/model", held_back) == "/data/model.v3"

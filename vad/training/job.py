@@ -106,6 +106,28 @@ def _train_mil(cfg: TrainJobConfig, videos: list, hparams: dict, tracker, epoch_
     )
 
 
+def check_resources(cfg: TrainJobConfig) -> None:
+    """Refuse a run the cluster cannot hold: Ray Train reserves its workers' CPUs (and GPUs) for the
+    whole run, and the clips are decoded by Ray Data tasks that need CPUs of their own; with too few
+    the decode tasks wait forever."""
+    import ray
+
+    dist = cfg.distributed
+    have = ray.cluster_resources()
+    needs = {"CPU": dist.num_workers * dist.cpus_per_worker + cfg.decode.num_cpus}
+    if dist.use_gpu:
+        needs["GPU"] = dist.num_workers * dist.gpus_per_worker
+    short = {kind: (need, have.get(kind, 0.0)) for kind, need in needs.items() if have.get(kind, 0.0) + 1e-9 < need}
+    if short:
+        what = "; ".join(f"{need:g} {kind}s, the cluster has {got:g}" for kind, (need, got) in short.items())
+        raise ValueError(
+            f"training needs {what} ({dist.num_workers} workers x {dist.cpus_per_worker:g} CPUs"
+            f"{f' x {dist.gpus_per_worker:g} GPUs' if dist.use_gpu else ''}, plus {cfg.decode.num_cpus:g} CPUs for a decode task): "
+            "lower distributed.num_workers or distributed.cpus_per_worker (fractions such as 0.5 work), or decode.num_cpus, "
+            "or add nodes; on an autoscaling cluster set distributed.check_resources: false"
+        )
+
+
 def run_training(cfg: TrainJobConfig, *, epoch_callbacks: list[Callable[[dict], None]] = ()) -> TrainSummary:
     """Train, write the checkpoint to `cfg.output.checkpoint`, log and register it.
 
@@ -125,22 +147,41 @@ def run_training(cfg: TrainJobConfig, *, epoch_callbacks: list[Callable[[dict], 
     train = _train_clip_scorer if trains_on_normal_clips else _train_mil
     log.info("training %s on %d videos with %d Ray Train worker(s)", cfg.model.name, len(videos), cfg.distributed.num_workers)
     ensure_ray(cfg.distributed.ray_address, cfg.distributed.num_cpus, dashboard=True)
+    if cfg.distributed.check_resources:
+        check_resources(cfg)
+    if cfg.distributed.num_workers > 1 and trains_on_normal_clips:
+        log.info("each of the %d workers takes the same number of clips: up to %d clips are left out of an epoch",
+                 cfg.distributed.num_workers, cfg.distributed.num_workers - 1)
     with mlflow_run(cfg.mlflow, cfg.work_dir, cfg.run_name or f"train-{cfg.model.name}", {"vad.job": "train"}) as tracker:
         tracker.log_params(_params(cfg, hparams, len(videos)))
         trained = train(cfg, videos, hparams, tracker, epoch_callbacks)
         data = checkpoint_bytes(
             trained.model, version=cfg.output.version, threshold=trained.threshold, decode=decode_record(cfg.decode), metrics=trained.metrics
         )
-        write_bytes(cfg.output.checkpoint, data, cfg.storage)
         tracker.log_metrics({**trained.extra_metrics, "train/threshold": trained.threshold, "train/seconds": trained.seconds})
-        tracker.set_tag("vad.checkpoint", cfg.output.checkpoint)
         tracker.set_tag("vad.ray_train_path", trained.run_path)
         shape = (cfg.decode.clip_len, *(cfg.decode.resize or ())) + (() if cfg.decode.grayscale else (3,))
         registered = tracker.register(data, cfg.registry, cfg.model.name, shape, trained.metrics.get(cfg.registry.metric, float("nan")))
+        checkpoint = checkpoint_path(cfg.output.checkpoint, registered)
+        write_bytes(checkpoint, data, cfg.storage)
+        tracker.set_tag("vad.checkpoint", checkpoint)
     if registered is not None and not registered.promoted:
         log.warning(
-            "%s version %s is registered but @%s was not moved to it: %s. To use it anyway: vad promote %s %s",
-            registered.name, registered.version, cfg.registry.alias, registered.reason, registered.name, registered.version,
+            "%s version %s is registered but @%s was not moved to it: %s. Its checkpoint is %s (%s still holds the "
+            "champion's). To use it anyway: vad promote %s %s",
+            registered.name, registered.version, cfg.registry.alias, registered.reason, checkpoint, cfg.output.checkpoint,
+            registered.name, registered.version,
         )
     result = FitResult(trained.threshold, trained.history, trained.val_scores, trained.seconds)
-    return TrainSummary(cfg.output.checkpoint, trained.clips, result, tracker.run_id, registered)
+    return TrainSummary(checkpoint, trained.clips, result, tracker.run_id, registered)
+
+
+def checkpoint_path(uri: str, registered) -> str:
+    """`output.checkpoint` holds the champion: a model the registry did not promote is written beside
+    it under its version (`v1.pt` -> `v1.v3.pt`), so scoring by path never picks it up by accident."""
+    if registered is None or registered.promoted:
+        return uri
+    head, sep, name = uri.rpartition("/")
+    stem, dot, suffix = name.rpartition(".")
+    renamed = f"{stem}.v{registered.version}.{suffix}" if dot and stem else f"{name}.v{registered.version}"
+    return f"{head}{sep}{renamed}"

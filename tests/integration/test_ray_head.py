@@ -1,0 +1,108 @@
+"""The cluster path as a user takes it: a real Ray head started from the project's environment with
+`ray start`, and `jobs.train` and `jobs.score` submitted through its job server (the API KubeRay's
+RayJobs and `ray job submit` use), joining it with `ray.address: auto`."""
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow.dataset as pads
+import pytest
+import yaml
+from helpers import DECODE
+
+from vad.results.schema import PARTITION_SCHEMA
+from vad.testing.s3server import free_port
+
+VENV_BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def head():
+    """A 2-CPU head with its dashboard (the job server), started the way the README says: from the
+    project's environment (its bin/ first on PATH, as after `source .venv/bin/activate`), so a job's
+    `python` is the one with vad installed. Its token (~/.ray/auth_token) reaches our client through
+    RAY_AUTH_MODE=token. Stopped by its PID; the host's record of the latest cluster is restored."""
+    latest = Path("/tmp/ray/ray_current_cluster")
+    before = latest.read_text() if latest.exists() else None
+    port, dashboard = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    temp = tempfile.mkdtemp(prefix="rh", dir="/tmp")  # short: Ray's socket paths live under it
+    process = subprocess.Popen(
+        [str(VENV_BIN / "ray"), "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--include-dashboard=true",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--temp-dir={temp}", "--disable-usage-stats"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
+    )
+    os.environ["RAY_AUTH_MODE"] = "token"
+    from ray.job_submission import JobSubmissionClient
+
+    deadline, client = time.monotonic() + 180, None
+    while client is None and time.monotonic() < deadline:
+        try:
+            client = JobSubmissionClient(f"http://127.0.0.1:{dashboard}")
+        except Exception:  # noqa: BLE001 - the job server is not up yet
+            time.sleep(2)
+    try:
+        assert client is not None, "the head's job server never answered"
+        yield client
+    finally:
+        os.environ.pop("RAY_AUTH_MODE", None)
+        os.killpg(process.pid, signal.SIGTERM)  # `ray start --block` stops what it started
+        process.wait(timeout=60)
+        if before is None:
+            latest.unlink(missing_ok=True)
+        else:
+            latest.write_text(before)
+
+
+def _run(client, args: list[str], timeout_s: float = 420) -> str:
+    from ray.job_submission import JobStatus
+
+    job = client.submit_job(entrypoint=" ".join(["python", "-m", *args]))
+    deadline = time.monotonic() + timeout_s
+    while client.get_job_status(job) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+        assert time.monotonic() < deadline, f"{args[0]} did not finish: {client.get_job_logs(job)[-3000:]}"
+        time.sleep(2)
+    logs = client.get_job_logs(job)
+    assert client.get_job_status(job) == JobStatus.SUCCEEDED, logs[-4000:]
+    return logs
+
+
+def test_train_then_score_through_the_job_api(head, s3, archive, tmp_path):
+    import mlflow
+
+    work, tracking = tmp_path / "work", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    storage = {k: (v.get_secret_value() if hasattr(v, "get_secret_value") else v) for k, v in s3.storage_config().model_dump().items()}
+    decode = DECODE.model_dump(mode="json")
+    train = {
+        "source": {"uri": archive["uri"]}, "storage": storage, "decode": {**decode, "stride": 4},
+        "output": {"checkpoint": str(tmp_path / "conv_ae.pt"), "version": "cluster-1"},
+        "model": {"name": "conv_ae", "hparams": {"widths": [16, 8, 8]}},
+        "train": {"epochs": 2, "batch_size": 8, "key_regex": "/train_", "val_fraction": 0.25, "device": "cpu"},
+        "distributed": {"ray_address": "auto", "num_workers": 1, "cpus_per_worker": 1, "storage_path": str(tmp_path / "ray-train")},
+        "mlflow": {"tracking_uri": tracking, "experiment": "cluster-train"}, "work_dir": str(work),
+    }
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(train))
+    _run(head, ["jobs.train", "--config", str(tmp_path / "train.yaml")])
+    client = mlflow.MlflowClient(tracking)
+    assert str(client.get_model_version_by_alias("vad-conv-ae", "champion").version) == "1"
+
+    score = {
+        "source": {"uri": f"{archive['uri']}/cam01"}, "storage": storage, "decode": decode,
+        "output": {"uri": str(tmp_path / "results")},
+        "scorer": {"name": "conv_ae", "checkpoint": "models:/vad-conv-ae@champion", "device": "cpu", "batch_size": 4},
+        "ray": {"address": "auto"}, "mlflow": {"tracking_uri": tracking, "experiment": "cluster-score"}, "work_dir": str(work),
+    }
+    (tmp_path / "score.yaml").write_text(yaml.safe_dump(score))
+    logs = _run(head, ["jobs.score", "--config", str(tmp_path / "score.yaml"), "--date", "2026-11-24"])
+    assert '"clips":' in logs
+    table = pads.dataset(str(tmp_path / "results" / "scores"), partitioning=pads.partitioning(PARTITION_SCHEMA, flavor="hive")).to_table()
+    assert table.num_rows > 0 and set(table["model_version"].to_pylist()) == {"cluster-1"}
+    [run] = client.search_runs([client.get_experiment_by_name("cluster-score").experiment_id])
+    assert run.data.metrics["score/clips"] == table.num_rows
