@@ -11,6 +11,7 @@ from vad.testing.synthetic import generate_dataset
 
 @pytest.fixture(scope="session")
 def ray_local():
+    """The tests' local Ray (2 CPUs), started before any job in this process could start its own."""
     import ray
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -36,7 +37,7 @@ def archive(s3, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def checkpoint(s3, archive, tmp_path_factory):
+def checkpoint(ray_local, s3, archive, tmp_path_factory):
     from vad.config import MlflowConfig, TrainJobConfig, TrainLoopConfig, TrainModelConfig, TrainOutputConfig
     from vad.training.job import run_training
 
