@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -99,3 +104,33 @@ def actor_pids(class_part: str) -> list[int]:
         for actor in ray._private.state.actors().values()
         if actor["State"] == "ALIVE" and class_part in actor["ActorClassName"] and actor.get("Pid")
     ]
+
+
+# A real Ray head, as a user starts one.
+
+
+@contextlib.contextmanager
+def ray_head(*args: str, path_first: str | None = None):
+    """`ray start --head --block <args>` from this environment in its own process group, stopped by
+    its PID on exit (`--block` stops what it started); the host's record of the latest cluster
+    (/tmp/ray/ray_current_cluster, which plain `ray.init()` would follow) is put back as it was.
+    `path_first`: a folder put first on the head's PATH, as an activated virtualenv does."""
+    ray = str(Path(sys.executable).with_name("ray"))
+    latest = Path("/tmp/ray/ray_current_cluster")
+    before = latest.read_text() if latest.exists() else None
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    if path_first:
+        env["PATH"] = f"{path_first}{os.pathsep}{env.get('PATH', '')}"
+    process = subprocess.Popen(
+        [ray, "start", "--head", "--block", "--disable-usage-stats", *args],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
+    )
+    try:
+        yield process
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+        if before is None:
+            latest.unlink(missing_ok=True)
+        else:
+            latest.write_text(before)

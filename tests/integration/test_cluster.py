@@ -1,17 +1,15 @@
 """A job never joins a Ray cluster its config does not name, even when one runs on the same host."""
 
 import os
-import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
+from helpers import ray_head
 
 from vad.testing.s3server import free_port
 
-RAY = str(Path(sys.executable).with_name("ray"))
 PROBE = (
     "import sys, json, ray\n"
     "from vad.cluster import ensure_ray\n"
@@ -21,29 +19,16 @@ PROBE = (
 
 
 @pytest.fixture
-def stranger(tmp_path):
+def stranger():
     """Another user's Ray head on this host, started with `ray start` as they would (so it is the
-    host's "latest cluster"), with a resource of its own; stopped by its PID."""
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    latest = Path("/tmp/ray/ray_current_cluster")  # `ray start` records itself here for ray.init() to find
-    before = latest.read_text() if latest.exists() else None
+    host's "latest cluster"), with a resource of its own."""
     port = free_port()
-    head = subprocess.Popen(
-        [RAY, "start", "--head", "--block", f"--port={port}", "--num-cpus=1", '--resources={"stranger": 1}',
-         "--include-dashboard=false", "--disable-usage-stats"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
-    )
-    address = f"127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and _probe(address).get("stranger") is None:
-        time.sleep(2)
-    yield address
-    os.killpg(head.pid, signal.SIGTERM)  # `ray start --block` stops what it started
-    head.wait(timeout=60)
-    if before is None:
-        latest.unlink(missing_ok=True)
-    else:
-        latest.write_text(before)
+    with ray_head(f"--port={port}", "--num-cpus=1", '--resources={"stranger": 1}', "--include-dashboard=false"):
+        address = f"127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and _probe(address).get("stranger") is None:
+            time.sleep(2)
+        yield address
 
 
 def _probe(address: str | None) -> dict:

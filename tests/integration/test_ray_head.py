@@ -3,8 +3,6 @@
 RayJobs and `ray job submit` use), joining it with `ray.address: auto`."""
 
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -13,7 +11,7 @@ from pathlib import Path
 import pyarrow.dataset as pads
 import pytest
 import yaml
-from helpers import DECODE
+from helpers import DECODE, ray_head
 
 from vad.results.schema import PARTITION_SCHEMA
 from vad.testing.s3server import free_port
@@ -27,38 +25,26 @@ def head():
     """A 2-CPU head with its dashboard (the job server), started the way the README says: from the
     project's environment (its bin/ first on PATH, as after `source .venv/bin/activate`), so a job's
     `python` is the one with vad installed. Its token (~/.ray/auth_token) reaches our client through
-    RAY_AUTH_MODE=token. Stopped by its PID; the host's record of the latest cluster is restored."""
-    latest = Path("/tmp/ray/ray_current_cluster")
-    before = latest.read_text() if latest.exists() else None
+    RAY_AUTH_MODE=token."""
     port, dashboard = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
     temp = tempfile.mkdtemp(prefix="rh", dir="/tmp")  # short: Ray's socket paths live under it
-    process = subprocess.Popen(
-        [str(VENV_BIN / "ray"), "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--include-dashboard=true",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--temp-dir={temp}", "--disable-usage-stats"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
-    )
-    os.environ["RAY_AUTH_MODE"] = "token"
-    from ray.job_submission import JobSubmissionClient
+    args = (f"--port={port}", "--num-cpus=2", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard}", f"--temp-dir={temp}")
+    with ray_head(*args, path_first=str(VENV_BIN)):
+        os.environ["RAY_AUTH_MODE"] = "token"
+        from ray.job_submission import JobSubmissionClient
 
-    deadline, client = time.monotonic() + 180, None
-    while client is None and time.monotonic() < deadline:
+        deadline, client = time.monotonic() + 180, None
+        while client is None and time.monotonic() < deadline:
+            try:
+                client = JobSubmissionClient(f"http://127.0.0.1:{dashboard}")
+            except Exception:  # noqa: BLE001 - the job server is not up yet
+                time.sleep(2)
         try:
-            client = JobSubmissionClient(f"http://127.0.0.1:{dashboard}")
-        except Exception:  # noqa: BLE001 - the job server is not up yet
-            time.sleep(2)
-    try:
-        assert client is not None, "the head's job server never answered"
-        yield client
-    finally:
-        os.environ.pop("RAY_AUTH_MODE", None)
-        os.killpg(process.pid, signal.SIGTERM)  # `ray start --block` stops what it started
-        process.wait(timeout=60)
-        if before is None:
-            latest.unlink(missing_ok=True)
-        else:
-            latest.write_text(before)
+            assert client is not None, "the head's job server never answered"
+            yield client
+        finally:
+            os.environ.pop("RAY_AUTH_MODE", None)
 
 
 def _run(client, args: list[str], timeout_s: float = 420) -> str:
