@@ -19,9 +19,8 @@ def _overrides(items: list[str]) -> dict:
 def cmd_demo(args) -> int:
     from vad.demo import run_demo
 
-    with job_output(args.work_dir, "demo") as log_path:
+    with job_output(args.work_dir, "demo"):
         run_demo(work_dir=args.work_dir, epochs=args.epochs, num_cpus=args.num_cpus, quick=args.quick)
-    print(f"vad demo: log in {log_path}", file=sys.stderr)
     return 0
 
 
@@ -30,10 +29,9 @@ def cmd_score(args) -> int:
     from vad.scoring.job import run_scoring
 
     cfg = load_config(args.config, ScoreJobConfig, _overrides(args.set))
-    with job_output(cfg.work_dir, "score") as log_path:
+    with job_output(cfg.work_dir, "score"):
         summary = run_scoring(cfg, run_date=args.date)
     print(json.dumps(summary.cli(), indent=2))
-    print(f"vad score: log in {log_path}", file=sys.stderr)
     if summary.failed:
         print(
             f"vad score: {len(summary.errors)} of {summary.attempted} objects failed ({summary.failure_rate:.1%}), more than "
@@ -50,9 +48,8 @@ def cmd_train(args) -> int:
     from vad.training.job import run_training
 
     cfg = load_config(args.config, TrainJobConfig, _overrides(args.set))
-    with job_output(cfg.work_dir, "train") as log_path:
+    with job_output(cfg.work_dir, "train"):
         summary = run_training(cfg)
-    print(f"vad train: log in {log_path}", file=sys.stderr)
     registered = summary.registered
     print(
         json.dumps(

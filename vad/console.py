@@ -47,7 +47,8 @@ def setup_logging(is_verbose: bool) -> None:
 def job_output(work_dir: str, command: str):
     """Send this process's stderr (and what its child processes write there) to a log file under
     `work_dir/logs/` for the duration of a job, keeping the terminal for progress and warnings;
-    yields the log file's path. With -v nothing is redirected."""
+    yields the log file's path and names it on the console at the end, also when the job fails.
+    With -v nothing is redirected."""
     global _console
     folder = Path(work_dir).expanduser().resolve() / "logs"
     folder.mkdir(parents=True, exist_ok=True)
@@ -63,6 +64,7 @@ def job_output(work_dir: str, command: str):
         finally:
             logging.getLogger().removeHandler(file_handler)
             file_handler.close()
+            print(f"vad {command}: log in {path}", file=sys.stderr)
         return
     sys.stderr.flush()
     saved = os.dup(2)
@@ -85,6 +87,7 @@ def job_output(work_dir: str, command: str):
         _console = None
         logging.getLogger().removeHandler(file_handler)
         file_handler.close()
+        print(f"vad {command}: log in {path}", file=sys.stderr)
 
 
 class Progress:
