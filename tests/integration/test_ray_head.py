@@ -50,7 +50,15 @@ def head():
 def _run(client, args: list[str], timeout_s: float = 420) -> str:
     from ray.job_submission import JobStatus
 
-    job = client.submit_job(entrypoint=" ".join(["python", "-m", *args]))
+    deadline = time.monotonic() + 120
+    while True:  # the job server answers before the head's agent takes jobs
+        try:
+            job = client.submit_job(entrypoint=" ".join(["python", "-m", *args]))
+            break
+        except RuntimeError as exc:
+            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(2)
     deadline = time.monotonic() + timeout_s
     while client.get_job_status(job) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
         assert time.monotonic() < deadline, f"{args[0]} did not finish: {client.get_job_logs(job)[-3000:]}"

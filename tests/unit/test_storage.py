@@ -38,7 +38,7 @@ def test_parse_uri_refuses_what_it_cannot_reach(bad):
 
 def test_with_retries_retries_io_errors_then_succeeds(monkeypatch):
     sleeps = []
-    monkeypatch.setattr(storage.time, "sleep", sleeps.append)
+    monkeypatch.setattr(storage, "_pause", sleeps.append)  # not time.sleep: other threads sleep too
     calls = []
 
     def flaky():
@@ -53,7 +53,7 @@ def test_with_retries_retries_io_errors_then_succeeds(monkeypatch):
 
 
 def test_with_retries_gives_up_and_never_retries_a_missing_object(monkeypatch):
-    monkeypatch.setattr(storage.time, "sleep", lambda s: None)
+    monkeypatch.setattr(storage, "_pause", lambda s: None)
     calls = []
 
     def always(exc):

@@ -110,7 +110,12 @@ def with_retries(action, attempts: int, what: str, base_s: float = 0.2, cap_s: f
                 raise
             delay = min(cap_s, base_s * 2**attempt) * (0.5 + random.random())
             log.warning("%s failed (%s); retry %d/%d in %.1f s", what, exc, attempt + 1, attempts - 1, delay)
-            time.sleep(delay)
+            _pause(delay)
+
+
+def _pause(seconds: float) -> None:
+    """The backoff between retries (its own name, so a test can take the time out of it)."""
+    time.sleep(seconds)
 
 
 def read_path(fs: pafs.FileSystem, path: str, storage: StorageConfig | None = None) -> bytes:
