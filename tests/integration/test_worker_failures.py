@@ -120,3 +120,35 @@ def test_losing_a_node_mid_run_loses_and_duplicates_nothing(two_node_cluster, s3
     assert removed, "no worker node hosted a pipeline actor when results appeared"
     assert len(summary.files) == VIDEOS and summary.errors == []
     assert_exactly_once(tmp_path / "results", long_archive["frames"])
+
+
+def test_a_pass_cut_short_by_a_lost_actor_is_finished_by_the_next(ray_local, s3, long_archive, tmp_path, monkeypatch):
+    """When Ray Data gives up on an actor (its node went away before it ever ran) the pass ends with
+    an ActorDiedError; the job goes on with a second pass over the videos not yet written."""
+    import ray
+
+    from vad.scoring import job
+
+    real, calls = job.build_dataset, []
+
+    class CutShort:
+        def __init__(self, dataset):
+            self.dataset = dataset
+
+        def iter_rows(self):
+            for i, row in enumerate(self.dataset.iter_rows()):
+                if i == 3:
+                    raise ray.exceptions.ActorDiedError()
+                yield row
+
+    def first_pass_dies(*args, **kwargs):
+        calls.append(len(args[1]))
+        dataset = real(*args, **kwargs)
+        return CutShort(dataset) if len(calls) == 1 else dataset
+
+    monkeypatch.setattr(job, "build_dataset", first_pass_dies)
+    cfg = job_config(s3, long_archive["uri"], long_archive["checkpoint"], tmp_path)
+    summary = run_scoring(cfg.model_copy(update={"mlflow": MlflowConfig(enabled=False)}), run_date=DAY)
+    assert calls[0] == VIDEOS and calls[1] == VIDEOS - 3, calls  # the second pass took only what was missing
+    assert len(summary.files) == VIDEOS and summary.errors == []
+    assert_exactly_once(tmp_path / "results", long_archive["frames"])

@@ -275,6 +275,12 @@ def run_scoring(cfg: ScoreJobConfig, run_date: str | None = None) -> RunSummary:
     return summary
 
 
+def _lost_workers() -> tuple[type[BaseException], ...]:
+    import ray.exceptions as errors
+
+    return errors.RayActorError, errors.NodeDiedError, errors.ObjectLostError, errors.WorkerCrashedError
+
+
 def _score_videos(cfg: ScoreJobConfig, plan: Plan, manifest_out: ManifestWriter):
     """Run the Ray pipeline over `plan.todo`, again over videos a lost worker left incomplete;
     returns (rows written, error rows)."""
@@ -289,17 +295,20 @@ def _score_videos(cfg: ScoreJobConfig, plan: Plan, manifest_out: ManifestWriter)
         done: set[str] = set()
         remaining = plan.todo
         for attempt in range(cfg.run.retry_passes + 1):
-            for row in build_dataset(cfg, [v.to_row() for v in remaining], plan.run_id, plan.checkpoint, error_log).iter_rows():
-                video = by_uri[row["video_uri"]]
-                if video.uri not in done:
-                    done.add(video.uri)
-                    written.append(row)
-                    clips += int(row["rows"])
-                    progress.update(len(done), f"{clips} clips ({clips / max(progress.elapsed(), 1e-9):.1f} clips/s)")
-                manifest_out.add(
-                    uri=video.uri, size=video.size, mtime=video.mtime, key=plan.key(video.uri),
-                    status="scored", clips=int(row["rows"]), scores_path=row["path"],
-                )
+            try:
+                for row in build_dataset(cfg, [v.to_row() for v in remaining], plan.run_id, plan.checkpoint, error_log).iter_rows():
+                    video = by_uri[row["video_uri"]]
+                    if video.uri not in done:
+                        done.add(video.uri)
+                        written.append(row)
+                        clips += int(row["rows"])
+                        progress.update(len(done), f"{clips} clips ({clips / max(progress.elapsed(), 1e-9):.1f} clips/s)")
+                    manifest_out.add(
+                        uri=video.uri, size=video.size, mtime=video.mtime, key=plan.key(video.uri),
+                        status="scored", clips=int(row["rows"]), scores_path=row["path"],
+                    )
+            except _lost_workers() as exc:  # a node went away with actors Ray Data could not replace: next pass
+                log.warning("pass %d stopped: %s", attempt + 1, str(exc).strip().splitlines()[0])
             failed = {row["uri"] for row in ray.get(error_log.rows.remote())}
             remaining = [v for v in remaining if v.uri not in done and v.uri not in failed]
             if not remaining:
@@ -319,25 +328,14 @@ def _score_videos(cfg: ScoreJobConfig, plan: Plan, manifest_out: ManifestWriter)
 
 def _params(cfg: ScoreJobConfig, plan: Plan) -> dict:
     """Run parameters for MLflow; storage credentials are never included."""
+    decode, scorer = cfg.decode, cfg.scorer
     return {
-        "run_date": plan.run_date,
-        "source.uri": cfg.source.uri,
-        "output.uri": cfg.output.uri,
+        "run_date": plan.run_date, "source.uri": cfg.source.uri, "output.uri": cfg.output.uri,
         "storage.endpoint_url": cfg.storage.endpoint_url or "",
-        "decode.clip_len": cfg.decode.clip_len,
-        "decode.stride": cfg.decode.stride,
-        "decode.frame_step": cfg.decode.frame_step,
-        "decode.resize": "x".join(map(str, cfg.decode.resize)) if cfg.decode.resize else "native",
-        "decode.grayscale": cfg.decode.grayscale,
-        "decode.backend": cfg.decode.backend,
-        "decode.split_mb": cfg.decode.split_mb if cfg.decode.split_mb is not None else "off",
-        "scorer.name": plan.model_name,
-        "scorer.version": plan.model_version,
-        "scorer.checkpoint": cfg.scorer.checkpoint,
+        **{f"decode.{k}": getattr(decode, k) for k in ("clip_len", "stride", "frame_step", "grayscale", "backend")},
+        "decode.resize": "x".join(map(str, decode.resize)) if decode.resize else "native",
+        "decode.split_mb": decode.split_mb if decode.split_mb is not None else "off",
+        "scorer.name": plan.model_name, "scorer.version": plan.model_version, "scorer.checkpoint": scorer.checkpoint,
         "scorer.threshold": plan.threshold,
-        "scorer.batch_size": cfg.scorer.batch_size,
-        "scorer.concurrency": cfg.scorer.concurrency,
-        "scorer.precision": cfg.scorer.precision,
-        "scorer.memory_format": cfg.scorer.memory_format,
-        "scorer.compile": cfg.scorer.compile,
+        **{f"scorer.{k}": getattr(scorer, k) for k in ("batch_size", "concurrency", "precision", "memory_format", "compile")},
     }
