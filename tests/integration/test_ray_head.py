@@ -3,9 +3,9 @@
 RayJobs and `ray job submit` use), joining it with `ray.address: auto`."""
 
 import os
+import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pyarrow.dataset as pads
@@ -20,52 +20,59 @@ VENV_BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
 
 
+# The job API is driven from a separate client process (with RAY_AUTH_MODE=token, as a user's shell),
+# so this process's Ray state (token mode, clients) stays as the other tests left it.
+CLIENT = """
+import sys, time
+from ray.job_submission import JobStatus, JobSubmissionClient
+url, entrypoint = sys.argv[1], sys.argv[2]
+deadline = time.monotonic() + 180
+while True:  # the job server answers before the head's agent takes jobs
+    try:
+        client = JobSubmissionClient(url)
+        job = client.submit_job(entrypoint=entrypoint)
+        break
+    except Exception:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(2)
+deadline = time.monotonic() + 420
+while client.get_job_status(job) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+    if time.monotonic() > deadline:
+        sys.exit("timed out: " + client.get_job_logs(job)[-3000:])
+    time.sleep(2)
+print(client.get_job_logs(job))
+sys.exit(0 if client.get_job_status(job) == JobStatus.SUCCEEDED else 1)
+"""
+
+
 @pytest.fixture(scope="module")
 def head():
     """A 2-CPU head with its dashboard (the job server), started the way the README says: from the
     project's environment (its bin/ first on PATH, as after `source .venv/bin/activate`), so a job's
-    `python` is the one with vad installed. Its token (~/.ray/auth_token) reaches our client through
-    RAY_AUTH_MODE=token."""
+    `python` is the one with vad installed; yields the job server's URL."""
     port, dashboard = free_port(), free_port()
     temp = tempfile.mkdtemp(prefix="rh", dir="/tmp")  # short: Ray's socket paths live under it
+    # Every port its own: the tests' local Ray already holds the defaults (e.g. its dashboard agent's 52365).
+    agents = [f"--{name}={free_port()}" for name in (
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port",
+        "node-manager-port", "object-manager-port", "ray-client-server-port",
+    )]
     args = (f"--port={port}", "--num-cpus=2", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={dashboard}", f"--temp-dir={temp}")
+            f"--dashboard-port={dashboard}", f"--temp-dir={temp}", *agents)
     with ray_head(*args, path_first=str(VENV_BIN)):
-        os.environ["RAY_AUTH_MODE"] = "token"
-        from ray.job_submission import JobSubmissionClient
-
-        deadline, client = time.monotonic() + 180, None
-        while client is None and time.monotonic() < deadline:
-            try:
-                client = JobSubmissionClient(f"http://127.0.0.1:{dashboard}")
-            except Exception:  # noqa: BLE001 - the job server is not up yet
-                time.sleep(2)
-        try:
-            assert client is not None, "the head's job server never answered"
-            yield client
-        finally:
-            os.environ.pop("RAY_AUTH_MODE", None)
+        yield f"http://127.0.0.1:{dashboard}"
 
 
-def _run(client, args: list[str], timeout_s: float = 420) -> str:
-    from ray.job_submission import JobStatus
-
-    deadline = time.monotonic() + 120
-    while True:  # the job server answers before the head's agent takes jobs
-        try:
-            job = client.submit_job(entrypoint=" ".join(["python", "-m", *args]))
-            break
-        except RuntimeError as exc:
-            if "No available agent" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(2)
-    deadline = time.monotonic() + timeout_s
-    while client.get_job_status(job) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
-        assert time.monotonic() < deadline, f"{args[0]} did not finish: {client.get_job_logs(job)[-3000:]}"
-        time.sleep(2)
-    logs = client.get_job_logs(job)
-    assert client.get_job_status(job) == JobStatus.SUCCEEDED, logs[-4000:]
-    return logs
+def _run(url: str, args: list[str]) -> str:
+    """Submit `python -m <args>` and wait; the head's token (~/.ray/auth_token) reaches the client
+    through RAY_AUTH_MODE=token."""
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_AUTH_MODE": "token"}
+    result = subprocess.run(
+        [sys.executable, "-c", CLIENT, url, " ".join(["python", "-m", *args])], capture_output=True, text=True, timeout=720, env=env,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    return result.stdout
 
 
 def test_train_then_score_through_the_job_api(head, s3, archive, tmp_path):

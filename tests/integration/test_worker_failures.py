@@ -83,7 +83,11 @@ def two_node_cluster(ray_local):
     from ray.cluster_utils import Cluster
 
     ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    from vad.testing.s3server import free_port
+
+    # The head's dashboard agent on a free port: another Ray on the host may hold the default (52365).
+    head = {"num_cpus": 0, "include_dashboard": False, "dashboard_agent_listen_port": free_port()}
+    cluster = Cluster(initialize_head=True, head_node_args=head)
     workers = [cluster.add_node(num_cpus=2) for _ in range(2)]
     ray.init(address=cluster.address, log_to_driver=False)
     try:
