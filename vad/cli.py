@@ -48,6 +48,8 @@ def cmd_train(args) -> int:
     from vad.training.job import run_training
 
     cfg = load_config(args.config, TrainJobConfig, _overrides(args.set))
+    if cfg.train.per_camera:
+        return _train_fleet(cfg)
     with job_output(cfg.work_dir, "train"):
         summary = run_training(cfg)
     registered = summary.registered
@@ -65,6 +67,21 @@ def cmd_train(args) -> int:
             indent=2,
         )
     )
+    return 0
+
+
+def _train_fleet(cfg) -> int:
+    from vad.training.fleet import run_fleet_training
+
+    with job_output(cfg.work_dir, "train"):
+        summary = run_fleet_training(cfg)
+    print(summary.table())
+    counts = {s: summary.count(s) for s in ("trained", "skipped", "failed")}
+    print(json.dumps({"cameras": len(summary.rows), **counts, "resumed": len(summary.resumed),
+                      "seconds": round(summary.seconds, 1), "mlflow_run_id": summary.mlflow_run_id}, indent=2))
+    if counts["failed"]:
+        print(f"vad train: {counts['failed']} camera(s) failed; run the same command again to train only those", file=sys.stderr)
+        return 3
     return 0
 
 

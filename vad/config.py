@@ -115,10 +115,26 @@ class ScorerConfig(_Section):
         "auto", description="conv weights in channels-last (3D) layout; auto = channels_last (faster on CUDA and on CPU)"
     )
     compile: bool = Field(False, description="torch.compile the scoring function once per actor (worth it on GPU for long runs)")
+    cameras: dict[str, str] = Field(
+        default_factory=dict, description="fleet: camera id -> checkpoint (path, s3:// or models:/ uri); wins over a {camera} template"
+    )
+    fallback: str | None = Field(
+        None, description="fleet: checkpoint for cameras without a model of their own (rows say fallback); null = such cameras are errors"
+    )
+    max_models: int = Field(8, ge=1, description="fleet: models each scoring actor keeps loaded (least recently used dropped first)")
+    max_model_mb: float = Field(2048.0, gt=0, description="fleet: weights each scoring actor keeps loaded, in MB (the newest is always kept)")
+
+    @property
+    def per_camera(self) -> bool:
+        """A fleet: each camera's videos are scored by the camera's own model."""
+        return "{camera}" in self.checkpoint or bool(self.cameras)
 
 
 class OutputConfig(_Section):
     uri: str = Field(..., description="results root (local folder or s3://bucket/prefix); one scores file per video")
+    writers: int = Field(
+        1, ge=1, le=64, description="writer actors; each video goes to one (whole-video writes); more for GPU fleets, see bench/fleet.py"
+    )
 
 
 class RunPolicyConfig(_Section):
@@ -263,6 +279,10 @@ class TrainLoopConfig(_Section):
     max_clips: int | None = Field(None, ge=1, description="train on at most this many clips; null = all")
     seed: int = Field(0, description="seeds the initial weights and the clip order")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="mil feature extraction device; training follows distributed.use_gpu")
+    per_camera: bool = Field(
+        False, description="fleet: one model per camera (source.key_pattern), trained in parallel; output.checkpoint needs {camera}"
+    )
+    min_camera_clips: int = Field(32, ge=1, description="fleet: a camera with fewer training clips is skipped (said in the summary)")
 
 
 class DistributedConfig(_Section):
@@ -290,7 +310,9 @@ class RegistryConfig(_Section):
     """MLflow model registry: every trained model is registered; the alias moves only to a better one."""
 
     enabled: bool = Field(True, description="register every trained model in MLflow")
-    model_name: str | None = Field(None, description="null = vad-<model name>, e.g. vad-conv-ae")
+    model_name: str | None = Field(
+        None, description="null = vad-<model name>, e.g. vad-conv-ae; fleets: one registered model per camera, <name>.<camera>"
+    )
     alias: str = Field("champion", description="the alias scoring jobs use (models:/name@alias); moved only to a better model")
     metric: str = Field("val/loss", description="validation metric that decides promotion (never test data)")
     lower_is_better: bool = Field(True, description="direction of the metric")
@@ -311,3 +333,11 @@ class TrainJobConfig(_JobConfig):
     mlflow: MlflowConfig = MlflowConfig(experiment="vad-train")
     run_name: str | None = Field(None, description="Ray Train run name; naming an unfinished run again resumes it; null = a fresh one")
     work_dir: str = Field("vad-work", description="local folder for the MLflow db, Ray Train state and temp files")
+
+    @model_validator(mode="after")
+    def _fleet_checkpoints_name_the_camera(self) -> "TrainJobConfig":
+        if self.train.per_camera and "{camera}" not in self.output.checkpoint:
+            raise ValueError("train.per_camera needs {camera} in output.checkpoint, e.g. s3://models/conv_ae/{camera}.pt")
+        if self.train.per_camera and self.model.name == "mil":
+            raise ValueError("train.per_camera trains clip scorers on normal footage; mil needs labelled footage")
+        return self

@@ -1,7 +1,9 @@
 """`vad demo`: the whole platform on an embedded default, in a few minutes on 2 CPU cores.
 
-Local S3 server on loopback -> synthetic scene uploaded -> Conv-AE trained on the
-normal part -> nightly scoring job over s3:// -> Parquet + MLflow -> AUC and SQL.
+Local S3 server on loopback -> synthetic scenes from two cameras with different views uploaded ->
+Conv-AE trained on the normal part, once per camera (a fleet) and once shared -> nightly scoring job
+over s3://, each camera's videos routed to its own model, then everything by the shared model ->
+Parquet + MLflow -> AUC of both, and SQL.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ def run_demo(work_dir: str = "vad-work", epochs: int = 25, num_cpus: int | None 
     from vad.scoring.job import run_scoring
     from vad.testing.s3server import start_local_s3, upload_folder
     from vad.testing.synthetic import generate_dataset
+    from vad.training.fleet import run_fleet_training
     from vad.training.job import run_training
 
     t0 = time.perf_counter()
@@ -52,61 +55,74 @@ def run_demo(work_dir: str = "vad-work", epochs: int = 25, num_cpus: int | None 
     results = work / "demo" / "results"
     shutil.rmtree(results, ignore_errors=True)
     shutil.rmtree(work / "ray-train" / "demo-train", ignore_errors=True)  # a fresh training run each time
+    shutil.rmtree(work / "fleet", ignore_errors=True)
     s3 = start_local_s3()
     print(f"[1/5] local S3 server on {s3.endpoint_url}")
     try:
         storage = s3.storage_config()
         with tempfile.TemporaryDirectory(prefix="vad-demo-") as scratch:
             videos = generate_dataset(
-                scratch, cameras=2, train_per_camera=2 if quick else 3, test_per_camera=2, num_frames=160 if quick else 240
+                scratch, cameras=2, train_per_camera=2 if quick else 3, test_per_camera=2, num_frames=160 if quick else 240,
+                distinct_views=True,
             )
             uploaded = upload_folder(s3, scratch, BUCKET, "archive")
         labels = {v.key: np.array(v.labels) for v in videos if v.split == "test"}
-        print(f"[2/5] generated {len(videos)} synthetic videos ({len(labels)} with injected anomalies), uploaded {uploaded} objects to s3://{BUCKET}/archive")
+        print(
+            f"[2/5] generated {len(videos)} synthetic videos from 2 cameras with different views ({len(labels)} with injected "
+            f"anomalies), uploaded {uploaded} objects to s3://{BUCKET}/archive"
+        )
 
         decode = DecodeConfig(clip_len=16, stride=8, resize=(64, 64), grayscale=True)
-        checkpoint = f"s3://{BUCKET}/models/conv_ae/v1.pt"
         mlflow = MlflowConfig(experiment="vad-demo")
         shared = {"source": SourceConfig(uri=f"s3://{BUCKET}/archive"), "storage": storage, "mlflow": mlflow, "work_dir": str(work)}
         train_cfg = TrainJobConfig(
-            output=TrainOutputConfig(checkpoint=checkpoint, version="demo-1"),
+            output=TrainOutputConfig(checkpoint=f"s3://{BUCKET}/models/conv_ae/fleet/{{camera}}.pt", version="demo-1"),
             model=TrainModelConfig(name="conv_ae", hparams={"widths": [64, 32, 16]}),
             train=TrainLoopConfig(
                 epochs=3 if quick else epochs, batch_size=16, lr=2e-3, key_regex=r"/train_", device="cpu", val_fraction=0.25,
+                per_camera=True, min_camera_clips=16,
             ),
-            decode=decode.model_copy(update={"stride": 4}), distributed=DistributedConfig(num_cpus=num_cpus), run_name="demo-train",
-            **shared,
+            decode=decode.model_copy(update={"stride": 4}), distributed=DistributedConfig(num_cpus=num_cpus), **shared,
         )
-        trained = run_training(train_cfg)
+        fleet = run_fleet_training(train_cfg)
+        one = run_training(train_cfg.model_copy(update={
+            "train": train_cfg.train.model_copy(update={"per_camera": False}), "run_name": "demo-train",
+            "output": TrainOutputConfig(checkpoint=f"s3://{BUCKET}/models/conv_ae/shared.pt", version="demo-1"),
+        }))
         print(
-            f"[3/5] trained conv_ae on {trained.clips} normal clips in {trained.result.seconds:.1f} s "
-            f"(loss {trained.result.history[-1]['train/loss']:.5f}, threshold {trained.result.threshold:.5f}) -> {trained.checkpoint}"
+            f"[3/5] trained conv_ae per camera ({fleet.count('trained')} models in {fleet.seconds:.1f} s) and one shared model on "
+            f"{one.clips} clips of both cameras ({one.result.seconds:.1f} s)\n{fleet.table()}"
         )
 
-        score_cfg = ScoreJobConfig(
+        # the models just trained, promoted or not (an earlier demo's champions may be better)
+        per_camera = {row["camera"]: row["checkpoint"] for row in fleet.rows if row["status"] == "trained"}
+        score = ScoreJobConfig(
             output=OutputConfig(uri=str(results)),
-            # the model just trained, promoted or not (an earlier demo's champion may be better)
-            scorer=ScorerConfig(name="conv_ae", checkpoint=trained.checkpoint, batch_size=16, device="cpu"),
+            scorer=ScorerConfig(name="conv_ae", checkpoint=train_cfg.output.checkpoint, cameras=per_camera, batch_size=16, device="cpu"),
             decode=decode, ray=RayConfig(num_cpus=num_cpus), run_name="demo-score", **shared,
         )
-        summary = run_scoring(score_cfg)
+        summary = run_scoring(score)
+        baseline = run_scoring(score.model_copy(update={
+            "scorer": score.scorer.model_copy(update={"checkpoint": one.checkpoint, "cameras": {}}), "run_name": "demo-score-shared",
+        }))
         print(
-            f"[4/5] scored {summary.clips} clips from {summary.videos} videos in {summary.wall_s:.1f} s "
-            f"({summary.clips_per_s:.1f} clips/s), {summary.anomalous_clips} flagged; Parquet under {results}"
+            f"[4/5] scored {summary.clips} clips from {summary.videos} videos with each camera's model in {summary.wall_s:.1f} s "
+            f"({summary.clips_per_s:.1f} clips/s), {summary.anomalous_clips} flagged; again with the shared model; Parquet under {results}"
         )
         report = evaluate_run(str(results), labels, summary.run_id, plots_dir=work / "demo" / "plots")
+        shared_report = evaluate_run(str(results), labels, baseline.run_id)
         if summary.mlflow_run_id is not None:
             log_evaluation(summary.mlflow_run_id, report)
         print(
-            f"[5/5] frame-level AUC on the {report['videos']} test videos: micro {report['auc_micro']:.3f}, "
-            f"macro {report['auc_macro']:.3f}, EER {report['eer']:.3f} (per-video {report['normalisation']} scores); "
-            f"plots: {', '.join(report['plots'])}"
+            f"[5/5] frame-level AUC on the {report['videos']} test videos: per-camera models micro {report['auc_micro']:.3f}, "
+            f"macro {report['auc_macro']:.3f}, EER {report['eer']:.3f}; one shared model micro {shared_report['auc_micro']:.3f}, "
+            f"macro {shared_report['auc_macro']:.3f} (per-video {report['normalisation']} scores); plots: {', '.join(report['plots'])}"
         )
         print(f"\nSample query:  vad query --results {results} \"{SAMPLE_SQL}\"\n")
         print(format_table(*run_query(str(results), SAMPLE_SQL)))
         print(f"\nMLflow runs: mlflow ui --backend-store-uri sqlite:///{work / 'mlflow.db'}")
         print(f"demo finished in {time.perf_counter() - t0:.0f} s")
         (work / "demo" / "labels.json").write_text(json.dumps({k: v.tolist() for k, v in labels.items()}))
-        return {"summary": summary, "report": report, "results": str(results)}
+        return {"summary": summary, "report": report, "shared_report": shared_report, "results": str(results)}
     finally:
         s3.stop()

@@ -104,6 +104,7 @@ def test_train_then_score_through_the_job_api(head, s3, archive, tmp_path):
     logs = _run(head, ["jobs.score", "--config", str(tmp_path / "score.yaml"), "--date", "2026-11-24"])
     assert '"clips":' in logs
     table = pads.dataset(str(tmp_path / "results" / "scores"), partitioning=pads.partitioning(PARTITION_SCHEMA, flavor="hive")).to_table()
-    assert table.num_rows > 0 and set(table["model_version"].to_pylist()) == {"cluster-1"}
+    # rows name the registered model and version that scored them
+    assert table.num_rows > 0 and set(table["model_name"].to_pylist()) == {"vad-conv-ae"} and set(table["model_version"].to_pylist()) == {"1"}
     [run] = client.search_runs([client.get_experiment_by_name("cluster-score").experiment_id])
     assert run.data.metrics["score/clips"] == table.num_rows

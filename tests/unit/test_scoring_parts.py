@@ -78,6 +78,7 @@ def test_scores_table_has_the_schema():
         "end_time_s": np.array([0.64, 1.28]),
         "model_name": np.array(["conv_ae"] * n, dtype=object),
         "model_version": np.array(["1"] * n, dtype=object),
+        "model_fallback": np.zeros(n, dtype=bool),
         "score": np.array([0.1, 0.2], dtype=np.float32),
         "threshold": np.array([0.15, 0.15], dtype=np.float32),
         "is_anomaly": np.array([False, True]),
@@ -162,13 +163,15 @@ def test_heatmaps_keep_pixel_scores_within_a_level_and_shrink_large_frames():
 
 
 def _score_stage(tmp_path, errors):
+    from vad.scoring.routing import ModelRoute
     from vad.scoring.stages import ScoreClips
 
     decode = DecodeConfig(clip_len=8, stride=8, resize=(32, 40))
     torch.manual_seed(0)
     path = tmp_path / "model.pt"
     save_checkpoint(str(path), build_scorer("conv_ae", clip_len=8, widths=[8, 8, 4]), version="t", threshold=0.01, decode=decode_record(decode))
-    return ScoreClips(checkpoint=str(path), storage=None, device="cpu", run_id="run", decode=decode, errors=errors)
+    route = ModelRoute(str(path), "conv_ae", "t", 0.01, "conv_ae").to_dict()
+    return ScoreClips(routes=[route], storage=None, device="cpu", run_id="run", decode=decode, errors=errors)
 
 
 def _batch(frames: np.ndarray, uris: list[str]) -> dict:
@@ -207,3 +210,51 @@ def test_score_clips_without_an_error_log_raises_the_failure(tmp_path):
     stage.score_fn = lambda clips: (_ for _ in ()).throw(RuntimeError("model is broken"))
     with pytest.raises(RuntimeError, match="model is broken"):
         stage(_batch(np.zeros((2, 8, 32, 40), dtype=np.uint8), ["a", "b"]))
+
+
+def test_the_model_cache_holds_at_most_its_bound_and_drops_the_least_recently_used():
+    from vad.models.cache import ModelCache
+
+    loaded: list[str] = []
+
+    def load(key):
+        loaded.append(key)
+        return torch.nn.Linear(256, 256 if key != "big" else 1024)  # ~0.25 MiB; "big" ~1 MiB
+
+    from vad.models.cache import weight_bytes
+
+    cache = ModelCache(load, weight_bytes, max_models=2, max_mb=1.0)
+    for key in ["a", "b", "a", "c", "a", "b"]:
+        cache.get(key)
+        assert len(cache.keys()) <= 2
+    # a stayed (used just before c came), b was dropped for c, then c (least recent) for b
+    assert loaded == ["a", "b", "c", "b"] and cache.keys() == ["a", "b"] and cache.evictions == 2
+    cache.get("big")  # over max_mb on its own: the others go, it stays
+    assert cache.keys() == ["big"] and cache.held_bytes > 2**20
+    with pytest.raises(ValueError):
+        ModelCache(load, weight_bytes, max_models=0, max_mb=1.0)
+
+
+def test_scoring_routes_each_clip_to_its_models_and_records_it(tmp_path):
+    """Clips of two routes in one batch: each scored by its own model (same scores as alone), named by it."""
+    from vad.scoring.routing import ModelRoute
+    from vad.scoring.stages import ScoreClips
+
+    decode = DecodeConfig(clip_len=8, stride=8, resize=(32, 40))
+    routes = []
+    for seed, threshold in ((0, 0.01), (1, 0.5)):
+        torch.manual_seed(seed)
+        path = tmp_path / f"m{seed}.pt"
+        save_checkpoint(str(path), build_scorer("conv_ae", clip_len=8, widths=[8, 8, 4]), version="v", threshold=threshold,
+                        decode=decode_record(decode))
+        routes.append(ModelRoute(str(path), f"vad-conv-ae.cam{seed}", str(seed + 1), threshold, "conv_ae", fallback=seed == 1).to_dict())
+    stage = ScoreClips(routes=routes, storage=None, device="cpu", run_id="r", decode=decode, max_models=1)
+    frames = np.random.default_rng(0).integers(0, 255, (4, 8, 32, 40), dtype=np.uint8)
+    index = np.array([0, 1, 0, 1], dtype=np.int32)
+    mixed = stage({**_batch(frames, ["a", "b", "a", "b"]), "model_index": index})
+    assert mixed["model_name"].tolist() == ["vad-conv-ae.cam0", "vad-conv-ae.cam0", "vad-conv-ae.cam1", "vad-conv-ae.cam1"]
+    assert mixed["model_fallback"].tolist() == [False, False, True, True] and np.allclose(mixed["threshold"], [0.01, 0.01, 0.5, 0.5])
+    for route in (0, 1):
+        alone = stage({**_batch(frames[index == route], ["x", "x"]), "model_index": index[index == route]})
+        assert np.allclose(mixed["score"][mixed["model_name"] == routes[route]["name"]], alone["score"])
+    assert stage.models.keys() == [1] and stage.models.loads >= 3  # max_models=1: one held at a time

@@ -202,7 +202,7 @@ def adopt_finished(output_uri: str, videos: list, key_of, storage: StorageConfig
     for folder, members in by_folder.items():
         present = {i.base_name for i in fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True)) if i.is_file}
         for video in members:
-            key = key_of(video.uri)
+            key = key_of(video)
             name = result_file_name(video.uri, key.model_name, key.model_version, key.decode)
             if name not in present:
                 continue

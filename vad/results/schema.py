@@ -6,7 +6,9 @@ import hashlib
 
 import pyarrow as pa
 
-SCORES_SCHEMA_VERSION = 3  # 2: runs gained errors/up_to_date/failure_rate; errors and manifest tables. 3: runs.skipped, masks.heatmap_png and heatmap_scale
+# 2: runs gained errors/up_to_date/failure_rate; errors and manifest tables. 3: runs.skipped, masks.heatmap_png and
+# heatmap_scale. 4: scores.model_fallback; model_name/model_version name the registered model when scored from the registry
+SCORES_SCHEMA_VERSION = 4
 
 # Partition keys live in the hive path (date=YYYY-MM-DD/camera=ID/), not inside the files.
 PARTITION_SCHEMA = pa.schema([("date", pa.date32()), ("camera", pa.string())])
@@ -29,7 +31,9 @@ SCORES_SCHEMA = _table("scores", [
     ("clip_id", _STR), ("video_uri", _STR), ("clip_index", _I32),
     ("start_frame", _I64), ("end_frame", _I64), ("frame_step", _I16),  # end_frame is inclusive
     ("start_time_s", _F64), ("end_time_s", _F64),
-    ("model_name", _STR), ("model_version", _STR),
+    # the model that scored the clip: the registered model and version (models:/ uris), else the checkpoint's
+    # scorer and version; model_fallback: a fleet's fallback model, the camera having none of its own
+    ("model_name", _STR), ("model_version", _STR), ("model_fallback", _BOOL),
     ("score", _F32), ("threshold", _F32), ("is_anomaly", _BOOL), ("frame_scores", _list_of(_F32)),
     ("scored_at", _UTC),
 ])
@@ -55,7 +59,7 @@ RUNS_SCHEMA = _table("runs", [
 # One row per object the job could not score: listing, reading, decoding, scoring or writing.
 ERRORS_SCHEMA = _table("errors", [
     ("uri", _STR),
-    ("stage", _STR),  # list | read | open | decode | score | write | incomplete
+    ("stage", _STR),  # list | model | read | open | decode | score | write | incomplete
     ("error_class", _STR), ("message", _STR),
     ("permanent", _BOOL),  # the object itself is bad: not retried until it changes
     ("size", _I64), ("recorded_at", _UTC),

@@ -1,12 +1,12 @@
 """The nightly scoring job, in three steps:
 
-- `plan_run`: on the driver, before any cluster work: resolve and load the model (a bad checkpoint or
-  a decode mismatch fails here), list the source, and decide what to score from the manifest;
-- `execute`: the Ray pipeline (`build_dataset`: decode tasks -> scoring actors -> writer), again over
+- `plan_run`: on the driver, before any cluster work: resolve and load the model, or a fleet's model
+  per camera (`vad.scoring.routing`; a bad single checkpoint or a decode mismatch fails here), list the
+  source, and decide what to score from the manifest, which keys on the exact model of each video;
+- `execute`: the Ray pipeline (`build_dataset`: decode tasks -> scoring actors -> writers), again over
   videos a lost worker left incomplete, the manifest and errors written as results arrive;
 - `report`: one `RunSummary` whose projection (`RunSummary.figures`) becomes the `runs` row, the MLflow
-  metrics and the CLI's JSON.
-"""
+  metrics and the CLI's JSON."""
 
 from __future__ import annotations
 
@@ -33,9 +33,11 @@ from vad.results.ledger import (
     write_errors,
 )
 from vad.results.runs import write_run_record
-from vad.results.schema import RUNS_SCHEMA, SCORES_SCHEMA_VERSION, signature_of
+from vad.results.schema import signature_of
+from vad.scoring.routing import ModelRoute, Routing, plan_routes
 from vad.scoring.stages import DecodeAndScoreClips, ScoreClips, decode_tasks, map_decoded_clips
-from vad.scoring.writer import WriteScores
+from vad.scoring.summary import RunSummary
+from vad.scoring.writer import start_writers, write_by_video
 from vad.tracking.runs import mlflow_run
 
 log = logging.getLogger(__name__)
@@ -48,93 +50,38 @@ class Plan:
     run_id: str
     run_date: str
     started_at: dt.datetime
-    checkpoint: str  # resolved path or uri (a `models:/` uri becomes its checkpoint's location)
-    model_name: str
-    model_version: str
-    threshold: float
+    routing: Routing  # which model scores which camera
     decode: str  # decode signature
     videos: list[VideoRef]  # everything listed
     rejected: list[Rejected]  # objects that claim to be video but cannot be taken (errors)
     skipped: list[Rejected]  # objects that are not video (sidecars): counted, never failures
-    todo: list[VideoRef]  # to score
-    adopted: list[tuple]  # (video, path, clips) finished by an interrupted earlier run
-    new_rejected: list[Rejected]  # rejected objects not yet in the manifest as failed
+    todo: list[VideoRef] = field(default_factory=list)  # to score, grouped by model
+    adopted: list[tuple] = field(default_factory=list)  # (video, path, clips) finished by an interrupted earlier run
+    new_rejected: list[Rejected] = field(default_factory=list)  # rejected objects not yet in the manifest as failed
+    unrouted: list[VideoRef] = field(default_factory=list)  # videos of cameras without a model (fleets): errors
 
-    def key(self, uri: str) -> ManifestKey:
-        return ManifestKey(uri, self.model_name, self.model_version, self.decode)
+    def route(self, video: VideoRef) -> ModelRoute | None:
+        index = self.routing.index(video.camera)
+        return None if index is None else self.routing.routes[index]
 
-
-@dataclass
-class RunSummary:
-    run_id: str
-    run_date: str
-    videos: int  # listed videos
-    clips: int
-    anomalous_clips: int
-    files: list[str]
-    rejected: list[Rejected] = field(default_factory=list)
-    wall_s: float = 0.0
-    mlflow_run_id: str | None = None
-    up_to_date: int = 0  # skipped: the manifest has them, unchanged, for this model
-    errors: list[dict] = field(default_factory=list)  # rows of the errors table
-    attempted: int = 0  # objects this run tried (videos to score + newly rejected objects)
-    max_failure_rate: float = 1.0
-    started_at: dt.datetime | None = None
-    finished_at: dt.datetime | None = None
-    source_uri: str = ""
-    model_name: str = ""
-    model_version: str = ""
-    skipped: int = 0  # objects that are not video (labels, checksums, thumbnails): never failures
+    def key(self, video: VideoRef | Rejected) -> ManifestKey:
+        """The manifest key: the object and the exact model that scores it (so a camera's new
+        champion re-scores that camera only). Rejected objects are keyed on the single model, or in a
+        fleet on the fleet: they are bad whatever model would have scored them."""
+        route = self.route(video) if isinstance(video, VideoRef) else None
+        if route is None and self.routing.single:
+            route = self.routing.routes[0]
+        if route is None:
+            return ManifestKey(video.uri, "fleet", "-", self.decode)
+        return ManifestKey(video.uri, route.name, route.version, self.decode)
 
     @property
-    def clips_per_s(self) -> float:
-        return self.clips / self.wall_s if self.wall_s else 0.0
+    def model_name(self) -> str:
+        return self.routing.routes[0].name if self.routing.single else "fleet"
 
     @property
-    def failure_rate(self) -> float:
-        return len(self.errors) / self.attempted if self.attempted else 0.0
-
-    @property
-    def failed(self) -> bool:
-        """True when too many objects failed for the job to count as a success."""
-        return self.failure_rate > self.max_failure_rate
-
-    def figures(self) -> dict:
-        """The run in numbers: the one projection the runs row, MLflow and the CLI all show."""
-        return {
-            "videos": self.videos,
-            "up_to_date": self.up_to_date,
-            "rejected": len(self.rejected),
-            "skipped": self.skipped,
-            "errors": len(self.errors),
-            "failure_rate": self.failure_rate,
-            "clips": self.clips,
-            "anomalous_clips": self.anomalous_clips,
-            "files": len(self.files),
-            "wall_s": self.wall_s,
-            "clips_per_s": self.clips_per_s,
-        }
-
-    def errors_by_stage(self) -> dict[str, int]:
-        stages = sorted({row["stage"] for row in self.errors})
-        return {stage: sum(row["stage"] == stage for row in self.errors) for stage in stages}
-
-    def runs_row(self) -> dict:
-        """The row of the `runs` table (its columns: identity, then the figures it keeps)."""
-        row = {
-            "schema_version": SCORES_SCHEMA_VERSION, "run_id": self.run_id, "run_date": dt.date.fromisoformat(self.run_date),
-            "started_at": self.started_at, "finished_at": self.finished_at, "source_uri": self.source_uri,
-            "model_name": self.model_name, "model_version": self.model_version, **self.figures(),
-        }
-        return {name: row[name] for name in RUNS_SCHEMA.names}
-
-    def metrics(self) -> dict:
-        """MLflow metrics: `score/<figure>` and `score/errors_<stage>`."""
-        return {**{f"score/{k}": v for k, v in self.figures().items()}, **{f"score/errors_{k}": v for k, v in self.errors_by_stage().items()}}
-
-    def cli(self) -> dict:
-        """What `vad score` prints."""
-        return {"run_id": self.run_id, "run_date": self.run_date, **self.figures(), "mlflow_run_id": self.mlflow_run_id}
+    def model_version(self) -> str:
+        return self.routing.routes[0].version if self.routing.single else f"{len(self.routing.routes)} models"
 
 
 def _num_gpus(cfg: ScoreJobConfig) -> float:
@@ -147,10 +94,12 @@ def _num_gpus(cfg: ScoreJobConfig) -> float:
     return 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
 
 
-def build_dataset(cfg: ScoreJobConfig, listing: list[dict], run_id: str, checkpoint: str | None = None, errors=None):
+def build_dataset(cfg: ScoreJobConfig, listing: list[dict], run_id: str, routes: list[ModelRoute], writers: list, errors=None):
     """The lazy Ray Dataset of the job; consuming it runs the job and yields one row per video written.
 
-    `errors` is the run's `vad.results.ledger.ErrorLog` actor; without one, the first failure fails the job."""
+    Each listing row names its model by `model_index` into `routes`; `writers` are the pass's
+    `vad.scoring.writer.WriteScores` actors (`start_writers`). `errors` is the run's
+    `vad.results.ledger.ErrorLog` actor; without one, the first failure fails the job."""
     import ray
 
     storage = cfg.storage
@@ -158,7 +107,7 @@ def build_dataset(cfg: ScoreJobConfig, listing: list[dict], run_id: str, checkpo
     ds = ray.data.from_items(tasks, override_num_blocks=max(1, min(len(tasks), 1000)))
     ds.context.enable_progress_bars = verbose()  # the job draws its own; Ray Data's per operator with -v
     scorer_kwargs = {
-        "checkpoint": checkpoint or cfg.scorer.checkpoint,
+        "routes": [route.to_dict() for route in routes],
         "storage": storage,
         "device": cfg.scorer.device,
         "run_id": run_id,
@@ -167,54 +116,48 @@ def build_dataset(cfg: ScoreJobConfig, listing: list[dict], run_id: str, checkpo
         "precision": cfg.scorer.precision,
         "memory_format": cfg.scorer.memory_format,
         "compile": cfg.scorer.compile,
+        "max_models": cfg.scorer.max_models,
+        "max_model_mb": cfg.scorer.max_model_mb,
     }
     ds = map_decoded_clips(
         ds, model_stage=ScoreClips, fused_stage=DecodeAndScoreClips, constructor_kwargs=scorer_kwargs,
         decode=cfg.decode, storage=storage, errors=errors, batch_size=cfg.scorer.batch_size,
         concurrency=cfg.scorer.concurrency, num_cpus=cfg.scorer.num_cpus, num_gpus=_num_gpus(cfg),
     )
-    return ds.map_batches(
-        WriteScores,
-        fn_constructor_kwargs={"output_uri": cfg.output.uri, "storage": storage, "run_id": run_id, "decode": cfg.decode, "errors": errors},
-        batch_size=None,
-        compute=ray.data.ActorPoolStrategy(size=1),  # one writer: every clip of a video must meet there
-        num_cpus=0.1,  # I/O-bound; must not take a whole CPU from decoding on small machines
-    )
+    return write_by_video(ds, writers)
 
 
 def plan_run(cfg: ScoreJobConfig, run_date: str | None = None) -> Plan:
-    """Load the model, list the source and choose what to score; fails fast, before any cluster work."""
-    from vad.models.checkpoint import check_decode_matches, load_checkpoint
-    from vad.tracking.registry import resolve_model_uri
+    """Load the models, list the source and choose what to score; fails fast, before any cluster work."""
     from vad.tracking.runs import tracking_uri
 
     started_at = dt.datetime.now(dt.timezone.utc)
     run_date = run_date or started_at.date().isoformat()
     require_credentials(cfg.output.uri, cfg.storage)
-    checkpoint = resolve_model_uri(cfg.scorer.checkpoint, tracking_uri(cfg.mlflow, cfg.work_dir), cfg.work_dir)
-    loaded = load_checkpoint(checkpoint, cfg.storage)
-    if cfg.scorer.name is not None and cfg.scorer.name != loaded.name:
-        raise ValueError(f"scorer.name is {cfg.scorer.name!r} but checkpoint {cfg.scorer.checkpoint} holds a {loaded.name!r} model")
-    check_decode_matches(loaded, cfg.decode)
+    if not cfg.scorer.per_camera:  # one model: a bad checkpoint fails the run before the source is listed
+        routing = plan_routes(cfg, [], tracking_uri(cfg.mlflow, cfg.work_dir))
     listing = scan_source(cfg.source, cfg.storage, run_date)
     videos, rejected = listing.videos, listing.rejected
-    plan = Plan(
-        uuid.uuid4().hex[:16], run_date, started_at, checkpoint, loaded.name, loaded.version, loaded.threshold,
-        signature_of(cfg.decode), videos, rejected, listing.skipped, [], [], [],
-    )
+    if cfg.scorer.per_camera:
+        routing = plan_routes(cfg, [v.camera for v in videos], tracking_uri(cfg.mlflow, cfg.work_dir))
+    plan = Plan(uuid.uuid4().hex[:16], run_date, started_at, routing, signature_of(cfg.decode), videos, rejected, listing.skipped)
+    plan.unrouted = [v for v in videos if plan.route(v) is None]
+    routed = sorted((v for v in videos if plan.route(v) is not None), key=lambda v: (routing.index(v.camera), v.key))
     manifest = read_manifest(cfg.output.uri, cfg.storage) if cfg.run.incremental else {}
-    plan.todo = [v for v in videos if not is_up_to_date(manifest.get(plan.key(v.uri)), v.size, v.mtime)]
+    plan.todo = [v for v in routed if not is_up_to_date(manifest.get(plan.key(v)), v.size, v.mtime)]
     plan.adopted = adopt_finished(cfg.output.uri, plan.todo, plan.key, cfg.storage) if cfg.run.incremental else []
     if plan.adopted:
         log.info("%d videos were finished by an earlier, interrupted run; not scored again", len(plan.adopted))
         finished = {video.uri for video, _, _ in plan.adopted}
         plan.todo = [v for v in plan.todo if v.uri not in finished]
-    plan.new_rejected = [r for r in rejected if not is_up_to_date(manifest.get(plan.key(r.uri)), r.size, r.mtime)]
+    plan.new_rejected = [r for r in rejected if not is_up_to_date(manifest.get(plan.key(r)), r.size, r.mtime)]
     for bad in plan.new_rejected:
         log.warning("skipped %s: %s", bad.uri, bad.reason)
     log.info(
-        "run %s: %d videos under %s, %d to score (%d up to date), %d video objects rejected, %d non-video objects skipped",
-        plan.run_id, len(videos), cfg.source.uri, len(plan.todo), len(videos) - len(plan.todo), len(rejected), len(plan.skipped),
+        "run %s: %d videos under %s, %d to score (%d up to date, %d without a model), %d video objects rejected, "
+        "%d non-video objects skipped; %d model(s)",
+        plan.run_id, len(videos), cfg.source.uri, len(plan.todo), len(routed) - len(plan.todo), len(plan.unrouted), len(rejected),
+        len(plan.skipped), len(routing.routes),
     )
     return plan
 
@@ -222,9 +165,12 @@ def plan_run(cfg: ScoreJobConfig, run_date: str | None = None) -> Plan:
 def execute(cfg: ScoreJobConfig, plan: Plan, t0: float) -> RunSummary:
     """Score `plan.todo` on Ray and write results, manifest and errors; returns the run's summary."""
     errors = [error_row(r.uri, "list", error_class="Rejected", message=r.reason, permanent=True, size=r.size) for r in plan.new_rejected]
+    errors += [
+        error_row(v.uri, "model", error_class="NoModel", message=plan.routing.missing[v.camera], size=v.size) for v in plan.unrouted
+    ]
     manifest_out = ManifestWriter(cfg.output.uri, plan.run_date, plan.run_id, cfg.storage, flush_s=cfg.run.manifest_flush_s)
     for video, path, rows in plan.adopted:
-        manifest_out.add(uri=video.uri, size=video.size, mtime=video.mtime, key=plan.key(video.uri), status="scored", clips=rows, scores_path=path)
+        manifest_out.add(uri=video.uri, size=video.size, mtime=video.mtime, key=plan.key(video), status="scored", clips=rows, scores_path=path)
     files, clips, anomalies = [], 0, 0
     if plan.todo:
         ensure_ray(cfg.ray.address, cfg.ray.num_cpus)
@@ -238,12 +184,13 @@ def execute(cfg: ScoreJobConfig, plan: Plan, t0: float) -> RunSummary:
     for row in errors:
         if row["permanent"]:  # not tried again until the object changes
             bad = by_uri[row["uri"]]
-            manifest_out.add(uri=bad.uri, size=bad.size, mtime=bad.mtime, key=plan.key(bad.uri), status="failed", clips=0, scores_path=None)
+            manifest_out.add(uri=bad.uri, size=bad.size, mtime=bad.mtime, key=plan.key(bad), status="failed", clips=0, scores_path=None)
     manifest_out.flush()
     write_errors(cfg.output.uri, plan.run_date, plan.run_id, errors, cfg.storage)
     return RunSummary(
         plan.run_id, plan.run_date, len(plan.videos), clips, anomalies, files, plan.rejected, time.perf_counter() - t0,
-        up_to_date=len(plan.videos) - len(plan.todo), errors=errors, attempted=len(plan.todo) + len(plan.new_rejected),
+        up_to_date=len(plan.videos) - len(plan.todo) - len(plan.unrouted), errors=errors,
+        attempted=len(plan.todo) + len(plan.new_rejected) + len(plan.unrouted),
         max_failure_rate=cfg.run.max_failure_rate, started_at=plan.started_at, finished_at=dt.datetime.now(dt.timezone.utc),
         source_uri=cfg.source.uri, model_name=plan.model_name, model_version=plan.model_version, skipped=len(plan.skipped),
     )
@@ -295,8 +242,10 @@ def _score_videos(cfg: ScoreJobConfig, plan: Plan, manifest_out: ManifestWriter)
         done: set[str] = set()
         remaining = plan.todo
         for attempt in range(cfg.run.retry_passes + 1):
+            writers = start_writers(cfg, error_log)
             try:
-                for row in build_dataset(cfg, [v.to_row() for v in remaining], plan.run_id, plan.checkpoint, error_log).iter_rows():
+                listing = [{**v.to_row(), "model_index": plan.routing.index(v.camera)} for v in remaining]
+                for row in build_dataset(cfg, listing, plan.run_id, plan.routing.routes, writers, error_log).iter_rows():
                     video = by_uri[row["video_uri"]]
                     if video.uri not in done:
                         done.add(video.uri)
@@ -304,11 +253,14 @@ def _score_videos(cfg: ScoreJobConfig, plan: Plan, manifest_out: ManifestWriter)
                         clips += int(row["rows"])
                         progress.update(len(done), f"{clips} clips ({clips / max(progress.elapsed(), 1e-9):.1f} clips/s)")
                     manifest_out.add(
-                        uri=video.uri, size=video.size, mtime=video.mtime, key=plan.key(video.uri),
+                        uri=video.uri, size=video.size, mtime=video.mtime, key=plan.key(video),
                         status="scored", clips=int(row["rows"]), scores_path=row["path"],
                     )
             except _lost_workers() as exc:  # a node went away with actors Ray Data could not replace: next pass
                 log.warning("pass %d stopped: %s", attempt + 1, str(exc).strip().splitlines()[0])
+            finally:
+                for writer in writers:  # with them go the videos they hold incomplete (lost clips)
+                    ray.kill(writer)
             failed = {row["uri"] for row in ray.get(error_log.rows.remote())}
             remaining = [v for v in remaining if v.uri not in done and v.uri not in failed]
             if not remaining:
@@ -336,6 +288,8 @@ def _params(cfg: ScoreJobConfig, plan: Plan) -> dict:
         "decode.resize": "x".join(map(str, decode.resize)) if decode.resize else "native",
         "decode.split_mb": decode.split_mb if decode.split_mb is not None else "off",
         "scorer.name": plan.model_name, "scorer.version": plan.model_version, "scorer.checkpoint": scorer.checkpoint,
-        "scorer.threshold": plan.threshold,
+        "scorer.models": len(plan.routing.routes), "scorer.cameras_without_model": len(plan.routing.missing),
+        "scorer.threshold": plan.routing.routes[0].threshold if plan.routing.single else "per model",
+        "scorer.fallback": scorer.fallback or "",
         **{f"scorer.{k}": getattr(scorer, k) for k in ("batch_size", "concurrency", "precision", "memory_format", "compile")},
     }

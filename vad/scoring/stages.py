@@ -44,8 +44,12 @@ def decode_videos(
     for i in range(len(batch["uri"])):
         row = {name: batch[name][i] for name in columns}
         video = VideoRef.from_row(row)
+        model_index = row.get("model_index")
         try:
-            yield from iter_clip_batches(video, decode, storage, int(row.get("part", 0)), int(row.get("parts", 1)))
+            for clips in iter_clip_batches(video, decode, storage, int(row.get("part", 0)), int(row.get("parts", 1))):
+                if model_index is not None:  # the route of the video's camera (`vad.scoring.routing`)
+                    clips["model_index"] = np.full(len(clips["clip_index"]), int(model_index), dtype=np.int32)
+                yield clips
         except Exception as exc:
             if errors is None:
                 raise
@@ -57,26 +61,46 @@ def decode_videos(
 
 
 class ScoreClips:
-    """Loads a checkpoint once per actor; scores clip batches and drops the frame column.
+    """Scores clip batches with the model of each clip's route and drops the frame column.
 
-    A batch that fails is scored again video by video; videos that still fail are reported
-    to the run's error log and dropped (their other clips are then never written)."""
+    `routes` are `vad.scoring.routing.ModelRoute` dicts; clip rows name theirs by `model_index` (none:
+    the first). Models are loaded on first use and kept in a bounded LRU cache (`max_models`,
+    `max_model_mb`), so an actor serving a fleet holds only the cameras it is working through.
+    A batch that fails is scored again video by video; videos that still fail are reported to the
+    run's error log and dropped (their other clips are then never written)."""
 
     def __init__(
-        self, *, checkpoint: str, storage: StorageConfig | None, device: str, run_id: str, decode: DecodeConfig, errors=None,
-        precision: str = "auto", memory_format: str = "auto", compile: bool = False,
+        self, *, routes: list[dict], storage: StorageConfig | None, device: str, run_id: str, decode: DecodeConfig, errors=None,
+        precision: str = "auto", memory_format: str = "auto", compile: bool = False, max_models: int = 8, max_model_mb: float = 2048.0,
     ):
-        from vad.models.checkpoint import check_decode_matches, load_checkpoint
-        from vad.models.inference import InferenceOptions, prepare
+        from vad.models.cache import ModelCache, weight_bytes
+        from vad.models.inference import InferenceOptions
 
         self.options = InferenceOptions.resolve(device, precision, memory_format, compile)
         self.device = self.options.device
-        self.loaded = load_checkpoint(checkpoint, storage)
-        check_decode_matches(self.loaded, decode)
-        self.model, self.score_fn = prepare(self.loaded.model, self.options, "score")
+        self.routes = routes
+        self.storage = storage
         self.run_id = run_id
         self.decode = decode
         self.errors = errors  # a vad.results.ledger.ErrorLog actor; None: a failing batch raises
+        self.models = ModelCache(self._load, lambda entry: weight_bytes(entry[1]), max_models=max_models, max_mb=max_model_mb)
+        self._use(0)  # the first model loads now: a checkpoint the workers cannot read fails the actor at start
+
+    def _load(self, index: int):
+        from vad.models.checkpoint import check_decode_matches, load_checkpoint
+        from vad.models.inference import prepare
+
+        loaded = load_checkpoint(self.routes[index]["checkpoint"], self.storage)
+        check_decode_matches(loaded, self.decode)
+        model, score_fn = prepare(loaded.model, self.options, "score")
+        return loaded, model, score_fn
+
+    def _use(self, index: int) -> None:
+        """Make route `index`'s model the current one (`loaded`, `model`, `score_fn`, `route`)."""
+        if getattr(self, "route_index", None) == index:
+            return
+        self.loaded, self.model, self.score_fn = self.models.get(index)
+        self.route, self.route_index = self.routes[index], index
 
     def _score(self, frames: np.ndarray) -> dict[str, np.ndarray]:
         """The model's outputs for a batch of uint8 clips: score, frame_scores, and for scorers that
@@ -127,6 +151,18 @@ class ScoreClips:
         return self.score_batch(batch)
 
     def score_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Each clip scored by its route's model (batches mixing routes are split and joined again)."""
+        index = batch.pop("model_index", None)
+        if index is None:
+            return self._score_routed(0, batch)
+        index = np.asarray(index)
+        groups = list(dict.fromkeys(index.tolist()))
+        if len(groups) == 1:
+            return self._score_routed(int(groups[0]), batch)
+        return _concatenate([self._score_routed(int(g), {k: np.asarray(v)[index == g] for k, v in batch.items()}) for g in groups])
+
+    def _score_routed(self, route: int, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self._use(route)
         frames = batch.pop("frames")
         try:
             outputs = self._score(frames)
@@ -146,8 +182,9 @@ class ScoreClips:
         batch["frame_scores"] = outputs["frame_scores"]
         batch["threshold"] = np.full(n, threshold, dtype=np.float32)
         batch["is_anomaly"] = score > threshold
-        batch["model_name"] = np.array([self.loaded.name] * n, dtype=object)
-        batch["model_version"] = np.array([self.loaded.version] * n, dtype=object)
+        batch["model_name"] = np.array([self.route["name"]] * n, dtype=object)
+        batch["model_version"] = np.array([self.route["version"]] * n, dtype=object)
+        batch["model_fallback"] = np.full(n, bool(self.route["fallback"]))
         batch["run_id"] = np.array([self.run_id] * n, dtype=object)
         batch["frame_step"] = np.full(n, self.decode.frame_step, dtype=np.int16)
         if "mask" in outputs:
@@ -165,10 +202,9 @@ class DecodeAndScoreClips(ScoreClips):
     the others were shut down idle), and which, when decode and scoring ask for different CPUs,
     leaves separate decode tasks waiting forever for CPUs the actors hold."""
 
-    def __init__(self, *, batch_size: int, storage: StorageConfig | None, **kwargs):
-        super().__init__(storage=storage, **kwargs)
+    def __init__(self, *, batch_size: int, **kwargs):
+        super().__init__(**kwargs)
         self.batch_size = batch_size
-        self.storage = storage
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
         for clips in decode_in_batches(batch, self.batch_size, decode=self.decode, storage=self.storage, errors=self.errors):

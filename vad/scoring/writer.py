@@ -1,17 +1,27 @@
-"""The writer stage: each video's scored clips gathered and written as one Parquet file."""
+"""The writer stage: each video's scored clips gathered and written as one Parquet file.
+
+Scored batches are turned into Arrow tables by a Ray Data stage (`route_to_writers`, as parallel as
+Ray Data likes) and each video's rows are sent to one of `output.writers` `WriteScores` actors, chosen
+by a hash of the video, so every clip of a video meets in the same actor and the video is written
+whole, once, by it. More writers raise the ceiling (`bench/fleet.py` measures it) without giving up
+the whole-video write.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from vad.config import DecodeConfig, StorageConfig
+from vad.config import DecodeConfig, ScoreJobConfig, StorageConfig
 from vad.io.sources import validate_camera, validate_date
 from vad.io.storage import filesystem, parse_uri
 from vad.results.tables import masks_table, scores_table
+
+WRITTEN_COLUMNS = ("video_uri", "path", "date", "camera", "rows", "anomalies")
 
 
 def source_metadata(metadata: dict | None, size: int, mtime: float) -> dict:
@@ -20,77 +30,124 @@ def source_metadata(metadata: dict | None, size: int, mtime: float) -> dict:
     return {**(metadata or {}), b"vad.source_size": str(size).encode(), b"vad.source_mtime": repr(mtime).encode()}
 
 
+def writer_of(video_uri: str, writers: int) -> int:
+    """The writer that owns a video (stable across processes, unlike `hash`)."""
+    return int.from_bytes(hashlib.blake2b(video_uri.encode(), digest_size=4).digest(), "big") % writers
+
+
 class WriteScores:
-    """Gathers each video's scored clips and writes them, once all have arrived, as one Parquet
-    file (plus a masks file for scorers that localise) named by video, model and decode.
+    """Gathers the clips of the videos routed to it and writes each video, once all its clips have
+    arrived, as one Parquet file (plus a masks file for scorers that localise) named by video, model
+    and decode. A re-run therefore overwrites rather than duplicates, and a video whose decoding or
+    scoring failed part-way is never written. Clips delivered twice (retried tasks) are kept once."""
 
-    A re-run therefore overwrites rather than duplicates, and a video whose decoding or scoring
-    failed part-way is never written. Clips delivered twice (retried tasks) are kept once.
-    Returns one row per video written; must run as a single actor so each video's clips meet."""
-
-    def __init__(self, *, output_uri: str, storage: StorageConfig | None, run_id: str, decode: DecodeConfig, errors=None):
+    def __init__(self, *, output_uri: str, storage: StorageConfig | None, decode: DecodeConfig, errors=None):
         from vad.results.schema import signature_of
 
         self.root = parse_uri(output_uri).join("scores")
         self.masks_root = parse_uri(output_uri).join("masks")
         self.fs = filesystem(self.root, storage)
-        self.run_id = run_id
         self.decode_signature = signature_of(decode)
         self.errors = errors
-        self._pending: dict[str, dict[int, tuple[pa.Table, pa.Table | None]]] = {}
+        self._pending: dict[str, dict] = {}  # video uri -> {"seen": set, "parts": [(scores, masks)]}
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        table = scores_table(batch, dt.datetime.now(dt.timezone.utc))
-        masks = masks_table(batch) if "mask_png" in batch else None
-        uris = np.asarray(batch["video_uri"], dtype=object)
-        out: dict[str, list] = {name: [] for name in ("video_uri", "path", "date", "camera", "rows", "anomalies")}
-        for uri in dict.fromkeys(uris):
-            rows = np.flatnonzero(uris == uri)
-            expected = int(batch["clips_in_video"][rows[0]])
-            clips = self._pending.setdefault(str(uri), {})
-            for i in rows:
-                clips[int(batch["clip_index"][i])] = (table.slice(i, 1), masks.slice(i, 1) if masks is not None else None)
-            if len(clips) < expected:
-                continue
-            del self._pending[str(uri)]
-            first = rows[0]
-            written = self._write(
-                str(uri), str(batch["date"][first]), str(batch["camera"][first]), clips,
-                int(batch["video_size"][first]), float(batch["video_mtime"][first]),
-            )
-            if written is not None:
-                for name, value in written.items():
-                    out[name].append(value)
-        return {
-            "video_uri": np.array(out["video_uri"], dtype=object),
-            "path": np.array(out["path"], dtype=object),
-            "date": np.array(out["date"], dtype=object),
-            "camera": np.array(out["camera"], dtype=object),
-            "rows": np.array(out["rows"], dtype=np.int64),
-            "anomalies": np.array(out["anomalies"], dtype=np.int64),
-        }
+    def add(self, parts: list[dict]) -> list[dict]:
+        """Each part: one video's rows of a batch (`video`: uri, date, camera, size, mtime, expected;
+        `scores`, `masks` tables). Returns a row per video completed and written."""
+        written = []
+        for part in parts:
+            video = part["video"]
+            state = self._pending.setdefault(video["uri"], {"seen": set(), "parts": []})
+            scores, masks = part["scores"], part["masks"]
+            indices = scores["clip_index"].to_pylist()
+            fresh = [i for i, clip in enumerate(indices) if clip not in state["seen"]]
+            if len(fresh) < len(indices):  # delivered twice: keep the first copy
+                scores, masks = scores.take(fresh), masks.take(fresh) if masks is not None else None
+            state["seen"].update(indices)
+            state["parts"].append((scores, masks))
+            if len(state["seen"]) >= video["expected"]:
+                del self._pending[video["uri"]]
+                row = self._write(video, state["parts"])
+                if row is not None:
+                    written.append(row)
+        return written
 
-    def _write(self, uri: str, raw_date: str, raw_camera: str, clips: dict, size: int, mtime: float) -> dict | None:
+    def pending(self) -> tuple[int, int]:
+        """(videos, clips) held, waiting for the rest of their clips."""
+        return len(self._pending), sum(len(s["seen"]) for s in self._pending.values())
+
+    def _write(self, video: dict, parts: list[tuple]) -> dict | None:
         from vad.io.storage import write_parquet_atomic
         from vad.results.ledger import error_row, report_errors
         from vad.results.schema import result_file_name
 
-        ordered = [clips[k] for k in sorted(clips)]
-        part = pa.concat_tables([t for t, _ in ordered])
-        part = part.replace_schema_metadata(source_metadata(part.schema.metadata, size, mtime))
-        name = result_file_name(uri, part["model_name"][0].as_py(), part["model_version"][0].as_py(), self.decode_signature)
+        uri = video["uri"]
+        scores = pa.concat_tables([s for s, _ in parts])
+        order = pc.sort_indices(scores["clip_index"])
+        scores = scores.take(order)
+        scores = scores.replace_schema_metadata(source_metadata(scores.schema.metadata, video["size"], video["mtime"]))
+        name = result_file_name(uri, scores["model_name"][0].as_py(), scores["model_version"][0].as_py(), self.decode_signature)
         try:
             # Re-validated here: these strings become folder names.
-            date, camera = validate_date(raw_date), validate_camera(raw_camera)
+            date, camera = validate_date(video["date"]), validate_camera(video["camera"])
             path = self.root.join(f"date={date}", f"camera={camera}", name).path
-            if ordered[0][1] is not None:
+            if parts[0][1] is not None:
                 mask_path = self.masks_root.join(f"date={date}", f"camera={camera}", name).path
-                write_parquet_atomic(self.fs, mask_path, pa.concat_tables([m for _, m in ordered]))
-            write_parquet_atomic(self.fs, path, part)  # last: a scores file means the video is complete
+                write_parquet_atomic(self.fs, mask_path, pa.concat_tables([m for _, m in parts]).take(order))
+            write_parquet_atomic(self.fs, path, scores)  # last: a scores file means the video is complete
         except Exception as exc:
             if self.errors is None:
                 raise
             report_errors(self.errors, [error_row(uri, "write", exc)])
             return None
-        anomalies = int(pc.sum(part["is_anomaly"]).as_py() or 0)
-        return {"video_uri": uri, "path": path, "date": date, "camera": camera, "rows": part.num_rows, "anomalies": anomalies}
+        anomalies = int(pc.sum(scores["is_anomaly"]).as_py() or 0)
+        return {"video_uri": uri, "path": path, "date": date, "camera": camera, "rows": scores.num_rows, "anomalies": anomalies}
+
+
+def video_parts(batch: dict[str, np.ndarray], scored_at: dt.datetime) -> list[dict]:
+    """A scored batch as Arrow tables, one part per video (see `WriteScores.add`)."""
+    table = scores_table(batch, scored_at)
+    masks = masks_table(batch) if "mask_png" in batch else None
+    uris = np.asarray(batch["video_uri"], dtype=object)
+    parts = []
+    for uri in dict.fromkeys(uris):
+        rows = np.flatnonzero(uris == uri)
+        first = rows[0]
+        video = {
+            "uri": str(uri), "date": str(batch["date"][first]), "camera": str(batch["camera"][first]),
+            "size": int(batch["video_size"][first]), "mtime": float(batch["video_mtime"][first]),
+            "expected": int(batch["clips_in_video"][first]),
+        }
+        take = pa.array(rows)
+        parts.append({"video": video, "scores": table.take(take), "masks": masks.take(take) if masks is not None else None})
+    return parts
+
+
+def route_to_writers(batch: dict[str, np.ndarray], *, writers: list) -> dict[str, np.ndarray]:
+    """The Ray Data stage before the writers: a scored batch's videos sent to their writers; returns a
+    row per video they completed."""
+    import ray
+
+    by_writer: dict[int, list[dict]] = {}
+    for part in video_parts(batch, dt.datetime.now(dt.timezone.utc)):
+        by_writer.setdefault(writer_of(part["video"]["uri"], len(writers)), []).append(part)
+    written = [row for rows in ray.get([writers[w].add.remote(parts) for w, parts in by_writer.items()]) for row in rows]
+    return {
+        name: np.array([row[name] for row in written], dtype=np.int64 if name in ("rows", "anomalies") else object)
+        for name in WRITTEN_COLUMNS
+    }
+
+
+def start_writers(cfg: ScoreJobConfig, errors=None) -> list:
+    """`output.writers` `WriteScores` actors for one pass. I/O-bound, so each reserves a tenth of a
+    CPU. A writer that dies is restarted empty: the videos it held are left incomplete and scored
+    again by the job's next pass."""
+    import ray
+
+    actor = ray.remote(num_cpus=0.1, max_restarts=-1, max_task_retries=-1)(WriteScores)
+    return [actor.remote(output_uri=cfg.output.uri, storage=cfg.storage, decode=cfg.decode, errors=errors) for _ in range(cfg.output.writers)]
+
+
+def write_by_video(ds, writers: list):
+    """`ds` (scored clip batches) through the writers: one row per video written."""
+    return ds.map_batches(route_to_writers, fn_kwargs={"writers": writers}, batch_size=None, num_cpus=0.1)

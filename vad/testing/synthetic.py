@@ -30,10 +30,19 @@ class Scene:
     anomalies: list[dict] = field(default_factory=list)
 
 
-def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+# A camera's view: light ground with dark walkers moving left-right (0), or a dark ground with light
+# walkers moving up-down (1: the same scene turned a quarter and relit), so a model of one camera's
+# normal does not fit the other's.
+VIEWS = (
+    {"turned": False, "ground": 150.0, "walker_tone": (40.0, 80.0)},
+    {"turned": True, "ground": 70.0, "walker_tone": (170.0, 210.0)},
+)
+
+
+def _background(rng: np.random.Generator, height: int, width: int, ground: float = 150.0) -> np.ndarray:
     y = np.linspace(0, 1, height)[:, None]
     x = np.linspace(0, 1, width)[None, :]
-    base = 150 + 40 * y - 20 * x + rng.normal(0, 4, (height, width))
+    base = ground + 40 * y - 20 * x + rng.normal(0, 4, (height, width))
     for row in np.linspace(0.25, 0.85, 4):  # paving lines
         base[int(row * height), :] -= 25
     return base
@@ -59,10 +68,14 @@ def render_scene(
     width: int = 160,
     anomalies: tuple[tuple[str, int], ...] = (),
     walkers: int = 6,
+    view: int = 0,
 ) -> Scene:
-    """Render a scene; `anomalies` is a tuple of (kind, start_frame)."""
+    """Render a scene; `anomalies` is a tuple of (kind, start_frame); `view` indexes `VIEWS`."""
+    look = VIEWS[view % len(VIEWS)]
+    if look["turned"]:
+        height, width = width, height
     rng = np.random.default_rng(seed)
-    background = _background(rng, height, width)
+    background = _background(rng, height, width, look["ground"])
     lanes = np.linspace(0.3, 0.8, 4) * height
     people = []
     for _ in range(walkers):
@@ -72,7 +85,7 @@ def render_scene(
                 "y": float(rng.choice(lanes) + rng.normal(0, 2)),
                 "x": float(rng.uniform(0, width)),
                 "v": direction * rng.uniform(0.6, 1.1),
-                "tone": float(rng.uniform(40, 80)),
+                "tone": float(rng.uniform(*look["walker_tone"])),
                 "phase": float(rng.uniform(0, 6.28)),
             }
         )
@@ -93,14 +106,17 @@ def render_scene(
             if kind == "fast":
                 visible = _stamp(canvas, height * 0.55, -20 + 7.0 * age, 14, 26, 235, masks[t])
             elif kind == "wrong_way":
-                visible = _stamp(canvas, -10 + 2.0 * age, width * 0.5, 12, 5, 55, masks[t])
-                visible |= _stamp(canvas, -18 + 2.0 * age, width * 0.5, 4, 4, 35, masks[t])
+                tone = float(np.mean(look["walker_tone"]))
+                visible = _stamp(canvas, -10 + 2.0 * age, width * 0.5, 12, 5, tone, masks[t])
+                visible |= _stamp(canvas, -18 + 2.0 * age, width * 0.5, 4, 4, tone - 20, masks[t])
             else:
                 raise ValueError(f"unknown anomaly kind {kind!r}; choose from {ANOMALY_KINDS}")
             labels[t] |= visible
         noise = rng.normal(0, 2.0, canvas.shape)
         frames[t] = np.clip(canvas + noise, 0, 255).astype(np.uint8)
     described = [{"kind": k, "start_frame": s} for k, s in anomalies]
+    if look["turned"]:
+        frames, masks = np.ascontiguousarray(frames.transpose(0, 2, 1)), np.ascontiguousarray(masks.transpose(0, 2, 1))
     return Scene(frames=frames, labels=labels, masks=masks, anomalies=described)
 
 
@@ -153,10 +169,12 @@ def generate_dataset(
     date: str = "2026-11-24",
     seed: int = 0,
     masks_dir: str | Path | None = None,
+    distinct_views: bool = False,
 ) -> list[GeneratedVideo]:
     """Write `camNN/<date>/{train,test}_XXX.mp4` plus `labels.json`; every test video holds anomalies.
     With `masks_dir`, each test video's pixel ground truth goes there as `camNN/<date>/test_XXX.npy`
-    ((T, H, W) booleans, the format `vad evaluate --masks` reads)."""
+    ((T, H, W) booleans, the format `vad evaluate --masks` reads). With `distinct_views`, cameras
+    alternate between the `VIEWS` (a fleet whose cameras each have their own normal)."""
     out = Path(out_dir)
     made: list[GeneratedVideo] = []
     counter = 0
@@ -168,7 +186,8 @@ def generate_dataset(
                 if split == "test":
                     first = ANOMALY_KINDS[(cam + i) % 2]
                     anomalies = ((first, num_frames // 4), (ANOMALY_KINDS[(cam + i + 1) % 2], (num_frames * 5) // 8))
-                scene = render_scene(seed * 1000 + counter, num_frames, height, width, anomalies)
+                view = cam % len(VIEWS) if distinct_views else 0
+                scene = render_scene(seed * 1000 + counter, num_frames, height, width, anomalies, view=view)
                 key = f"cam{cam + 1:02d}/{date}/{split}_{i:03d}.mp4"
                 path = out / key
                 path.parent.mkdir(parents=True, exist_ok=True)

@@ -27,8 +27,11 @@ class Registration:
     reason: str = ""  # why the alias moved, or why not
 
 
-def registry_name(cfg: RegistryConfig, model_name: str) -> str:
-    return cfg.model_name or f"vad-{model_name.replace('_', '-')}"
+def registry_name(cfg: RegistryConfig, model_name: str, camera: str | None = None) -> str:
+    """`registry.model_name` or vad-<model>, e.g. vad-conv-ae; a fleet camera's own model is
+    <that>.<camera>, e.g. vad-conv-ae.cam01, with its own versions and alias."""
+    name = cfg.model_name or f"vad-{model_name.replace('_', '-')}"
+    return f"{name}.{camera}" if camera else name
 
 
 def _signature(input_shape: tuple[int, ...]):
@@ -41,14 +44,17 @@ def _signature(input_shape: tuple[int, ...]):
     )
 
 
-def register_checkpoint(checkpoint_bytes: bytes, cfg: RegistryConfig, model_name: str, input_shape: tuple[int, ...], metric: float) -> Registration:
+def register_checkpoint(
+    checkpoint_bytes: bytes, cfg: RegistryConfig, model_name: str, input_shape: tuple[int, ...], metric: float, camera: str | None = None,
+) -> Registration:
     """Log the checkpoint as a pyfunc model with a signature in the active run, register it, and
-    point `cfg.alias` at it when it beats the current holder on `cfg.metric` (or there is none)."""
+    point `cfg.alias` at it when it beats the current holder on `cfg.metric` (or there is none).
+    A fleet camera's model is registered under its own name (`registry_name`), tagged vad.camera."""
     import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    name = registry_name(cfg, model_name)
+    name = registry_name(cfg, model_name, camera)
     with tempfile.TemporaryDirectory() as folder:
         local = Path(folder) / CHECKPOINT_ARTIFACT
         local.write_bytes(checkpoint_bytes)
@@ -62,6 +68,8 @@ def register_checkpoint(checkpoint_bytes: bytes, cfg: RegistryConfig, model_name
         )
     version = str(info.registered_model_version)
     client = MlflowClient()
+    if camera:
+        client.set_model_version_tag(name, version, "vad.camera", camera)
     try:
         holder = client.get_model_version_by_alias(name, cfg.alias)
     except MlflowException:
@@ -100,15 +108,31 @@ def promote(name: str, version: str, alias: str, tracking_uri: str) -> str | Non
 
 
 def resolve_model_uri(uri: str, tracking_uri: str, work_dir: str) -> str:
-    """`models:/name@alias` or `models:/name/version` -> a path or s3:// uri of its checkpoint.
+    """`models:/name@alias` or `models:/name/version` -> a path or s3:// uri of its checkpoint."""
+    return resolve_model(uri, tracking_uri, work_dir)[0]
+
+
+def resolve_model(uri: str, tracking_uri: str, work_dir: str) -> tuple[str, str | None, str | None]:
+    """(checkpoint location, registered name, registered version) of `models:/name@alias` or
+    `models:/name/version`; a path or s3:// uri is returned as it is, with no name or version.
 
     The model version's own storage is used where the scoring workers can read it (a local folder or
-    S3); otherwise the checkpoint is downloaded into `work_dir`."""
+    S3); otherwise the checkpoint is downloaded into `work_dir`. Raises `LookupError` when the
+    registry has no such model or alias."""
+    from mlflow.exceptions import MlflowException
+
+    if not uri.startswith("models:/"):
+        return uri, None, None
+    try:
+        return _resolve_registered(uri, tracking_uri, work_dir)
+    except MlflowException as exc:
+        raise LookupError(f"{uri}: {exc.message}") from None
+
+
+def _resolve_registered(uri: str, tracking_uri: str, work_dir: str) -> tuple[str, str, str]:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    if not uri.startswith("models:/"):
-        return uri
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient()
     spec = uri[len("models:/") :]
@@ -117,15 +141,16 @@ def resolve_model_uri(uri: str, tracking_uri: str, work_dir: str) -> str:
         version = client.get_model_version_by_alias(name, alias).version
     else:
         name, version = spec.rsplit("/", 1)
+    version = str(version)
     location = client.get_model_version_download_uri(name, version).rstrip("/")
     if location.startswith("file://"):
-        return str(Path(location[len("file://") :]) / "artifacts" / CHECKPOINT_ARTIFACT)
+        return str(Path(location[len("file://") :]) / "artifacts" / CHECKPOINT_ARTIFACT), name, version
     if location.startswith("s3://") or location.startswith("/"):
-        return f"{location}/artifacts/{CHECKPOINT_ARTIFACT}"
+        return f"{location}/artifacts/{CHECKPOINT_ARTIFACT}", name, version
     target = Path(work_dir).expanduser().resolve() / "models" / name / str(version)
     if not (target / CHECKPOINT_ARTIFACT).is_file():
         target.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory() as folder:
             local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=folder)
             shutil.copy(Path(local) / "artifacts" / CHECKPOINT_ARTIFACT, target / CHECKPOINT_ARTIFACT)
-    return str(target / CHECKPOINT_ARTIFACT)
+    return str(target / CHECKPOINT_ARTIFACT), name, version

@@ -55,11 +55,19 @@ class NullTracker:
     def log_artifact(self, path: str, artifact_path: str | None = None) -> None:
         pass
 
+    def log_text(self, text: str, artifact_file: str) -> None:
+        pass
+
+    @contextlib.contextmanager
+    def child(self, run_name: str, tags: dict):
+        """A run nested in this one (a fleet's camera): yields its tracker."""
+        yield NullTracker()
+
     def worker_spec(self) -> dict | None:
         """What a Ray worker needs to log into this run (`EpochLogger.from_spec`); None: nothing."""
         return None
 
-    def register(self, checkpoint: bytes, registry, model_name: str, input_shape: tuple[int, ...], metric: float):
+    def register(self, checkpoint: bytes, registry, model_name: str, input_shape: tuple[int, ...], metric: float, camera: str | None = None):
         """Register a checkpoint in the model registry (`vad.tracking.registry`); None when not tracking."""
         return None
 
@@ -86,15 +94,24 @@ class Tracker(NullTracker):
     def log_artifact(self, path: str, artifact_path: str | None = None) -> None:
         self._mlflow.log_artifact(path, artifact_path=artifact_path)
 
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self._mlflow.log_text(text, artifact_file)
+
+    @contextlib.contextmanager
+    def child(self, run_name: str, tags: dict):
+        experiment_id = self._mlflow.active_run().info.experiment_id  # the parent's, not the default experiment
+        with self._mlflow.start_run(experiment_id=experiment_id, run_name=run_name, nested=True, tags=tags):
+            yield Tracker(self._mlflow)
+
     def worker_spec(self) -> dict:
         return {"tracking_uri": self._mlflow.get_tracking_uri(), "run_id": self.run_id}
 
-    def register(self, checkpoint: bytes, registry, model_name: str, input_shape: tuple[int, ...], metric: float):
+    def register(self, checkpoint: bytes, registry, model_name: str, input_shape: tuple[int, ...], metric: float, camera: str | None = None):
         from vad.tracking.registry import register_checkpoint
 
         if not registry.enabled:
             return None
-        return register_checkpoint(checkpoint, registry, model_name, input_shape, metric)
+        return register_checkpoint(checkpoint, registry, model_name, input_shape, metric, camera)
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ from validation scores.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ import torch
 from vad.config import TrainJobConfig
 from vad.training import ray_train
 from vad.training.step import train_step, unit_clips
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -131,9 +134,13 @@ def train_distributed(
     from vad.training.local import score_clips
 
     run = ray_train.claim_run(cfg)
-    datasets = {"train": clips_dataset(train_videos, cfg)}
+    train = clips_dataset(train_videos, cfg)
     if cfg.train.max_clips:
-        datasets["train"] = datasets["train"].limit(cfg.train.max_clips)
+        train = train.limit(cfg.train.max_clips)
+    # Decoded once, before the first epoch: the epochs read the stored blocks instead of decoding again.
+    # They live in Ray's object store, which spills what does not fit in memory to local disk.
+    datasets = {"train": train.materialize()}
+    log.info("decoded the training clips once: %.0f MB held by Ray's object store", datasets["train"].size_bytes() / 2**20)
     if val_videos:
         datasets["val"] = clips_dataset(val_videos, cfg).materialize()
     loop_config = {

@@ -45,6 +45,18 @@ def score_clips(
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
 
+def validation_loss(model: ClipScorer, clips: np.ndarray, batch_size: int = 32, device: str = "cpu") -> float:
+    """The training loss on held-out clips (what the registry promotes on); NaN without any."""
+    if len(clips) == 0:
+        return float("nan")
+    model.eval()
+    total = 0.0
+    with torch.inference_mode():
+        for batch in _batches(clips, batch_size, None):
+            total += float(model.training_loss(batch.to(device))) * len(batch)
+    return total / len(clips)
+
+
 def fit(
     model: ClipScorer,
     clips: np.ndarray,
@@ -58,13 +70,18 @@ def fit(
     seed: int = 0,
     device: str = "cpu",
     on_epoch=None,
+    val_clips: np.ndarray | None = None,
 ) -> FitResult:
-    """Train on normal clips; the threshold is a quantile of the scores of held-out normal clips."""
+    """Train on normal clips; the threshold is a quantile of the scores of held-out normal clips:
+    `val_clips` when given (e.g. whole held-out videos), else `val_fraction` of `clips` at random."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(clips))
-    n_val = max(1, int(round(len(clips) * val_fraction))) if len(clips) > 1 else 0
-    val, train = clips[order[:n_val]], clips[order[n_val:]]
+    if val_clips is not None:
+        val, train, n_val = val_clips, clips, len(val_clips)
+    else:
+        order = rng.permutation(len(clips))
+        n_val = max(1, int(round(len(clips) * val_fraction))) if len(clips) > 1 else 0
+        val, train = clips[order[:n_val]], clips[order[n_val:]]
     model.to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     history: list[dict] = []
@@ -73,7 +90,10 @@ def fit(
         model.train()
         losses = [train_step(model.training_loss, optimiser, batch.to(device)) for batch in _batches(train, batch_size, rng)]
         val_scores = score_clips(model, val, batch_size, device) if n_val else np.zeros(0)
-        row = {"epoch": epoch, "train/loss": float(np.mean(losses)), "val/score_mean": float(val_scores.mean()) if n_val else float("nan")}
+        row = {
+            "epoch": epoch, "train/loss": float(np.mean(losses)), "val/loss": validation_loss(model, val, batch_size, device),
+            "val/score_mean": float(val_scores.mean()) if n_val else float("nan"),
+        }
         history.append(row)
         log.info("epoch %d/%d  train/loss %.5f  val/score_mean %.5f", epoch + 1, epochs, row["train/loss"], row["val/score_mean"])
         if on_epoch is not None:

@@ -1,0 +1,245 @@
+"""A fleet: one model of normal per camera, trained many at once across the cluster.
+
+Each camera's videos (camera from `source.key_pattern`) are split into training and held-out videos
+and handed to one Ray task, which decodes its clips once, fits the model in that process (the same
+`fit` and `train_step` as everywhere else) and returns the weights with their validation loss and
+threshold. The cluster runs as many camera tasks at once as it has room for
+(`distributed.cpus_per_worker` each, `gpus_per_worker` with `use_gpu`). A camera's model is small:
+one process per camera uses the cluster better than a DDP group per camera, and a lost task is simply
+run again.
+
+The driver takes results as they come: each camera gets a nested MLflow run (tag `vad.camera`), its
+own registered model (`vad-conv-ae.cam01`, see `vad.tracking.registry.registry_name`) whose alias
+moves only to a better model, and its checkpoint at `output.checkpoint` with `{camera}` filled in.
+Progress is kept in `<work_dir>/fleet/<run>.json`: a run that is killed and started again with the
+same settings trains only the cameras it had not finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vad.config import TrainJobConfig
+
+log = logging.getLogger(__name__)
+
+SUMMARY_COLUMNS = ("camera", "status", "videos", "clips", "val_clips", "val_loss", "threshold", "model", "promoted", "seconds", "note")
+
+
+@dataclass
+class FleetSummary:
+    rows: list[dict]  # one per camera, SUMMARY_COLUMNS plus the checkpoint
+    resumed: list[str] = field(default_factory=list)  # cameras finished by an earlier, interrupted run
+    mlflow_run_id: str | None = None
+    seconds: float = 0.0
+
+    def count(self, status: str) -> int:
+        return sum(row["status"] == status for row in self.rows)
+
+    def table(self) -> str:
+        """The summary as an aligned text table (the CLI prints it, MLflow keeps it)."""
+        from vad.results.sql import format_table
+
+        shown = [[_cell(row.get(c)) for c in SUMMARY_COLUMNS] for row in self.rows]
+        return format_table(list(SUMMARY_COLUMNS), shown)
+
+
+def _cell(value):
+    return f"{value:.5g}" if isinstance(value, float) else ("" if value is None else value)
+
+
+def camera_checkpoint(template: str, camera: str) -> str:
+    return template.replace("{camera}", camera)
+
+
+def decode_clips(videos: list, cfg: TrainJobConfig, limit: int | None = None) -> np.ndarray:
+    """Every clip of `videos` as one uint8 array (decoded once; the epochs reuse it)."""
+    from vad.video.clips import iter_clip_batches
+
+    parts: list[np.ndarray] = []
+    count = 0
+    for video in videos:
+        for batch in iter_clip_batches(video, cfg.decode, cfg.storage):
+            parts.append(batch["frames"])
+            count += len(batch["frames"])
+            if limit is not None and count >= limit:
+                return np.concatenate(parts)[:limit]
+    if not parts:
+        return np.zeros((0, cfg.decode.clip_len), dtype=np.uint8)
+    return np.concatenate(parts)
+
+
+def train_camera(camera: str, train_videos: list, val_videos: list, cfg: TrainJobConfig, hparams: dict, threads: int) -> dict:
+    """One camera's model (runs as a Ray task): decode its clips once, fit, return the checkpoint."""
+    import torch
+
+    from vad.models.checkpoint import checkpoint_bytes, decode_record
+    from vad.models.inference import pick_device
+    from vad.models.scorers import build_scorer
+    from vad.training.local import fit
+
+    torch.set_num_threads(max(1, threads))
+    started = time.perf_counter()
+    clips = decode_clips(train_videos, cfg, cfg.train.max_clips)
+    row = {"camera": camera, "videos": len(train_videos) + len(val_videos), "clips": len(clips), "val_clips": 0}
+    if len(clips) < cfg.train.min_camera_clips:
+        note = f"{len(clips)} training clips, fewer than train.min_camera_clips {cfg.train.min_camera_clips}: add footage or lower it"
+        return {**row, "status": "skipped", "note": note, "seconds": time.perf_counter() - started}
+    val = decode_clips(val_videos, cfg) if val_videos else None
+    model = build_scorer(cfg.model.name, **hparams)
+    loop = cfg.train
+    device = pick_device("cuda" if cfg.distributed.use_gpu else "cpu")
+    result = fit(
+        model, clips, epochs=loop.epochs, batch_size=loop.batch_size, lr=loop.lr, weight_decay=loop.weight_decay,
+        val_fraction=0.0, threshold_quantile=loop.threshold_quantile, seed=loop.seed, device=device,
+        val_clips=val if val is not None and len(val) else None,
+    )
+    model.to("cpu")
+    final = result.history[-1]
+    metrics = {"train/loss": final["train/loss"], "val/loss": final["val/loss"], "train/seconds": result.seconds}
+    data = checkpoint_bytes(model, version=cfg.output.version, threshold=result.threshold, decode=decode_record(cfg.decode), metrics=metrics)
+    return {
+        **row, "status": "trained", "val_clips": 0 if val is None else len(val), "val_loss": final["val/loss"],
+        "threshold": result.threshold, "history": result.history, "metrics": metrics, "checkpoint_bytes": data,
+        "seconds": time.perf_counter() - started, "note": "" if val_videos else "no held-out video: not promoted",
+    }
+
+
+class FleetState:
+    """Which cameras a fleet run has finished, in a small JSON file rewritten after each camera."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.rows: dict[str, dict] = {}
+        if path.is_file():
+            saved = json.loads(path.read_text())
+            if not saved.get("finished"):
+                self.rows = saved.get("cameras", {})
+
+    @classmethod
+    def for_config(cls, cfg: TrainJobConfig) -> "FleetState":
+        identity = json.dumps([cfg.model.model_dump(), cfg.source.uri, cfg.train.key_regex, cfg.output.checkpoint, cfg.decode.model_dump()])
+        name = cfg.run_name or f"fleet-{cfg.model.name}-{hashlib.sha1(identity.encode()).hexdigest()[:12]}"
+        return cls(Path(cfg.work_dir).expanduser().resolve() / "fleet" / f"{name}.json")
+
+    def record(self, row: dict) -> None:
+        self.rows[row["camera"]] = row
+        self._save(finished=False)
+
+    def finish(self) -> None:
+        self._save(finished=True)
+
+    def _save(self, finished: bool) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temp = self.path.with_suffix(".tmp")
+        temp.write_text(json.dumps({"finished": finished, "cameras": self.rows}, indent=1, default=str))
+        temp.replace(self.path)
+
+
+def by_camera(videos: list) -> dict[str, list]:
+    groups: dict[str, list] = defaultdict(list)
+    for video in videos:
+        groups[video.camera].append(video)
+    return dict(sorted(groups.items()))
+
+
+def run_fleet_training(cfg: TrainJobConfig, *, on_camera: Callable[[dict], None] | None = None) -> FleetSummary:
+    """Train one model per camera under `cfg.source.uri` (see the module doc); `on_camera` is called
+    with each finished camera's summary row (the tests use it to stop a run part-way)."""
+    import ray
+
+    from vad.cluster import ensure_ray
+    from vad.console import Progress
+    from vad.io.storage import require_credentials
+    from vad.models.scorers import build_scorer
+    from vad.tracking.runs import mlflow_run
+    from vad.training.job import _params, training_videos
+    from vad.training.split import split_videos, split_warning
+
+    t0 = time.perf_counter()
+    hparams = {"clip_len": cfg.decode.clip_len, **cfg.model.hparams}
+    build_scorer(cfg.model.name, **hparams)  # bad names or hparams fail before any cluster work
+    require_credentials(cfg.output.checkpoint, cfg.storage)
+    cameras = by_camera(training_videos(cfg))
+    state = FleetState.for_config(cfg)
+    resumed = [c for c, row in state.rows.items() if c in cameras and row["status"] in ("trained", "skipped")]
+    if resumed:
+        log.warning("resuming fleet run %s: %d of %d cameras already finished", state.path.stem, len(resumed), len(cameras))
+    ensure_ray(cfg.distributed.ray_address, cfg.distributed.num_cpus, dashboard=True)
+    dist = cfg.distributed
+    task = ray.remote(train_camera).options(
+        num_cpus=dist.cpus_per_worker, num_gpus=dist.gpus_per_worker if dist.use_gpu else 0, max_retries=max(dist.max_failures, 0),
+    )
+    threads = max(1, int(dist.cpus_per_worker))
+    rows = {c: state.rows[c] for c in resumed}
+    progress = Progress("training", len(cameras), "cameras")
+    tags = {"vad.job": "train", "vad.fleet": "true"}
+    with mlflow_run(cfg.mlflow, cfg.work_dir, cfg.run_name or f"train-{cfg.model.name}-fleet", tags) as tracker:
+        tracker.log_params({**_params(cfg, hparams, sum(len(v) for v in cameras.values())), "fleet.cameras": len(cameras)})
+        pending = {}
+        for camera, videos in cameras.items():
+            if camera in rows:
+                continue
+            train_videos, val_videos = split_videos(videos, cfg.train.val_fraction)
+            if warning := split_warning(f"camera {camera}", train_videos, val_videos, cfg.train.val_fraction):
+                log.warning(warning)
+            pending[task.remote(camera, train_videos, val_videos, cfg, hparams, threads)] = camera
+        try:
+            while pending:
+                progress.update(len(rows), f"{len(pending)} in training")
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                camera = pending.pop(ready[0])
+                try:
+                    row = _finish_camera(ray.get(ready[0]), cfg, tracker)
+                except Exception as exc:  # this camera failed (after Ray's retries); the others go on
+                    log.warning("camera %s failed: %s", camera, exc)
+                    row = {"camera": camera, "status": "failed", "videos": len(cameras[camera]), "note": str(exc).strip().splitlines()[0][:200]}
+                rows[camera] = row
+                state.record(row)
+                if on_camera is not None:
+                    on_camera(row)
+        finally:
+            progress.close()
+            for ref in pending:
+                ray.cancel(ref, force=True)
+        summary = FleetSummary([rows[c] for c in cameras], resumed, tracker.run_id, time.perf_counter() - t0)
+        tracker.log_text(summary.table() + "\n", "fleet_summary.txt")
+        tracker.log_text(json.dumps(summary.rows, indent=1, default=str), "fleet_summary.json")
+        tracker.log_metrics({f"fleet/{s}": summary.count(s) for s in ("trained", "skipped", "failed")} | {"fleet/seconds": summary.seconds})
+    if summary.count("failed") == 0:
+        state.finish()
+    return summary
+
+
+def _finish_camera(result: dict, cfg: TrainJobConfig, tracker) -> dict:
+    """A camera task's result tracked, registered and written; returns its summary row."""
+    from vad.io.storage import write_bytes
+    from vad.training.job import checkpoint_path
+
+    camera = result["camera"]
+    row = {k: v for k, v in result.items() if k not in ("history", "metrics", "checkpoint_bytes")}
+    if result["status"] != "trained":
+        log.warning("camera %s skipped: %s", camera, result["note"])
+        return row
+    with tracker.child(camera, {"vad.camera": camera, "vad.job": "train"}) as child:
+        for epoch_row in result["history"]:
+            child.log_metrics({k: v for k, v in epoch_row.items() if k != "epoch" and not np.isnan(v)}, step=int(epoch_row["epoch"]))
+        child.log_metrics({"train/threshold": result["threshold"], "train/clips": result["clips"], "val/clips": result["val_clips"]})
+        shape = (cfg.decode.clip_len, *(cfg.decode.resize or ())) + (() if cfg.decode.grayscale else (3,))
+        registered = child.register(result["checkpoint_bytes"], cfg.registry, cfg.model.name, shape, result["val_loss"], camera)
+        checkpoint = checkpoint_path(camera_checkpoint(cfg.output.checkpoint, camera), registered)
+        write_bytes(checkpoint, result["checkpoint_bytes"], cfg.storage)
+        child.set_tag("vad.checkpoint", checkpoint)
+    row |= {"checkpoint": checkpoint, "model": f"{registered.name}/{registered.version}" if registered else "", "promoted": bool(registered and registered.promoted)}
+    if registered is not None and not registered.promoted and not row["note"]:
+        row["note"] = registered.reason
+    return row
