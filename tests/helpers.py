@@ -110,26 +110,31 @@ def actor_pids(class_part: str) -> list[int]:
 
 
 @contextlib.contextmanager
-def ray_head(*args: str, path_first: str | None = None):
+def ray_head(*args: str, path_first: str | None = None, log: Path | None = None):
     """`ray start --head --block <args>` from this environment in its own process group, stopped by
     its PID on exit (`--block` stops what it started); the host's record of the latest cluster
     (/tmp/ray/ray_current_cluster, which plain `ray.init()` would follow) is put back as it was.
-    `path_first`: a folder put first on the head's PATH, as an activated virtualenv does."""
+    `path_first`: a folder put first on the head's PATH, as an activated virtualenv does; `log`: a file
+    for the head's own output."""
     ray = str(Path(sys.executable).with_name("ray"))
     latest = Path("/tmp/ray/ray_current_cluster")
     before = latest.read_text() if latest.exists() else None
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     if path_first:
         env["PATH"] = f"{path_first}{os.pathsep}{env.get('PATH', '')}"
+    output = open(log, "wb") if log is not None else subprocess.DEVNULL  # noqa: SIM115 - closed below
     process = subprocess.Popen(
         [ray, "start", "--head", "--block", "--disable-usage-stats", *args],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
+        stdout=output, stderr=subprocess.STDOUT, env=env, start_new_session=True,
     )
     try:
         yield process
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=60)
+        if log is not None:
+            output.close()
         if before is None:
             latest.unlink(missing_ok=True)
         else:

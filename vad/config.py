@@ -129,6 +129,12 @@ class ScorerConfig(_Section):
         """A fleet: each camera's videos are scored by the camera's own model."""
         return "{camera}" in self.checkpoint or bool(self.cameras)
 
+    @model_validator(mode="after")
+    def _fallback_needs_a_fleet(self) -> "ScorerConfig":
+        if self.fallback and not self.per_camera:
+            raise ValueError("scorer.fallback is for fleets: put {camera} in scorer.checkpoint or list scorer.cameras")
+        return self
+
 
 class OutputConfig(_Section):
     uri: str = Field(..., description="results root (local folder or s3://bucket/prefix); one scores file per video")

@@ -143,7 +143,7 @@ def test_every_clip_is_scored_by_its_cameras_model_and_a_camera_without_one_is_a
     again = run_scoring(with_fallback, run_date=DAY)
     assert again.errors == [] and again.up_to_date == 3 and len(again.files) == 1
     fallback_rows = _rows(out).query("camera == 'cam04'")
-    assert len(fallback_rows) > 0 and fallback_rows.model_fallback.all() and set(fallback_rows.model_name) == {"conv_ae"}
+    assert len(fallback_rows) > 0 and fallback_rows.model_fallback.all() and set(fallback_rows.model_name) == {"vad-conv-ae.cam01"}
 
 
 def test_a_new_champion_rescores_only_its_camera(trained, fleet, tmp_path):

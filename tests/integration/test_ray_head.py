@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pyarrow.dataset as pads
@@ -46,22 +47,46 @@ sys.exit(0 if client.get_job_status(job) == JobStatus.SUCCEEDED else 1)
 """
 
 
+def _dashboard_answers(url: str, process, timeout_s: float) -> bool:
+    """True once the head's job server answers; False when the head exits or time runs out."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with urllib.request.urlopen(f"{url}/api/version", timeout=5):
+                return True
+        except urllib.error.HTTPError:  # it answers (401 without the token)
+            return True
+        except OSError:
+            time.sleep(1)
+    return False
+
+
 @pytest.fixture(scope="module")
-def head():
+def head(tmp_path_factory):
     """A 2-CPU head with its dashboard (the job server), started the way the README says: from the
     project's environment (its bin/ first on PATH, as after `source .venv/bin/activate`), so a job's
-    `python` is the one with vad installed; yields the job server's URL."""
-    port, dashboard = free_port(), free_port()
-    temp = tempfile.mkdtemp(prefix="rh", dir="/tmp")  # short: Ray's socket paths live under it
-    # Every port its own: the tests' local Ray already holds the defaults (e.g. its dashboard agent's 52365).
-    agents = [f"--{name}={free_port()}" for name in (
-        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port",
-        "node-manager-port", "object-manager-port", "ray-client-server-port",
-    )]
-    args = (f"--port={port}", "--num-cpus=2", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={dashboard}", f"--temp-dir={temp}", *agents)
-    with ray_head(*args, path_first=str(VENV_BIN)):
-        yield f"http://127.0.0.1:{dashboard}"
+    `python` is the one with vad installed; yields the job server's URL. A head that does not come up
+    (a port taken between choosing and binding it) is started again on fresh ports, twice at most."""
+    logs = tmp_path_factory.mktemp("ray-head")
+    for attempt in range(3):
+        port, dashboard = free_port(), free_port()
+        temp = tempfile.mkdtemp(prefix="rh", dir="/tmp")  # short: Ray's socket paths live under it
+        # Every port its own: the tests' local Ray already holds the defaults (e.g. its dashboard agent's 52365).
+        agents = [f"--{name}={free_port()}" for name in (
+            "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port",
+            "node-manager-port", "object-manager-port", "ray-client-server-port",
+        )]
+        args = (f"--port={port}", "--num-cpus=2", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={dashboard}", f"--temp-dir={temp}", *agents)
+        url = f"http://127.0.0.1:{dashboard}"
+        with ray_head(*args, path_first=str(VENV_BIN), log=logs / f"head-{attempt}.log") as process:
+            if _dashboard_answers(url, process, 120):
+                yield url
+                return
+    pytest.fail("the Ray head did not come up three times; its output:\n" + (logs / "head-2.log").read_text()[-3000:])
 
 
 def _run(url: str, args: list[str]) -> str:

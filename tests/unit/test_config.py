@@ -55,6 +55,20 @@ def test_bad_regex_and_half_credentials_rejected():
         )
 
 
+def test_fleet_settings_are_checked():
+    base = {"source": {"uri": "x"}, "output": {"uri": "o"}}
+    fleet = parse_config({**base, "scorer": {"checkpoint": "models:/vad-conv-ae.{camera}@champion", "fallback": "s3://m/shared.pt"}}, ScoreJobConfig)
+    assert fleet.scorer.per_camera and parse_config({**base, "scorer": {"checkpoint": "c", "cameras": {"cam1": "a.pt"}}}, ScoreJobConfig).scorer.per_camera
+    with pytest.raises(ConfigError, match="scorer.fallback is for fleets"):
+        parse_config({**base, "scorer": {"checkpoint": "c.pt", "fallback": "d.pt"}}, ScoreJobConfig)
+    train = {"source": {"uri": "x"}, "train": {"per_camera": True}}
+    with pytest.raises(ConfigError, match=r"needs \{camera\} in output.checkpoint"):
+        parse_config({**train, "output": {"checkpoint": "m.pt"}}, TrainJobConfig)
+    with pytest.raises(ConfigError, match="mil needs labelled footage"):
+        parse_config({**train, "output": {"checkpoint": "{camera}.pt"}, "model": {"name": "mil"}}, TrainJobConfig)
+    assert parse_config({**train, "output": {"checkpoint": "{camera}.pt"}}, TrainJobConfig).train.per_camera
+
+
 def test_overrides_and_missing_file(tmp_path):
     cfg = load_config(_write(tmp_path, GOOD), ScoreJobConfig, {"decode.stride": 4, "scorer.device": "cpu"})
     assert cfg.decode.stride == 4 and cfg.scorer.device == "cpu"

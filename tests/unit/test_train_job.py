@@ -86,3 +86,14 @@ def test_a_model_that_was_not_promoted_never_takes_the_champions_path():
     assert checkpoint_path("s3://models/conv_ae/v1.pt", None) == "s3://models/conv_ae/v1.pt"  # no registry: as configured
     assert checkpoint_path("s3://models/conv_ae/v1.pt", held_back) == "s3://models/conv_ae/v1.v3.pt"
     assert checkpoint_path("/data/model", held_back) == "/data/model.v3"
+
+
+def test_a_fleet_run_resumes_until_it_has_finished(tmp_path):
+    from vad.training.fleet import FleetState
+
+    path = tmp_path / "fleet" / "run.json"
+    state = FleetState(path)
+    state.record({"camera": "cam01", "status": "trained"})
+    assert FleetState(path).rows == {"cam01": {"camera": "cam01", "status": "trained"}}  # killed here: picked up again
+    state.finish()
+    assert FleetState(path).rows == {}  # a finished run is not resumed: the same command trains anew

@@ -27,13 +27,18 @@ class LoadedScorer:
     threshold: float
     decode: dict  # clip_len, frame_step, resize, grayscale the model was trained with
     metrics: dict = field(default_factory=dict)
+    model_name: str | None = None  # a fleet camera's model: its own name (e.g. vad-conv-ae.cam01)
 
 
-def checkpoint_bytes(model: ClipScorer, *, version: str, threshold: float, decode: dict, metrics: dict | None = None) -> bytes:
-    """A checkpoint as bytes: a plain dict of tensors and JSON-like values (see the module doc)."""
+def checkpoint_bytes(
+    model: ClipScorer, *, version: str, threshold: float, decode: dict, metrics: dict | None = None, model_name: str | None = None,
+) -> bytes:
+    """A checkpoint as bytes: a plain dict of tensors and JSON-like values (see the module doc).
+    `model_name` names a model among others of the same scorer (a fleet camera's)."""
     payload = {
         "format": FORMAT,
         "scorer": model.name,
+        **({"model_name": model_name} if model_name else {}),
         "version": version,
         "hparams": model.hparams(),
         "threshold": float(threshold),
@@ -82,6 +87,7 @@ def load_checkpoint(uri: str, storage: StorageConfig | None = None, map_location
         threshold=payload["threshold"],
         decode=payload["decode"],
         metrics=payload.get("metrics", {}),
+        model_name=payload.get("model_name"),
     )
 
 

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class ModelRoute:
     checkpoint: str  # resolved location (a `models:/` uri becomes its checkpoint's path or s3:// uri)
-    name: str  # what rows record: the registered model's name, else the checkpoint's scorer
+    name: str  # what rows record: the registered model's name, else the checkpoint's model name or scorer
     version: str  # the registered version, else the checkpoint's version
     threshold: float
     scorer: str  # the architecture (conv_ae, ...)
@@ -56,7 +56,8 @@ def load_route(cfg: ScoreJobConfig, uri: str, tracking_uri: str, fallback: bool 
     if cfg.scorer.name is not None and cfg.scorer.name != loaded.name:
         raise ValueError(f"scorer.name is {cfg.scorer.name!r} but checkpoint {uri} holds a {loaded.name!r} model")
     check_decode_matches(loaded, cfg.decode)
-    return ModelRoute(location, registered or loaded.name, version or loaded.version, float(loaded.threshold), loaded.name, fallback)
+    name = registered or loaded.model_name or loaded.name
+    return ModelRoute(location, name, version or loaded.version, float(loaded.threshold), loaded.name, fallback)
 
 
 def camera_uri(cfg: ScoreJobConfig, camera: str) -> str:

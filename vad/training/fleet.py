@@ -85,6 +85,7 @@ def train_camera(camera: str, train_videos: list, val_videos: list, cfg: TrainJo
     from vad.models.checkpoint import checkpoint_bytes, decode_record
     from vad.models.inference import pick_device
     from vad.models.scorers import build_scorer
+    from vad.tracking.registry import registry_name
     from vad.training.local import fit
 
     torch.set_num_threads(max(1, threads))
@@ -106,7 +107,10 @@ def train_camera(camera: str, train_videos: list, val_videos: list, cfg: TrainJo
     model.to("cpu")
     final = result.history[-1]
     metrics = {"train/loss": final["train/loss"], "val/loss": final["val/loss"], "train/seconds": result.seconds}
-    data = checkpoint_bytes(model, version=cfg.output.version, threshold=result.threshold, decode=decode_record(cfg.decode), metrics=metrics)
+    data = checkpoint_bytes(
+        model, version=cfg.output.version, threshold=result.threshold, decode=decode_record(cfg.decode), metrics=metrics,
+        model_name=registry_name(cfg.registry, cfg.model.name, camera),
+    )
     return {
         **row, "status": "trained", "val_clips": 0 if val is None else len(val), "val_loss": final["val/loss"],
         "threshold": result.threshold, "history": result.history, "metrics": metrics, "checkpoint_bytes": data,
