@@ -9,7 +9,8 @@ def test_demo_quick(ray_local, tmp_path, capsys):
     assert "[5/5] frame-level AUC" in out
     per_camera = float(out.split("per-camera models micro ")[1].split(",")[0])
     shared = float(out.split("one shared model micro ")[1].split(",")[0])
-    assert per_camera > 0.6 and shared > 0.4, out
+    # each camera's anomaly is the other's normal traffic: a shared model of both misses some (0.91 vs 0.87 measured)
+    assert per_camera > 0.8 and per_camera > shared, out
     assert "cam01" in out and "cam02" in out  # the sample SQL query printed its table
     assert (tmp_path / "mlflow.db").exists()
     assert list((tmp_path / "demo" / "results" / "scores").rglob("*.parquet"))

@@ -6,6 +6,12 @@ at walking speed. Anomalies are injected with exact frame labels:
 - ``fast``: a bright vehicle crossing the walkway several times faster than a walker;
 - ``wrong_way``: a pedestrian crossing the lanes vertically, against the flow.
 
+A second view (`VIEWS`, for camera fleets) looks at a road instead: vehicles drive along the lanes,
+and the anomalies are pedestrians on the road (``pedestrian`` along a lane, ``wrong_way`` across).
+In a fleet (`generate_dataset(distinct_views=True)`) each view's anomaly is the other's normal traffic
+(``vehicle`` on the walkway, ``pedestrian`` on the road), so one model of both cameras' normal
+misses what a model of each camera's own normal catches.
+
 Used by the demo, the fast tests and the benchmarks' smoke runs; real accuracy
 is measured on UCSD Ped2 (see bench/).
 """
@@ -19,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-ANOMALY_KINDS = ("fast", "wrong_way")
+ANOMALY_KINDS = ("fast", "wrong_way", "pedestrian")
 
 
 @dataclass
@@ -30,19 +36,23 @@ class Scene:
     anomalies: list[dict] = field(default_factory=list)
 
 
-# A camera's view: light ground with dark walkers moving left-right (0), or a dark ground with light
-# walkers moving up-down (1: the same scene turned a quarter and relit), so a model of one camera's
-# normal does not fit the other's.
+# A camera's view: a walkway (walkers; anomalies: a vehicle, a walker crossing) or a road (vehicles;
+# anomalies: walkers on it). `movers`: (count, height, width, tone range, speed range) of the normal traffic.
+# `fleet_anomalies`: the kinds a fleet's cameras of this view get (`generate_dataset(distinct_views=True)`):
+# the other view's normal traffic, in a lane, at its usual speed.
 VIEWS = (
-    {"turned": False, "ground": 150.0, "walker_tone": (40.0, 80.0)},
-    {"turned": True, "ground": 70.0, "walker_tone": (170.0, 210.0)},
+    {"name": "walkway", "movers": (6, 12, 5, (40.0, 80.0), (0.6, 1.1)), "anomalies": ("fast", "wrong_way"),
+     "fleet_anomalies": ("vehicle", "vehicle")},
+    {"name": "road", "movers": (3, 14, 26, (215.0, 245.0), (2.5, 4.0)), "anomalies": ("pedestrian", "wrong_way"),
+     "fleet_anomalies": ("pedestrian", "pedestrian")},
 )
+LANE = 0.3 + 0.5 * 2 / 3  # the third of the four lanes, as a share of the height
 
 
-def _background(rng: np.random.Generator, height: int, width: int, ground: float = 150.0) -> np.ndarray:
+def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     y = np.linspace(0, 1, height)[:, None]
     x = np.linspace(0, 1, width)[None, :]
-    base = ground + 40 * y - 20 * x + rng.normal(0, 4, (height, width))
+    base = 150 + 40 * y - 20 * x + rng.normal(0, 4, (height, width))
     for row in np.linspace(0.25, 0.85, 4):  # paving lines
         base[int(row * height), :] -= 25
     return base
@@ -67,25 +77,25 @@ def render_scene(
     height: int = 120,
     width: int = 160,
     anomalies: tuple[tuple[str, int], ...] = (),
-    walkers: int = 6,
+    walkers: int | None = None,
     view: int = 0,
 ) -> Scene:
-    """Render a scene; `anomalies` is a tuple of (kind, start_frame); `view` indexes `VIEWS`."""
-    look = VIEWS[view % len(VIEWS)]
-    if look["turned"]:
-        height, width = width, height
+    """Render a scene; `anomalies` is a tuple of (kind, start_frame); `view` indexes `VIEWS`;
+    `walkers`: how many movers of the view's normal traffic (None: the view's own number)."""
+    count, mover_h, mover_w, tones, speeds = VIEWS[view % len(VIEWS)]["movers"]
+    walking = mover_w < mover_h  # walkers have a head and bob as they go
     rng = np.random.default_rng(seed)
-    background = _background(rng, height, width, look["ground"])
+    background = _background(rng, height, width)
     lanes = np.linspace(0.3, 0.8, 4) * height
     people = []
-    for _ in range(walkers):
+    for _ in range(count if walkers is None else walkers):
         direction = rng.choice([-1.0, 1.0])
         people.append(
             {
                 "y": float(rng.choice(lanes) + rng.normal(0, 2)),
                 "x": float(rng.uniform(0, width)),
-                "v": direction * rng.uniform(0.6, 1.1),
-                "tone": float(rng.uniform(*look["walker_tone"])),
+                "v": direction * rng.uniform(*speeds),
+                "tone": float(rng.uniform(*tones)),
                 "phase": float(rng.uniform(0, 6.28)),
             }
         )
@@ -95,10 +105,12 @@ def render_scene(
     for t in range(num_frames):
         canvas = background.copy()
         for p in people:
-            x = (p["x"] + p["v"] * t) % (width + 20) - 10
-            bob = 1.0 * np.sin(p["phase"] + 0.5 * t)
-            _stamp(canvas, p["y"] + bob, x, 12, 5, p["tone"])  # body
-            _stamp(canvas, p["y"] - 8 + bob, x, 4, 4, p["tone"] - 20)  # head
+            margin = 10 if walking else mover_w  # off-screen run-out before wrapping round
+            x = (p["x"] + p["v"] * t) % (width + 2 * margin) - margin
+            bob = 1.0 * np.sin(p["phase"] + 0.5 * t) if walking else 0.0
+            _stamp(canvas, p["y"] + bob, x, mover_h, mover_w, p["tone"])  # body
+            if walking:
+                _stamp(canvas, p["y"] - 8 + bob, x, 4, 4, p["tone"] - 20)  # head
         for kind, start in anomalies:
             age = t - start
             if age < 0:
@@ -106,17 +118,19 @@ def render_scene(
             if kind == "fast":
                 visible = _stamp(canvas, height * 0.55, -20 + 7.0 * age, 14, 26, 235, masks[t])
             elif kind == "wrong_way":
-                tone = float(np.mean(look["walker_tone"]))
-                visible = _stamp(canvas, -10 + 2.0 * age, width * 0.5, 12, 5, tone, masks[t])
-                visible |= _stamp(canvas, -18 + 2.0 * age, width * 0.5, 4, 4, tone - 20, masks[t])
+                visible = _stamp(canvas, -10 + 2.0 * age, width * 0.5, 12, 5, 55, masks[t])
+                visible |= _stamp(canvas, -18 + 2.0 * age, width * 0.5, 4, 4, 35, masks[t])
+            elif kind == "pedestrian":  # a walker along a lane, where only vehicles go
+                visible = _stamp(canvas, height * LANE, -10 + 0.9 * age, 12, 5, 60, masks[t])
+                visible |= _stamp(canvas, height * LANE - 8, -10 + 0.9 * age, 4, 4, 40, masks[t])
+            elif kind == "vehicle":  # a vehicle along a lane at road speed, where only walkers go
+                visible = _stamp(canvas, height * LANE, -20 + 3.0 * age, 14, 26, 230, masks[t])
             else:
                 raise ValueError(f"unknown anomaly kind {kind!r}; choose from {ANOMALY_KINDS}")
             labels[t] |= visible
         noise = rng.normal(0, 2.0, canvas.shape)
         frames[t] = np.clip(canvas + noise, 0, 255).astype(np.uint8)
     described = [{"kind": k, "start_frame": s} for k, s in anomalies]
-    if look["turned"]:
-        frames, masks = np.ascontiguousarray(frames.transpose(0, 2, 1)), np.ascontiguousarray(masks.transpose(0, 2, 1))
     return Scene(frames=frames, labels=labels, masks=masks, anomalies=described)
 
 
@@ -174,7 +188,7 @@ def generate_dataset(
     """Write `camNN/<date>/{train,test}_XXX.mp4` plus `labels.json`; every test video holds anomalies.
     With `masks_dir`, each test video's pixel ground truth goes there as `camNN/<date>/test_XXX.npy`
     ((T, H, W) booleans, the format `vad evaluate --masks` reads). With `distinct_views`, cameras
-    alternate between the `VIEWS` (a fleet whose cameras each have their own normal)."""
+    alternate between the `VIEWS`, walkway and road (a fleet whose cameras each have their own normal)."""
     out = Path(out_dir)
     made: list[GeneratedVideo] = []
     counter = 0
@@ -183,10 +197,10 @@ def generate_dataset(
             for i in range(count):
                 counter += 1
                 anomalies: tuple[tuple[str, int], ...] = ()
-                if split == "test":
-                    first = ANOMALY_KINDS[(cam + i) % 2]
-                    anomalies = ((first, num_frames // 4), (ANOMALY_KINDS[(cam + i + 1) % 2], (num_frames * 5) // 8))
                 view = cam % len(VIEWS) if distinct_views else 0
+                if split == "test":
+                    kinds = VIEWS[view]["fleet_anomalies" if distinct_views else "anomalies"]
+                    anomalies = ((kinds[(cam + i) % 2], num_frames // 4), (kinds[(cam + i + 1) % 2], (num_frames * 5) // 8))
                 scene = render_scene(seed * 1000 + counter, num_frames, height, width, anomalies, view=view)
                 key = f"cam{cam + 1:02d}/{date}/{split}_{i:03d}.mp4"
                 path = out / key
