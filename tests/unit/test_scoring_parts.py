@@ -258,3 +258,36 @@ def test_scoring_routes_each_clip_to_its_models_and_records_it(tmp_path):
         alone = stage({**_batch(frames[index == route], ["x", "x"]), "model_index": index[index == route]})
         assert np.allclose(mixed["score"][mixed["model_name"] == routes[route]["name"]], alone["score"])
     assert stage.models.keys() == [1] and stage.models.loads >= 3  # max_models=1: one held at a time
+
+
+def test_the_writer_keeps_clips_delivered_twice_once_and_writes_each_video_whole(tmp_path):
+    """Retried tasks deliver clips again (whole batches or parts); a video is written once all its
+    clips are there, each clip once, in order."""
+    import pyarrow.parquet as pq
+
+    from vad.scoring.writer import WriteScores, video_parts, writer_of
+
+    def batch(indices):
+        n = len(indices)
+        return {
+            "run_id": np.array(["r"] * n, dtype=object), "clip_id": np.array([f"c{i}" for i in indices], dtype=object),
+            "video_uri": np.array(["/a/cam01/2026-11-24/v.mp4"] * n, dtype=object), "clip_index": np.array(indices, dtype=np.int32),
+            "start_frame": np.array(indices) * 8, "end_frame": np.array(indices) * 8 + 7, "frame_step": np.ones(n, np.int16),
+            "start_time_s": np.zeros(n), "end_time_s": np.zeros(n), "model_name": np.array(["m"] * n, dtype=object),
+            "model_version": np.array(["1"] * n, dtype=object), "model_fallback": np.zeros(n, bool),
+            "score": np.array(indices, dtype=np.float32), "threshold": np.ones(n, np.float32), "is_anomaly": np.zeros(n, bool),
+            "frame_scores": np.zeros((n, 8), np.float32), "date": np.array(["2026-11-24"] * n, dtype=object),
+            "camera": np.array(["cam01"] * n, dtype=object), "video_size": np.full(n, 10), "video_mtime": np.full(n, 1.0),
+            "clips_in_video": np.full(n, 5),
+        }
+
+    now = dt.datetime.now(dt.timezone.utc)
+    writer = WriteScores(output_uri=str(tmp_path), storage=None, decode=DecodeConfig(clip_len=8, stride=8))
+    assert writer.add(video_parts(batch([3, 4]), now)) == []
+    assert writer.add(video_parts(batch([3, 4]), now)) == []  # the same batch again
+    assert writer.pending() == (1, 2)
+    [written] = writer.add(video_parts(batch([0, 1, 1, 4, 2]), now))  # partly seen, one clip twice within
+    table = pq.read_table(written["path"])
+    assert table["clip_index"].to_pylist() == [0, 1, 2, 3, 4] and table["score"].to_pylist() == [0, 1, 2, 3, 4]
+    assert written["rows"] == 5 and writer.pending() == (0, 0)
+    assert {writer_of(f"v{i}", 4) for i in range(64)} == {0, 1, 2, 3} and writer_of("v1", 4) == writer_of("v1", 4)

@@ -60,9 +60,13 @@ class WriteScores:
             state = self._pending.setdefault(video["uri"], {"seen": set(), "parts": []})
             scores, masks = part["scores"], part["masks"]
             indices = scores["clip_index"].to_pylist()
-            fresh = [i for i, clip in enumerate(indices) if clip not in state["seen"]]
-            if len(fresh) < len(indices):  # delivered twice: keep the first copy
-                scores, masks = scores.take(fresh), masks.take(fresh) if masks is not None else None
+            first = {clip: i for i, clip in reversed(list(enumerate(indices)))}  # each clip's first row here
+            fresh = sorted(i for clip, i in first.items() if clip not in state["seen"])
+            if not fresh:  # all delivered before (a retried task)
+                continue
+            if len(fresh) < len(indices):  # partly delivered before: keep the first copies
+                take = pa.array(fresh, type=pa.int64())
+                scores, masks = scores.take(take), masks.take(take) if masks is not None else None
             state["seen"].update(indices)
             state["parts"].append((scores, masks))
             if len(state["seen"]) >= video["expected"]:
@@ -148,6 +152,9 @@ def start_writers(cfg: ScoreJobConfig, errors=None) -> list:
     return [actor.remote(output_uri=cfg.output.uri, storage=cfg.storage, decode=cfg.decode, errors=errors) for _ in range(cfg.output.writers)]
 
 
+ROUTING_BATCH = 256  # clips per routing task: a task per 32-clip block costs ~3x more (bench/fleet.py)
+
+
 def write_by_video(ds, writers: list):
     """`ds` (scored clip batches) through the writers: one row per video written."""
-    return ds.map_batches(route_to_writers, fn_kwargs={"writers": writers}, batch_size=None, num_cpus=0.1)
+    return ds.map_batches(route_to_writers, fn_kwargs={"writers": writers}, batch_size=ROUTING_BATCH, num_cpus=0.1)
