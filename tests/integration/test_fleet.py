@@ -161,3 +161,19 @@ def test_a_new_champion_rescores_only_its_camera(trained, fleet, tmp_path):
     assert [Path(f).parent.name for f in second.files] == ["camera=cam02"] and second.up_to_date == 2
     rows = _rows(out).query("camera == 'cam02'")
     assert set(rows.model_version) == {"1", "2"}  # the old file stays beside the new model's
+
+
+def test_vad_train_with_per_camera_prints_the_fleet_table(fleet, tmp_path, capsys):
+    import yaml
+
+    from vad.cli import main
+
+    cfg = train_config(fleet, epochs=1).model_copy(update={"work_dir": str(tmp_path / "work")})
+    cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"checkpoint": str(tmp_path / "m" / "{camera}.pt")})})
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    assert main(["train", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split()[:3] == ["camera", "|", "status"]
+    assert '"trained": 3' in out and '"skipped": 1' in out and '"failed": 0' in out
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["cam01.pt", "cam02.pt", "cam03.pt"]

@@ -244,6 +244,17 @@ def test_the_alias_moves_only_to_a_better_model(baseline):
     assert str(client.get_model_version_by_alias("vad-alias-test", "champion").version) == outcomes[2].version
 
 
+def note_epochs(folder: Path):
+    """An epoch callback leaving a file per worker and epoch (a closure: Ray ships it by value)."""
+
+    def callback(metrics: dict) -> None:
+        import uuid
+
+        (folder / f"{metrics['epoch']}-{uuid.uuid4().hex}").touch()
+
+    return callback
+
+
 def test_the_mil_head_trains_on_two_ray_train_workers(ray_local, tmp_path):
     from vad.training.mil import train_mil_distributed
 
@@ -251,11 +262,14 @@ def test_the_mil_head_trains_on_two_ray_train_workers(ray_local, tmp_path):
     normal = rng.normal(0, 1, (12, 32, 16)).astype(np.float32)
     anomalous = rng.normal(0, 1, (12, 32, 16)).astype(np.float32)
     anomalous[:, 10:14, 0] += 4  # a few anomalous segments in every positive bag
+    seen = tmp_path / "epochs"
+    seen.mkdir()
     head, history = train_mil_distributed(
         anomalous, normal, name="mil", storage_path=str(tmp_path), num_workers=2, cpus_per_worker=0.5,
-        epochs=6, steps_per_epoch=25, batch_pairs=6, lr=0.05,
+        epochs=6, steps_per_epoch=25, batch_pairs=6, lr=0.05, epoch_callbacks=[note_epochs(seen)],
     )
     assert [row["epoch"] for row in history] == list(range(6))
+    assert len(list(seen.iterdir())) == 12  # the epoch callbacks (the epoch bar's feed) ran on both workers, every epoch
     assert history[-1]["train/loss"] < history[0]["train/loss"]
     with torch.no_grad():
         scores = head(torch.from_numpy(anomalous)).numpy()

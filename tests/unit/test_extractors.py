@@ -38,3 +38,15 @@ def test_i3d_random_init_is_flagged_and_grayscale_rejected():
     assert out["features"].shape == (1, 1024) and not out["pretrained"].any()
     with pytest.raises(ValueError, match="RGB"):
         stage({"frames": np.zeros((1, 8, 64, 64), dtype=np.uint8)})
+
+
+def test_i3d_gives_the_patch_grid_of_an_intermediate_layer():
+    torch.manual_seed(0)
+    model = build_backbone("i3d")
+    clips = torch.rand(2, 8, 64, 96, 3)
+    with torch.inference_mode():
+        grid = model.layer_output(clips, "Mixed_4f")
+        assert grid.shape == (2, 832, 2, 4, 6)  # (T/4, H/16, W/16) patches of 832 channels
+        assert torch.allclose(model.layer_output(clips, "Mixed_5c").mean(dim=(2, 3, 4)), model.features(clips))
+    with pytest.raises(ValueError, match="unknown I3D layer"):
+        model.layer_output(clips, "Mixed_9z")

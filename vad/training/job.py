@@ -95,7 +95,7 @@ def _train_clip_scorer(cfg: TrainJobConfig, videos: list, hparams: dict, tracker
 def _train_mil(cfg: TrainJobConfig, videos: list, hparams: dict, tracker, epoch_callbacks) -> Trained:
     from vad.training.mil import train_mil_job
 
-    trained = train_mil_job(cfg, videos)
+    trained = train_mil_job(cfg, videos, epoch_callbacks)
     for row in trained.history:  # per epoch, as rank 0 reported them
         tracker.log_metric("train/loss", row["train/loss"], step=int(row["epoch"]))
     final = trained.history[-1] if trained.history else {}
@@ -131,8 +131,8 @@ def check_resources(cfg: TrainJobConfig) -> None:
 def run_training(cfg: TrainJobConfig, *, epoch_callbacks: list[Callable[[dict], None]] = ()) -> TrainSummary:
     """Train, write the checkpoint to `cfg.output.checkpoint`, log and register it.
 
-    `epoch_callbacks` run on every Ray Train worker after each epoch with its metrics (clip
-    scorers; the tests use one to fail a worker group once)."""
+    `epoch_callbacks` run on every Ray Train worker after each epoch with its metrics (the tests use
+    one to fail a worker group once)."""
     from vad.models.scorers import build_scorer, scorer_meta
     from vad.training.mil import WEAK_LABELS_NEEDED
 

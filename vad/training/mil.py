@@ -48,18 +48,20 @@ def mil_train_loop(config: dict) -> None:
         metrics = {"epoch": epoch, "train/loss": ray_train.mean(ray_train.all_workers_sum(float(np.sum(losses)), len(losses)))}
         history.append(metrics)
         ray_train.report(metrics, history, head, optimiser, rank=rank, save=True)
+        ray_train.end_of_epoch(config["epoch_callbacks"], metrics)
 
 
 def train_mil_distributed(
     anomalous: np.ndarray, normal: np.ndarray, *, name: str, storage_path: str, num_workers: int = 2,
     cpus_per_worker: float = 1.0, use_gpu: bool = False, gpus_per_worker: float = 1.0, epochs: int = 20,
     steps_per_epoch: int = 25, batch_pairs: int = 30, lr: float = 1e-3, weight_decay: float = 1e-3, dropout: float = 0.6,
-    seed: int = 0, max_failures: int = 2, keep_checkpoints: int = 2,
+    seed: int = 0, max_failures: int = 2, keep_checkpoints: int = 2, epoch_callbacks: list = (),
 ):
     """The MIL head (Sultani et al.) trained with Ray Train on bags (n, 32, d); returns (head, history).
 
     Same loss and Adagrad as `vad.training.local.train_mil`; every rank draws its own bag pairs, DDP
-    averages their gradients, so N workers see N x `batch_pairs` pairs per step."""
+    averages their gradients, so N workers see N x `batch_pairs` pairs per step. `epoch_callbacks` run
+    on every worker after each epoch with its metrics (and feed the driver's epoch bar)."""
     import ray
 
     from vad.models.scorers.mil.model import MILHead
@@ -68,7 +70,7 @@ def train_mil_distributed(
     loop_config = {
         "bags": [ray.put(np.ascontiguousarray(anomalous, dtype=np.float32)), ray.put(np.ascontiguousarray(normal, dtype=np.float32))],
         "epochs": epochs, "steps_per_epoch": steps_per_epoch, "batch_pairs": batch_pairs, "lr": lr,
-        "weight_decay": weight_decay, "dropout": dropout, "seed": seed,
+        "weight_decay": weight_decay, "dropout": dropout, "seed": seed, "epoch_callbacks": list(epoch_callbacks),
     }
     workers = ray_train.Workers(num_workers, use_gpu, cpus_per_worker, gpus_per_worker, keep_checkpoints, max_failures)
     state, _ = ray_train.fit(mil_train_loop, loop_config, ray_train.TrainRun(storage_path, name), workers)
@@ -124,7 +126,7 @@ def weak_labels(cfg: TrainJobConfig, videos: list) -> tuple[list, list]:
     return anomalous, normal
 
 
-def train_mil_job(cfg: TrainJobConfig, videos: list) -> MILResult:
+def train_mil_job(cfg: TrainJobConfig, videos: list, epoch_callbacks: list = ()) -> MILResult:
     """`vad train` for the MIL ranker: weak labels from `train.anomalous_regex`, 32-segment bags
     of backbone features, the head trained with Ray Train, validated on held-out videos of both
     classes (`val/loss`: ranking loss over all their pairs; `val/auc`: video-level AUC of the
@@ -158,7 +160,7 @@ def train_mil_job(cfg: TrainJobConfig, videos: list) -> MILResult:
         cpus_per_worker=dist.cpus_per_worker, use_gpu=dist.use_gpu, gpus_per_worker=dist.gpus_per_worker, epochs=cfg.train.epochs,
         steps_per_epoch=cfg.train.steps_per_epoch, batch_pairs=cfg.train.batch_size, lr=cfg.train.lr,
         weight_decay=cfg.train.weight_decay, dropout=cfg.model.hparams.get("dropout", 0.6), seed=cfg.train.seed,
-        max_failures=dist.max_failures, keep_checkpoints=dist.keep_checkpoints,
+        max_failures=dist.max_failures, keep_checkpoints=dist.keep_checkpoints, epoch_callbacks=epoch_callbacks,
     )
     seconds = time.perf_counter() - started
     ray_train.mark_finished(run, cfg)

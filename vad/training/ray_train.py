@@ -155,7 +155,8 @@ def fit(loop: Callable[[dict], None], loop_config: dict, run: TrainRun, workers:
         datasets=datasets,
         **({"dataset_config": dataset_config} if dataset_config is not None else {}),
     )
-    result = _fit_showing_epochs(trainer, board, int(loop_config["train"]["epochs"])) if board is not None else trainer.fit()
+    epochs = loop_config["train"]["epochs"] if "train" in loop_config else loop_config["epochs"]
+    result = _fit_showing_epochs(trainer, board, int(epochs)) if board is not None else trainer.fit()
     with result.checkpoint.as_directory() as folder:
         state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
     return state, result.path

@@ -102,10 +102,17 @@ class InceptionI3d(nn.Module):
 
     def features(self, clips: torch.Tensor) -> torch.Tensor:
         """RGB clips (B, T, H, W, 3) in [0, 1] -> pooled Mixed_5c features (B, 1024)."""
+        return self.layer_output(clips, self.order[-1]).mean(dim=(2, 3, 4))
+
+    def layer_output(self, clips: torch.Tensor, layer: str) -> torch.Tensor:
+        """RGB clips (B, T, H, W, 3) in [0, 1] -> the activations after `layer` (B, C, T', H', W'), the
+        layers after it not run: e.g. Mixed_4f gives 832 channels on a grid of (T/4, H/16, W/16) patches."""
+        if layer not in self.order:
+            raise ValueError(f"unknown I3D layer {layer!r}; choose from {', '.join(self.order)}")
         x = clips.permute(0, 4, 1, 2, 3).float() * 2 - 1
-        for name in self.order:
+        for name in self.order[: self.order.index(layer) + 1]:
             x = getattr(self, name)(x)
-        return x.mean(dim=(2, 3, 4))
+        return x
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         return self.features(clips)
