@@ -54,9 +54,8 @@ def train_config(root: Path, work: Path, include: tuple[str, ...] = ()) -> Train
 
 
 def bench_training(root: Path, scratch: Path, cameras: int) -> dict:
-    from vad.training.fleet import run_fleet_training
-
     from vad.cluster import ensure_ray
+    from vad.training.fleet import run_fleet_training
 
     ensure_ray(None, None)  # Ray's start-up is not part of either figure
     t = time.perf_counter()
