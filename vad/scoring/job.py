@@ -69,7 +69,7 @@ class Plan:
         champion re-scores that camera only). Rejected objects are keyed on the single model, or in a
         fleet on the fleet: they are bad whatever model would have scored them."""
         route = self.route(video) if isinstance(video, VideoRef) else None
-        if route is None and self.routing.single:
+        if route is None and not self.routing.fleet:
             route = self.routing.routes[0]
         if route is None:
             return ManifestKey(video.uri, "fleet", "-", self.decode)
@@ -77,11 +77,11 @@ class Plan:
 
     @property
     def model_name(self) -> str:
-        return self.routing.routes[0].name if self.routing.single else "fleet"
+        return "fleet" if self.routing.fleet else self.routing.routes[0].name
 
     @property
     def model_version(self) -> str:
-        return self.routing.routes[0].version if self.routing.single else f"{len(self.routing.routes)} models"
+        return f"{len(self.routing.routes)} models" if self.routing.fleet else self.routing.routes[0].version
 
 
 def _num_gpus(cfg: ScoreJobConfig) -> float:
@@ -289,7 +289,7 @@ def _params(cfg: ScoreJobConfig, plan: Plan) -> dict:
         "decode.split_mb": decode.split_mb if decode.split_mb is not None else "off",
         "scorer.name": plan.model_name, "scorer.version": plan.model_version, "scorer.checkpoint": scorer.checkpoint,
         "scorer.models": len(plan.routing.routes), "scorer.cameras_without_model": len(plan.routing.missing),
-        "scorer.threshold": plan.routing.routes[0].threshold if plan.routing.single else "per model",
+        "scorer.threshold": "per model" if plan.routing.fleet else plan.routing.routes[0].threshold,
         "scorer.fallback": scorer.fallback or "",
         **{f"scorer.{k}": getattr(scorer, k) for k in ("batch_size", "concurrency", "precision", "memory_format", "compile")},
     }

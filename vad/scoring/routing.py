@@ -37,10 +37,6 @@ class Routing:
     missing: dict[str, str]  # fleets: camera -> why it has no model (its videos become `model` errors)
     fleet: bool = True  # False: routes[0] scores every camera
 
-    @property
-    def single(self) -> bool:
-        return not self.fleet
-
     def index(self, camera: str) -> int | None:
         """The route of a camera's videos; None when the camera has no model."""
         return 0 if not self.fleet else self.by_camera.get(camera)

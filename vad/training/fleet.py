@@ -57,10 +57,6 @@ def _cell(value):
     return f"{value:.5g}" if isinstance(value, float) else ("" if value is None else value)
 
 
-def camera_checkpoint(template: str, camera: str) -> str:
-    return template.replace("{camera}", camera)
-
-
 def decode_clips(videos: list, cfg: TrainJobConfig, limit: int | None = None) -> np.ndarray:
     """Every clip of `videos` as one uint8 array (decoded once; the epochs reuse it)."""
     from vad.video.clips import iter_clip_batches
@@ -166,7 +162,7 @@ def run_fleet_training(cfg: TrainJobConfig, *, on_camera: Callable[[dict], None]
     from vad.io.storage import require_credentials
     from vad.models.scorers import build_scorer
     from vad.tracking.runs import mlflow_run
-    from vad.training.job import _params, training_videos
+    from vad.training.job import run_params, training_videos
     from vad.training.split import split_videos, split_warning
 
     t0 = time.perf_counter()
@@ -188,7 +184,7 @@ def run_fleet_training(cfg: TrainJobConfig, *, on_camera: Callable[[dict], None]
     progress = Progress("training", len(cameras), "cameras")
     tags = {"vad.job": "train", "vad.fleet": "true"}
     with mlflow_run(cfg.mlflow, cfg.work_dir, cfg.run_name or f"train-{cfg.model.name}-fleet", tags) as tracker:
-        tracker.log_params({**_params(cfg, hparams, sum(len(v) for v in cameras.values())), "fleet.cameras": len(cameras)})
+        tracker.log_params({**run_params(cfg, hparams, sum(len(v) for v in cameras.values())), "fleet.cameras": len(cameras)})
         pending = {}
         for camera, videos in cameras.items():
             if camera in rows:
@@ -226,8 +222,7 @@ def run_fleet_training(cfg: TrainJobConfig, *, on_camera: Callable[[dict], None]
 
 def _finish_camera(result: dict, cfg: TrainJobConfig, tracker) -> dict:
     """A camera task's result tracked, registered and written; returns its summary row."""
-    from vad.io.storage import write_bytes
-    from vad.training.job import checkpoint_path
+    from vad.training.job import register_and_write
 
     camera = result["camera"]
     row = {k: v for k, v in result.items() if k not in ("history", "metrics", "checkpoint_bytes")}
@@ -238,11 +233,7 @@ def _finish_camera(result: dict, cfg: TrainJobConfig, tracker) -> dict:
         for epoch_row in result["history"]:
             child.log_metrics({k: v for k, v in epoch_row.items() if k != "epoch" and not np.isnan(v)}, step=int(epoch_row["epoch"]))
         child.log_metrics({"train/threshold": result["threshold"], "train/clips": result["clips"], "val/clips": result["val_clips"]})
-        shape = (cfg.decode.clip_len, *(cfg.decode.resize or ())) + (() if cfg.decode.grayscale else (3,))
-        registered = child.register(result["checkpoint_bytes"], cfg.registry, cfg.model.name, shape, result["val_loss"], camera)
-        checkpoint = checkpoint_path(camera_checkpoint(cfg.output.checkpoint, camera), registered)
-        write_bytes(checkpoint, result["checkpoint_bytes"], cfg.storage)
-        child.set_tag("vad.checkpoint", checkpoint)
+        registered, checkpoint = register_and_write(child, cfg, result["checkpoint_bytes"], result["metrics"], camera)
     row |= {"checkpoint": checkpoint, "model": f"{registered.name}/{registered.version}" if registered else "", "promoted": bool(registered and registered.promoted)}
     if registered is not None and not registered.promoted and not row["note"]:
         row["note"] = registered.reason

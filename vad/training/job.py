@@ -57,7 +57,7 @@ def training_videos(cfg: TrainJobConfig) -> list:
     return videos
 
 
-def _params(cfg: TrainJobConfig, hparams: dict, videos: int) -> dict:
+def run_params(cfg: TrainJobConfig, hparams: dict, videos: int) -> dict:
     """Run parameters for MLflow; storage credentials are never included."""
     return {
         "model.name": cfg.model.name,
@@ -153,18 +153,14 @@ def run_training(cfg: TrainJobConfig, *, epoch_callbacks: list[Callable[[dict], 
         log.info("each of the %d workers takes the same number of clips: up to %d clips are left out of an epoch",
                  cfg.distributed.num_workers, cfg.distributed.num_workers - 1)
     with mlflow_run(cfg.mlflow, cfg.work_dir, cfg.run_name or f"train-{cfg.model.name}", {"vad.job": "train"}) as tracker:
-        tracker.log_params(_params(cfg, hparams, len(videos)))
+        tracker.log_params(run_params(cfg, hparams, len(videos)))
         trained = train(cfg, videos, hparams, tracker, epoch_callbacks)
         data = checkpoint_bytes(
             trained.model, version=cfg.output.version, threshold=trained.threshold, decode=decode_record(cfg.decode), metrics=trained.metrics
         )
         tracker.log_metrics({**trained.extra_metrics, "train/threshold": trained.threshold, "train/seconds": trained.seconds})
         tracker.set_tag("vad.ray_train_path", trained.run_path)
-        shape = (cfg.decode.clip_len, *(cfg.decode.resize or ())) + (() if cfg.decode.grayscale else (3,))
-        registered = tracker.register(data, cfg.registry, cfg.model.name, shape, trained.metrics.get(cfg.registry.metric, float("nan")))
-        checkpoint = checkpoint_path(cfg.output.checkpoint, registered)
-        write_bytes(checkpoint, data, cfg.storage)
-        tracker.set_tag("vad.checkpoint", checkpoint)
+        registered, checkpoint = register_and_write(tracker, cfg, data, trained.metrics)
     if registered is not None and not registered.promoted:
         log.warning(
             "%s version %s is registered but @%s was not moved to it: %s. Its checkpoint is %s (%s still holds the "
@@ -174,6 +170,18 @@ def run_training(cfg: TrainJobConfig, *, epoch_callbacks: list[Callable[[dict], 
         )
     result = FitResult(trained.threshold, trained.history, trained.val_scores, trained.seconds)
     return TrainSummary(checkpoint, trained.clips, result, tracker.run_id, registered)
+
+
+def register_and_write(tracker, cfg: TrainJobConfig, data: bytes, metrics: dict, camera: str | None = None) -> tuple:
+    """Register the checkpoint `data` in the tracker's run (promoted on `registry.metric` from
+    `metrics`), write it to `output.checkpoint` (`{camera}` filled in for a fleet's camera; beside it
+    when not promoted, see `checkpoint_path`) and tag the run with where; returns (registration, path)."""
+    shape = (cfg.decode.clip_len, *(cfg.decode.resize or ())) + (() if cfg.decode.grayscale else (3,))
+    registered = tracker.register(data, cfg.registry, cfg.model.name, shape, metrics.get(cfg.registry.metric, float("nan")), camera)
+    checkpoint = checkpoint_path(cfg.output.checkpoint.replace("{camera}", camera) if camera else cfg.output.checkpoint, registered)
+    write_bytes(checkpoint, data, cfg.storage)
+    tracker.set_tag("vad.checkpoint", checkpoint)
+    return registered, checkpoint
 
 
 def checkpoint_path(uri: str, registered) -> str:
