@@ -13,12 +13,22 @@ from vad.training.local import train_mil
 
 # Every registered scorer, with the tiny configuration its record carries.
 CASES = {name: (scorer_meta(name).tiny.hparams, scorer_meta(name).tiny.input_shape) for name in SCORERS}
-TRAINED_ON_NORMAL_CLIPS = [name for name in SCORERS if scorer_meta(name).trains_on_normal_clips]  # not mil: weakly labelled bags
+# not mil (weakly labelled bags), not the fitted ones (a memory bank: no gradient steps)
+TRAINED_ON_NORMAL_CLIPS = [name for name in SCORERS if scorer_meta(name).trains_on_normal_clips and not scorer_meta(name).fitted]
+
+
+def ready(name: str, model, shape: tuple):
+    """A fitted scorer needs its fit (on random clips here) before it can score."""
+    if scorer_meta(name).fitted:
+        from vad.training.local import fit
+
+        fit(model, (np.random.default_rng(0).random((6, *shape[1:])) * 255).astype(np.uint8), val_fraction=0.34)
+    return model
 
 
 def test_the_registry_holds_the_shipped_scorers_and_refuses_duplicates():
-    assert {"conv_ae", "pred", "st_ae", "vgg_ae", "mil"} <= set(SCORERS)
-    assert "mil" not in TRAINED_ON_NORMAL_CLIPS and "conv_ae" in TRAINED_ON_NORMAL_CLIPS
+    assert {"conv_ae", "pred", "st_ae", "vgg_ae", "mil", "patch_knn"} <= set(SCORERS)
+    assert "mil" not in TRAINED_ON_NORMAL_CLIPS and "conv_ae" in TRAINED_ON_NORMAL_CLIPS and "patch_knn" not in TRAINED_ON_NORMAL_CLIPS
     with pytest.raises(ValueError, match="already registered"):
         register(scorer_meta("conv_ae"))
     with pytest.raises(ValueError, match="unknown scorer 'nope'"):
@@ -32,7 +42,8 @@ def test_a_builder_error_is_not_reported_as_an_unknown_scorer():
 
 @pytest.mark.parametrize("name", sorted(SCORERS))
 def test_the_record_matches_the_model(name):
-    meta, model = scorer_meta(name), build_scorer(name, **scorer_meta(name).tiny.hparams)
+    meta = scorer_meta(name)
+    model = ready(name, build_scorer(name, **meta.tiny.hparams), meta.tiny.input_shape)
     assert model.name == name and model.meta is meta
     assert len(meta.tiny.input_shape) == (4 if meta.grayscale else 5)
     assert meta.tiny.input_shape[2] % meta.size_multiple == 0 and meta.tiny.input_shape[3] % meta.size_multiple == 0
@@ -44,7 +55,7 @@ def test_the_record_matches_the_model(name):
 def test_score_output_shapes_and_rebuild(name):
     hparams, shape = CASES[name]
     torch.manual_seed(0)
-    model = build_scorer(name, **hparams).eval()
+    model = ready(name, build_scorer(name, **hparams), shape).eval()
     clips = torch.rand(shape)
     out = model.score(clips)
     assert out.score.shape == (shape[0],)

@@ -38,6 +38,7 @@ class ModelMeta:
     feature_dim: int | None = None  # backbones: the length of one clip's feature
     evaluation_normalisation: str = "minmax"  # per-video score scale of its paper (`vad.evaluation.metrics`)
     trains_on_normal_clips: bool = True  # False: trained another way (MIL: weakly labelled bags)
+    fitted: bool = False  # True: fitted in one pass over normal clips (a memory bank), no epochs (`vad.training.fitting`)
     localises: bool = False  # True: `score` also returns pixel masks
     tiny: Tiny | None = None
     benchmarks: dict[str, Any] = field(default_factory=dict)  # e.g. {"ped2": {"full": ..., "fast": ...}}

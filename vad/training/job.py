@@ -71,7 +71,9 @@ def run_params(cfg: TrainJobConfig, hparams: dict, videos: int) -> dict:
 
 
 def _train_clip_scorer(cfg: TrainJobConfig, videos: list, hparams: dict, tracker, epoch_callbacks) -> Trained:
+    from vad.models.scorers import scorer_meta
     from vad.training.clips import train_distributed
+    from vad.training.fitting import fit_with_ray_data
     from vad.training.split import split_videos, split_warning
 
     train_videos, val_videos = split_videos(videos, cfg.train.val_fraction)
@@ -79,7 +81,10 @@ def _train_clip_scorer(cfg: TrainJobConfig, videos: list, hparams: dict, tracker
         log.warning(warning)
         tracker.set_tag("vad.split_warning", warning)
     tracker.log_params({"split.train_videos": len(train_videos), "split.val_videos": len(val_videos)})
-    trained = train_distributed(cfg, train_videos, val_videos, hparams, tracker.worker_spec(), epoch_callbacks)
+    if scorer_meta(cfg.model.name).fitted:  # a memory bank: Ray Data passes, no Ray Train epochs
+        trained = fit_with_ray_data(cfg, train_videos, val_videos, hparams)
+    else:
+        trained = train_distributed(cfg, train_videos, val_videos, hparams, tracker.worker_spec(), epoch_callbacks)
     log.info(
         "trained on %d videos (%d clips), validated on %d videos (%d clips)",
         len(train_videos), trained.train_clips, len(val_videos), trained.val_clips,
@@ -87,7 +92,8 @@ def _train_clip_scorer(cfg: TrainJobConfig, videos: list, hparams: dict, tracker
     final = trained.history[-1] if trained.history else {}
     metrics = {"train/loss": final.get("train/loss", float("nan")), "val/loss": final.get("val/loss", float("nan")), "train/seconds": trained.seconds}
     return Trained(
-        trained.model, trained.threshold, trained.history, metrics, {"train/clips": trained.train_clips, "val/clips": trained.val_clips},
+        trained.model, trained.threshold, trained.history, metrics,
+        {"train/clips": trained.train_clips, "val/clips": trained.val_clips, **{k: v for k, v in final.items() if k == "train/bank_patches"}},
         trained.train_clips, trained.seconds, trained.run_path, trained.val_scores,
     )
 

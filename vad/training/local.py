@@ -73,7 +73,8 @@ def fit(
     val_clips: np.ndarray | None = None,
 ) -> FitResult:
     """Train on normal clips; the threshold is a quantile of the scores of held-out normal clips:
-    `val_clips` when given (e.g. whole held-out videos), else `val_fraction` of `clips` at random."""
+    `val_clips` when given (e.g. whole held-out videos), else `val_fraction` of `clips` at random.
+    A fitted scorer (`ModelMeta.fitted`) is fitted instead: one pass, the epoch settings unused."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     if val_clips is not None:
@@ -82,6 +83,12 @@ def fit(
         order = rng.permutation(len(clips))
         n_val = max(1, int(round(len(clips) * val_fraction))) if len(clips) > 1 else 0
         val, train = clips[order[:n_val]], clips[order[n_val:]]
+    if model.meta.fitted:  # a memory bank: one pass, no epochs (`vad.training.fitting`)
+        from vad.training.fitting import fit_in_process
+
+        return fit_in_process(
+            model, train, val, batch_size=batch_size, device=device, threshold_quantile=threshold_quantile, seed=seed, on_epoch=on_epoch,
+        )
     model.to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     history: list[dict] = []
