@@ -7,7 +7,7 @@ random calibrate it, exactly as `vad.training.local.fit` does in `bench/ped2.py`
 extracted once per input size and layer; every bank/k/pooling/calibration/normalisation setting is
 then scored from them. Prints one line per setting, sorted by pseudo-anomaly micro AUC.
 
-    .venv/bin/python bench/ped2_patch_knn.py [--sizes 160x240,240x352] [--layers Mixed_4f] [--out grid.jsonl]
+    .venv/bin/python bench/ped2_patch_knn.py [--sizes 160x240,240x352] [--layers Mixed_4f] [--grid JSON] [--out grid.jsonl]
 """
 
 from __future__ import annotations
@@ -109,7 +109,9 @@ if __name__ == "__main__":
     parser.add_argument("--sizes", default="160x240")
     parser.add_argument("--layers", default="Mixed_4f")
     parser.add_argument("--out", default=None, help="append every result as a JSON line")
+    parser.add_argument("--grid", type=json.loads, default=None, help='JSON replacing some of GRID\'s lists, e.g. \'{"k": [1]}\'')
     args = parser.parse_args()
+    GRID.update(args.grid or {})
     torch.set_num_threads(max(1, torch.get_num_threads()))
     rows = []
     for size_text, layer in itertools.product(args.sizes.split(","), args.layers.split(",")):

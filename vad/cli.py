@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from vad import __version__
 from vad.console import job_output, setup_logging
@@ -199,6 +200,36 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from vad.config import MlflowConfig
+    from vad.review.report import run_report, scoring_run
+    from vad.tracking.runs import tracking_uri
+
+    storage = _storage(args)
+    # MLflow: the given store, or the work folder's own if a job made one (none is created here)
+    use_mlflow = not args.no_mlflow and (args.tracking_uri or args.mlflow_run_id or (Path(args.work_dir) / "mlflow.db").is_file())
+    uri = args.tracking_uri or tracking_uri(MlflowConfig(), args.work_dir) if use_mlflow else None
+    try:
+        mlflow_run_id = args.mlflow_run_id or (scoring_run(args.results, storage, args.date, args.run_id, uri) if use_mlflow else None)
+        if mlflow_run_id:
+            import mlflow
+
+            mlflow.set_tracking_uri(uri)
+        summary = run_report(
+            args.results, storage=storage, date=args.date, run_id=args.run_id, top_k=args.top, out_dir=args.out,
+            mlflow_run_id=mlflow_run_id,
+        )
+    except OSError as exc:
+        raise _unreadable(args.results, exc) from None
+    if summary.path is None:
+        print(f"vad report: {summary.message}", file=sys.stderr)
+        return 1
+    print(summary.line() + (f"\n{summary.message}" if summary.message else ""))
+    if summary.mlflow_run_id:
+        print(f"logged to MLflow run {summary.mlflow_run_id} (artifact report/)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vad", description="Score archived surveillance video for anomalies.")
     parser.add_argument("--version", action="version", version=f"vad {__version__}")
@@ -256,7 +287,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--mlflow-run-id", default=None, help="log metrics and plots into this MLflow run")
     evaluate.add_argument("--tracking-uri", default=None)
     evaluate.set_defaults(func=cmd_evaluate)
-    for reader in (query, evaluate):
+    report = sub.add_parser("report", help="the night's review page: summary, timelines, the top flagged clips with previews (HTML)")
+    report.add_argument("--results", default="vad-work/demo/results", help="results root (folder or s3:// uri)")
+    report.add_argument("--date", default=None, help="the night (yyyy-mm-dd); default: the latest with scores")
+    report.add_argument("--run-id", default=None, help="only this scoring run's clips (default: each clip's latest score)")
+    report.add_argument("--top", type=int, default=12, help="flagged clips shown with previews")
+    report.add_argument("--out", default="vad-work/reports", help="folder of the page")
+    report.add_argument("--mlflow-run-id", default=None, help="log the page into this MLflow run (default: the night's scoring run, if found)")
+    report.add_argument("--tracking-uri", default=None, help="MLflow tracking URI; default: the sqlite file in --work-dir")
+    report.add_argument("--work-dir", default="vad-work")
+    report.add_argument("--no-mlflow", action="store_true", help="do not look for the scoring run in MLflow")
+    report.set_defaults(func=cmd_report)
+    for reader in (query, evaluate, report):
         reader.add_argument("--config", default=None, help="a job YAML whose storage section (endpoint, credentials) reaches the results")
         reader.add_argument("--endpoint-url", default=None, help="S3 endpoint of the results, e.g. http://127.0.0.1:9000 for MinIO")
     return parser

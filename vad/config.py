@@ -167,6 +167,13 @@ class RayConfig(_Section):
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray started by the job; null = all")
 
 
+class ReportConfig(_Section):
+    enabled: bool = Field(False, description="write the night's review page (as vad report does) when the run ends; logged to its MLflow run")
+    top_k: int = Field(12, ge=0, description="flagged clips shown with previews, highest score first")
+    out_dir: str | None = Field(None, description="folder of the pages; null = <work_dir>/reports")
+    concurrency: int = Field(2, ge=1, description="Ray tasks cutting previews at once")
+
+
 class _JobConfig(_Section):
     """What every job has: footage, how to reach it and cut it, and where it tracks its runs."""
 
@@ -181,6 +188,7 @@ class ScoreJobConfig(_JobConfig):
     scorer: ScorerConfig
     ray: RayConfig = RayConfig()
     run: RunPolicyConfig = RunPolicyConfig()
+    report: ReportConfig = ReportConfig()
     run_name: str | None = Field(None, description="MLflow run name; null = score-<date>")
     work_dir: str = Field("vad-work", description="local folder for the MLflow db and temp files")
 

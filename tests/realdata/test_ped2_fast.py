@@ -1,5 +1,6 @@
 """The fast Ped2 benchmark: every frame-level scorer, trained briefly on the real training videos,
-must beat 0.75 frame-level AUC on the real test videos."""
+must beat 0.75 frame-level AUC on the real test videos (patch_knn, the pretrained-feature bank, a
+higher floor: FLOORS)."""
 
 import pytest
 
@@ -18,10 +19,13 @@ def test_ped2_labels_match_the_official_ranges():
     assert labels["01"][:60].sum() == 0 and labels["01"][60:].all()  # gt_frame = [61:180]
 
 
+FLOORS = {"patch_knn": 0.90}
+
+
 @pytest.mark.parametrize("name", sorted(PED2_SETTINGS["fast"]))
-def test_scorer_beats_075_auc_on_ped2(name):
+def test_scorer_beats_its_floor_on_ped2(name):
     hparams, decode, train_spec, epochs, lr = PED2_SETTINGS["fast"][name]
     result = benchmark_scorer(name, hparams, decode, training_decodes(decode, train_spec), epochs=epochs, lr=lr)
     print(result)
     assert result.test_clips > 100
-    assert result.auc_micro > 0.75, result
+    assert result.auc_micro > FLOORS.get(name, 0.75), result

@@ -31,6 +31,7 @@ class RunSummary:
     model_name: str = ""
     model_version: str = ""
     skipped: int = 0  # objects that are not video (labels, checksums, thumbnails): never failures
+    report_path: str | None = None  # the review page, when report.enabled
 
     @property
     def clips_per_s(self) -> float:
@@ -80,4 +81,5 @@ class RunSummary:
 
     def cli(self) -> dict:
         """What `vad score` prints."""
-        return {"run_id": self.run_id, "run_date": self.run_date, **self.figures(), "mlflow_run_id": self.mlflow_run_id}
+        return {"run_id": self.run_id, "run_date": self.run_date, **self.figures(), "mlflow_run_id": self.mlflow_run_id,
+                **({"report": self.report_path} if self.report_path else {})}

@@ -92,10 +92,11 @@ class NearestPatches:
 
 def matmul_knn(queries: torch.Tensor, bank: torch.Tensor, k: int) -> torch.Tensor:
     """Squared distances (N, k) to the `k` nearest bank rows, ascending, by blocks of one matrix product."""
-    bank = bank.float()
-    bank_sq = (bank * bank).sum(1)
-    parts = []
-    for block in queries.float().split(8192):
-        d = (block * block).sum(1, keepdim=True) + bank_sq - 2 * block @ bank.T
-        parts.append(d.topk(k, dim=1, largest=False).values)
-    return torch.cat(parts)
+    with torch.autocast(queries.device.type, enabled=False):  # |q|^2 + |b|^2 - 2 q.b cancels: fp32, never bf16
+        bank = bank.float()
+        bank_sq = (bank * bank).sum(1)
+        parts = []
+        for block in queries.float().split(8192):
+            d = (block * block).sum(1, keepdim=True) + bank_sq - 2 * block @ bank.T
+            parts.append(d.topk(k, dim=1, largest=False).values)
+        return torch.cat(parts)

@@ -5,7 +5,7 @@ an autoencoder).
 
 Each clip goes through the Kinetics-400 I3D (`vad.models.backbones.i3d`) up to `layer`, whose
 activations are a grid of patch features, each seeing a (T/4 x 16 x 16)-pixel cell and its
-surroundings (Mixed_4f: 832 channels on (T/4, H/16, W/16)). A patch's score is its mean distance to
+surroundings (Mixed_4b, the default: 480 channels on (T/4, H/16, W/16)). A patch's score is its mean distance to
 the `k` nearest patches of the bank; the bank is fitted, not trained: one pass over normal clips
 gathers patch features (bounded), a greedy coreset keeps `bank_size` of them. Held-out normal clips
 then calibrate the distances per grid position (a fixed camera's busy corner is allowed more), which
@@ -57,8 +57,8 @@ class PatchKNN(ClipScorer):
     name = "patch_knn"
 
     def __init__(
-        self, *, layer: str = "Mixed_4f", k: int = 1, bank_size: int = 10000, max_candidates: int = 100000,
-        pooling: str = "max", top: int = 3, calibration: str = "position", mask_quantile: float = 0.999,
+        self, *, layer: str = "Mixed_4b", k: int = 1, bank_size: int = 2000, max_candidates: int = 100000,
+        pooling: str = "top", top: int = 3, calibration: str = "position", mask_quantile: float = 0.999,
         pretrained: bool = True, clip_len: int = 16, seed: int = 0,
     ):
         super().__init__()

@@ -1,0 +1,105 @@
+"""The nightly review page, checked as a person would: the job writes it at the end of a night's run
+from S3 footage, it is logged to the run in MLflow, and Debian's chromium renders it: every preview
+loads and the first flagged clip is the night's highest-scoring one."""
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from helpers import job_config
+
+from vad.cli import main
+from vad.results.sql import run_query
+from vad.review.report import run_report
+from vad.scoring.job import run_scoring
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def render_in_browser(page: Path) -> str:
+    """The page's DOM after Chromium loaded it (images decoded, scripts run)."""
+    if CHROMIUM is None:
+        pytest.fail("Debian's chromium is not installed: ./dev test installs it (apt-get install chromium)")
+    done = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files", "--virtual-time-budget=15000",
+         "--dump-dom", page.resolve().as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def night(ray_local, s3, archive, checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report-night")
+    cfg = job_config(s3, archive["uri"], checkpoint["uri"], out)
+    cfg = cfg.model_copy(update={"report": cfg.report.model_copy(update={"enabled": True, "top_k": 4})})
+    summary = run_scoring(cfg, run_date="2026-11-24")
+    return cfg, summary, out
+
+
+def test_the_nightly_job_writes_the_page_and_logs_it_to_its_mlflow_run(night):
+    import mlflow
+
+    cfg, summary, out = night
+    assert summary.report_path and Path(summary.report_path).is_file()
+    assert Path(summary.report_path).parent == out / "work" / "reports"
+    client = mlflow.tracking.MlflowClient()
+    artifacts = [a.path for a in client.list_artifacts(summary.mlflow_run_id, "report")]
+    assert artifacts == [f"report/{Path(summary.report_path).name}"]
+
+
+def test_chromium_shows_every_preview_and_the_top_clip_first(night):
+    cfg, summary, _ = night
+    _, flagged = run_query(cfg.output.uri, f"SELECT clip_id, score FROM scores WHERE run_id = '{summary.run_id}' AND is_anomaly "
+                                           "ORDER BY score DESC")
+    assert len(flagged) >= 2, "the test night needs flagged clips"
+    dom = render_in_browser(Path(summary.report_path))
+    loaded = int(re.search(r'data-images-loaded="(\d+)"', dom).group(1))
+    broken = int(re.search(r'data-images-broken="(\d+)"', dom).group(1))
+    cards = re.findall(r'<article class="clip" data-rank="(\d+)" data-score="([^"]+)" data-clip-id="([^"]+)"', dom)
+    shown = min(4, len(flagged))
+    assert len(cards) == shown and broken == 0
+    assert loaded == 2 * shown + 2  # a GIF and a key-frame strip per clip, a timeline per camera (2)
+    assert cards[0][2] == flagged[0][0] and float(cards[0][1]) == pytest.approx(flagged[0][1], rel=1e-6)
+    assert [float(score) for _, score, _ in cards] == sorted((float(score) for _, score, _ in cards), reverse=True)
+    assert 'id="total-flagged">' + str(len(flagged)) in dom
+
+
+def test_a_broken_picture_is_named_on_its_card(night, tmp_path):
+    _, summary, _ = night
+    page = Path(summary.report_path).read_text()
+    damaged = tmp_path / "damaged.html"
+    damaged.write_text(re.sub(r'src="data:image/gif;base64,[^"]+"', 'src="data:image/gif;base64,AAAA"', page, count=1))
+    dom = render_in_browser(damaged)
+    assert 'data-images-broken="1"' in dom and "this picture did not load" in dom
+
+
+def test_vad_report_cli_for_a_past_night_and_the_messages_when_there_is_nothing(night, tmp_path, capsys):
+    cfg, summary, _ = night
+    code = main(["report", "--results", cfg.output.uri, "--date", "2026-11-24", "--run-id", summary.run_id, "--top", "2",
+                 "--out", str(tmp_path / "pages"), "--no-mlflow"])
+    out = capsys.readouterr().out
+    assert code == 0 and "top 2 shown" in out and (tmp_path / "pages" / f"report-2026-11-24-{summary.run_id}.html").is_file()
+
+    assert main(["report", "--results", str(tmp_path / "empty"), "--out", str(tmp_path / "pages"), "--no-mlflow"]) == 1
+    assert "nothing to report" in capsys.readouterr().err
+
+
+
+def test_a_night_without_flagged_clips_says_so(ray_local, s3, archive, checkpoint, tmp_path):
+    from vad.models.checkpoint import load_checkpoint, save_checkpoint
+
+    loaded = load_checkpoint(checkpoint["uri"], s3.storage_config())
+    calm = str(tmp_path / "calm.pt")  # the same model with a threshold no clip reaches
+    save_checkpoint(calm, loaded.model, version="calm", threshold=1e9, decode=loaded.decode)
+    cfg = job_config(s3, f"{archive['uri']}/cam01", calm, tmp_path)
+    cfg = cfg.model_copy(update={"mlflow": cfg.mlflow.model_copy(update={"enabled": False})})
+    summary = run_scoring(cfg, run_date="2026-11-24")
+    page = run_report(cfg.output.uri, out_dir=tmp_path / "pages")
+    assert summary.clips > 0 and page.clips == summary.clips and page.flagged == 0 and page.shown == 0
+    html = Path(page.path).read_text()
+    assert 'id="message"' in html and "No flagged clips this night" in html
+    assert "0 flagged" in page.line()

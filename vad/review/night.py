@@ -1,0 +1,84 @@
+"""A night's results, read with SQL: the summary, every camera's scores in time order, the top
+flagged clips with their masks, and the errors. Where a clip was scored more than once (a re-run, a
+new model), its latest row counts unless one run is asked for."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vad.config import StorageConfig
+
+# The night's scores, one row per clip: the run's own, or each clip's latest.
+_NIGHT = """
+WITH night AS (
+    SELECT * FROM scores WHERE date = ?::DATE AND (? IS NULL OR run_id = ?)
+    QUALIFY row_number() OVER (PARTITION BY clip_id ORDER BY scored_at DESC) = 1
+)
+"""
+
+
+@dataclass
+class Night:
+    results_uri: str
+    date: str | None  # None: the results hold no scores at all
+    run_id: str | None
+    run_ids: list[str] = field(default_factory=list)  # the runs whose rows the night holds
+    totals: dict = field(default_factory=dict)  # videos, clips, flagged, errors
+    cameras: list[dict] = field(default_factory=list)  # per camera: videos, clips, flagged, errors, max_score
+    timelines: dict[str, list[dict]] = field(default_factory=dict)  # camera -> clips in (video, time) order
+    top: list[dict] = field(default_factory=list)  # flagged clips, highest score first, with masks where stored
+    errors: list[dict] = field(default_factory=list)
+
+
+def _rows(con, sql: str, params: list) -> list[dict]:
+    cursor = con.execute(sql, params)
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+def read_night(results_uri: str, storage: StorageConfig | None = None, *, date: str | None = None, run_id: str | None = None,
+               top_k: int = 12) -> Night:
+    """The night of `date` (default: the latest date with scores, of `run_id` if given)."""
+    from vad.results.sql import with_readable_files
+
+    def work(con) -> Night:
+        night_date = date
+        if night_date is None:
+            found = con.execute("SELECT max(date)::VARCHAR FROM scores WHERE ? IS NULL OR run_id = ?", [run_id, run_id]).fetchone()
+            night_date = found[0] if found else None
+        if night_date is None:
+            return Night(results_uri, None, run_id)
+        params = [night_date, run_id, run_id]
+        cameras = _rows(con, _NIGHT + """
+            SELECT camera, count(DISTINCT video_uri) AS videos, count(*) AS clips, sum(is_anomaly::INT) AS flagged,
+                   max(score) AS max_score, min(threshold) AS threshold
+            FROM night GROUP BY camera ORDER BY camera""", params)
+        errors = _rows(con, """
+            SELECT uri, stage, error_class, message, permanent FROM errors
+            WHERE date = ?::DATE AND (? IS NULL OR run_id = ?) ORDER BY uri""", params)
+        timelines: dict[str, list[dict]] = {}
+        for row in _rows(con, _NIGHT + """
+                SELECT camera, video_uri, clip_id, start_time_s, end_time_s, score, threshold, is_anomaly
+                FROM night ORDER BY camera, video_uri, start_time_s""", params):
+            timelines.setdefault(row.pop("camera"), []).append(row)
+        top = _rows(con, _NIGHT + """
+            SELECT n.camera, n.video_uri, n.clip_id, n.clip_index, n.start_frame, n.end_frame, n.frame_step, n.start_time_s,
+                   n.end_time_s, n.score, n.threshold, n.model_name, n.model_version, n.model_fallback, n.run_id, n.frame_scores,
+                   m.heatmap_png, m.heatmap_scale, m.mask_png
+            FROM night n LEFT JOIN masks m ON m.clip_id = n.clip_id AND m.run_id = n.run_id
+            WHERE n.is_anomaly ORDER BY n.score DESC, n.clip_id LIMIT ?""", [*params, top_k])
+        run_ids = [r["run_id"] for r in _rows(con, _NIGHT + "SELECT DISTINCT run_id FROM night ORDER BY run_id", params)]
+        by_camera_errors: dict[str, int] = {}
+        for err in errors:
+            for cam in cameras:
+                if f"/{cam['camera']}/" in err["uri"]:
+                    by_camera_errors[cam["camera"]] = by_camera_errors.get(cam["camera"], 0) + 1
+        for cam in cameras:
+            cam["errors"] = by_camera_errors.get(cam["camera"], 0)
+        totals = {
+            "videos": sum(c["videos"] for c in cameras), "clips": sum(c["clips"] for c in cameras),
+            "flagged": sum(c["flagged"] or 0 for c in cameras), "errors": len(errors), "cameras": len(cameras),
+        }
+        return Night(results_uri, night_date, run_id, run_ids, totals, cameras, timelines, top, errors)
+
+    return with_readable_files(results_uri, storage, work)

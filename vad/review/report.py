@@ -1,0 +1,145 @@
+"""`vad report`: plan (read the night with SQL, find each flagged clip's video and frames) -> execute
+(cut the previews with Ray Data tasks) -> report (write the page, log it to the scoring run in MLflow,
+one summary for the CLI)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vad.config import StorageConfig
+from vad.review.night import Night, read_night
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReportSummary:
+    path: str | None  # the page; None when there was nothing to write it from
+    date: str | None
+    clips: int = 0
+    flagged: int = 0
+    shown: int = 0  # flagged clips on the page
+    previews_failed: list[str] = field(default_factory=list)  # clip ids whose video could not be read
+    message: str = ""
+    mlflow_run_id: str | None = None
+
+    def line(self) -> str:
+        if self.path is None:
+            return self.message
+        failed = f"; {len(self.previews_failed)} previews could not be cut" if self.previews_failed else ""
+        return f"report for {self.date}: {self.clips} clips, {self.flagged} flagged, top {self.shown} shown{failed} -> {self.path}"
+
+
+def _preview_rows(night: Night, storage: StorageConfig | None) -> list[dict]:
+    """One row per top clip: its video (listed once per video) and the frame indices to read."""
+    from vad.config import SourceConfig
+    from vad.io.sources import list_videos
+
+    videos: dict[str, dict | None] = {}
+    rows = []
+    for clip in night.top:
+        uri = clip["video_uri"]
+        if uri not in videos:
+            try:
+                listed, _ = list_videos(SourceConfig(uri=uri), storage, run_date=night.date)
+                videos[uri] = listed[0].to_row() if listed else None
+            except (OSError, ValueError) as exc:
+                log.warning("cannot list %s for its preview: %s", uri, exc)
+                videos[uri] = None
+        frames = list(range(int(clip["start_frame"]), int(clip["end_frame"]) + 1, max(1, int(clip["frame_step"]))))
+        rows.append({"clip_id": clip["clip_id"], "video": videos[uri], "task": preview_task(clip, videos[uri], frames)})
+    return rows
+
+
+def preview_task(clip: dict, video: dict | None, frames: list[int]) -> str:
+    """What one preview needs, as a JSON string (a column Ray Data passes through untouched)."""
+    import base64
+
+    def b64(items) -> list[str]:
+        return [base64.b64encode(bytes(x)).decode() for x in (items if items is not None else [])]
+
+    return json.dumps({
+        "video": video, "frames": frames, "heatmap_png": b64(clip.get("heatmap_png")),
+        "heatmap_scale": [float(x) for x in (clip.get("heatmap_scale") if clip.get("heatmap_scale") is not None else [])],
+        "mask_png": b64(clip.get("mask_png")),
+    }, default=str)
+
+
+def cut_previews(night: Night, storage: StorageConfig | None, concurrency: int = 2) -> dict[str, dict]:
+    """clip_id -> {gif, strip, error}: one Ray Data task per clip, `concurrency` at a time."""
+    import ray
+
+    from vad.review.previews import ClipPreviews
+
+    rows = _preview_rows(night, storage)
+    missing = {r["clip_id"]: {"gif": b"", "strip": b"", "error": "its video is no longer listed"} for r in rows if r["video"] is None}
+    todo = [{"clip_id": r["clip_id"], "task": r["task"]} for r in rows if r["video"] is not None]
+    if not todo:
+        return missing
+    ds = ray.data.from_items(todo, override_num_blocks=len(todo)).map_batches(
+        ClipPreviews, fn_constructor_kwargs={"storage": storage}, batch_size=1, concurrency=max(1, min(concurrency, len(todo))),
+        num_cpus=1,
+    )
+    out = dict(missing)
+    for row in ds.iter_rows():
+        out[row["clip_id"]] = {"gif": bytes(row["gif"]), "strip": bytes(row["strip"]), "error": row["error"]}
+    return out
+
+
+def scoring_run(results_uri: str, storage: StorageConfig | None, date: str | None, run_id: str | None, tracking: str) -> str | None:
+    """The MLflow run of the night's scoring run (tag vad.run_id), when there is exactly one and the store has it."""
+    import mlflow
+
+    if run_id is None:
+        night = read_night(results_uri, storage, date=date, top_k=0)
+        if len(night.run_ids) != 1:
+            return None
+        run_id = night.run_ids[0]
+    mlflow.set_tracking_uri(tracking)
+    try:
+        found = mlflow.search_runs(search_all_experiments=True, filter_string=f"tags.`vad.run_id` = '{run_id}'", output_format="list")
+    except Exception as exc:  # noqa: BLE001 - no store, or not reachable: the page is written anyway
+        log.warning("MLflow at %s not searched: %s", tracking, exc)
+        return None
+    return found[0].info.run_id if len(found) == 1 else None
+
+
+def run_report(
+    results_uri: str, *, storage: StorageConfig | None = None, date: str | None = None, run_id: str | None = None, top_k: int = 12,
+    out_dir: str | Path = "vad-work/reports", concurrency: int = 2, ray_address: str | None = None, num_cpus: int | None = None,
+    mlflow_run_id: str | None = None,
+) -> ReportSummary:
+    """Write the night's page under `out_dir` (report-<date>[-<run>].html) and, with `mlflow_run_id`,
+    log it to that run as an artifact (`report/`)."""
+    from vad.cluster import ensure_ray
+    from vad.review.page import render
+
+    night = read_night(results_uri, storage, date=date, run_id=run_id, top_k=top_k)
+    if night.date is None or not night.totals.get("clips"):
+        what = f"run {run_id}" if run_id else (f"{date}" if date else "any night")
+        return ReportSummary(None, night.date, message=f"no results for {what} under {results_uri}: nothing to report")
+    previews: dict[str, dict] = {}
+    if night.top:
+        ensure_ray(ray_address, num_cpus)
+        previews = cut_previews(night, storage, concurrency)
+    generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    page = render(night, previews, generated_at=generated)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"report-{night.date}{'-' + run_id if run_id else ''}.html"
+    path.write_text(page, encoding="utf-8")
+    failed = [clip_id for clip_id, p in previews.items() if p.get("error")]
+    summary = ReportSummary(
+        str(path.resolve()), night.date, night.totals["clips"], night.totals["flagged"], len(night.top), failed,
+        "" if night.top else f"no flagged clips on {night.date}", mlflow_run_id,
+    )
+    if mlflow_run_id is not None:
+        import mlflow
+
+        with mlflow.start_run(run_id=mlflow_run_id):
+            mlflow.log_artifact(str(path), artifact_path="report")
+    return summary
