@@ -134,7 +134,7 @@ def gflops_per_clip(name: str) -> float:
     model, method = build_model(name)
     clip = torch.rand(1, *MODELS[name][1])
     search = 0.0
-    if model.meta.fitted and method == "score":  # the network counted, the bank search (faiss on CPU) by arithmetic
+    if method == "score" and model.meta.fitted:  # the network counted, the bank search (faiss on CPU) by arithmetic
         method = "patch_features"
         patches = model.patch_features(clip).shape[1:-1].numel()
         search = 2.0 * patches * len(model.bank) * model.bank.shape[1]

@@ -3,7 +3,7 @@
 Local S3 server on loopback -> synthetic scenes from two cameras with different views uploaded ->
 Conv-AE trained on the normal part, once per camera (a fleet) and once shared -> nightly scoring job
 over s3://, each camera's videos routed to its own model, then everything by the shared model ->
-Parquet + MLflow -> AUC of both, and SQL.
+Parquet + MLflow -> AUC of both, SQL, and the night's review page (HTML).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def run_demo(work_dir: str = "vad-work", epochs: int = 25, num_cpus: int | None 
     shutil.rmtree(work / "ray-train" / "demo-train", ignore_errors=True)  # a fresh training run each time
     shutil.rmtree(work / "fleet", ignore_errors=True)
     s3 = start_local_s3()
-    print(f"[1/5] local S3 server on {s3.endpoint_url}")
+    print(f"[1/6] local S3 server on {s3.endpoint_url}")
     try:
         storage = s3.storage_config()
         with tempfile.TemporaryDirectory(prefix="vad-demo-") as scratch:
@@ -68,7 +68,7 @@ def run_demo(work_dir: str = "vad-work", epochs: int = 25, num_cpus: int | None 
             uploaded = upload_folder(s3, scratch, BUCKET, "archive")
         labels = {v.key: np.array(v.labels) for v in videos if v.split == "test"}
         print(
-            f"[2/5] generated {len(videos)} synthetic videos from 2 cameras with different views ({len(labels)} with injected "
+            f"[2/6] generated {len(videos)} synthetic videos from 2 cameras with different views ({len(labels)} with injected "
             f"anomalies), uploaded {uploaded} objects to s3://{BUCKET}/archive"
         )
 
@@ -90,7 +90,7 @@ def run_demo(work_dir: str = "vad-work", epochs: int = 25, num_cpus: int | None 
             "output": TrainOutputConfig(checkpoint=f"s3://{BUCKET}/models/conv_ae/shared.pt", version="demo-1"),
         }))
         print(
-            f"[3/5] trained conv_ae per camera ({fleet.count('trained')} models in {fleet.seconds:.1f} s) and one shared model on "
+            f"[3/6] trained conv_ae per camera ({fleet.count('trained')} models in {fleet.seconds:.1f} s) and one shared model on "
             f"{one.clips} clips of both cameras ({one.result.seconds:.1f} s)\n{fleet.table()}"
         )
 
@@ -106,7 +106,7 @@ def run_demo(work_dir: str = "vad-work", epochs: int = 25, num_cpus: int | None 
             "scorer": score.scorer.model_copy(update={"checkpoint": one.checkpoint, "cameras": {}}), "run_name": "demo-score-shared",
         }))
         print(
-            f"[4/5] scored {summary.clips} clips from {summary.videos} videos with each camera's model in {summary.wall_s:.1f} s "
+            f"[4/6] scored {summary.clips} clips from {summary.videos} videos with each camera's model in {summary.wall_s:.1f} s "
             f"({summary.clips_per_s:.1f} clips/s), {summary.anomalous_clips} flagged; again with the shared model; Parquet under {results}"
         )
         report = evaluate_run(str(results), labels, summary.run_id, plots_dir=work / "demo" / "plots")
@@ -114,15 +114,22 @@ def run_demo(work_dir: str = "vad-work", epochs: int = 25, num_cpus: int | None 
         if summary.mlflow_run_id is not None:
             log_evaluation(summary.mlflow_run_id, report)
         print(
-            f"[5/5] frame-level AUC on the {report['videos']} test videos: per-camera models micro {report['auc_micro']:.3f}, "
+            f"[5/6] frame-level AUC on the {report['videos']} test videos: per-camera models micro {report['auc_micro']:.3f}, "
             f"macro {report['auc_macro']:.3f}, EER {report['eer']:.3f}; one shared model micro {shared_report['auc_micro']:.3f}, "
             f"macro {shared_report['auc_macro']:.3f} (per-video {report['normalisation']} scores); plots: {', '.join(report['plots'])}"
         )
+        from vad.review.report import run_report
+
+        page = run_report(
+            str(results), date=summary.run_date, run_id=summary.run_id, top_k=8, out_dir=work / "demo" / "reports",
+            mlflow_run_id=summary.mlflow_run_id,
+        )
+        print(f"[6/6] review page of the night (per-camera models): {page.path}\n      ({page.line()}; logged to MLflow)")
         print(f"\nSample query:  vad query --results {results} \"{SAMPLE_SQL}\"\n")
         print(format_table(*run_query(str(results), SAMPLE_SQL)))
         print(f"\nMLflow runs: mlflow ui --backend-store-uri sqlite:///{work / 'mlflow.db'}")
         print(f"demo finished in {time.perf_counter() - t0:.0f} s")
         (work / "demo" / "labels.json").write_text(json.dumps({k: v.tolist() for k, v in labels.items()}))
-        return {"summary": summary, "report": report, "shared_report": shared_report, "results": str(results)}
+        return {"summary": summary, "report": report, "shared_report": shared_report, "results": str(results), "page": page.path}
     finally:
         s3.stop()
