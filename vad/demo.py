@@ -121,7 +121,7 @@ def run_demo(work_dir: str = "vad-work", epochs: int = 25, num_cpus: int | None 
         from vad.review.report import run_report
 
         page = run_report(
-            str(results), date=summary.run_date, run_id=summary.run_id, top_k=8, out_dir=work / "demo" / "reports",
+            str(results), storage=storage, run_id=summary.run_id, top_k=8, out_dir=work / "demo" / "reports",
             mlflow_run_id=summary.mlflow_run_id,
         )
         print(f"[6/6] review page of the night (per-camera models): {page.path}\n      ({page.line()}; logged to MLflow)")

@@ -91,5 +91,5 @@ def test_cards_in_rank_order_with_the_sql_to_find_each_row():
     page = render(_night(top), {"c2": {"gif": b"GIF89a", "strip": b"\xff\xd8", "error": ""}, "c1": {"gif": b"", "strip": b"", "error": "gone"}})
     assert page.index('data-clip-id="c2"') < page.index('data-clip-id="c1"')
     assert "SELECT * FROM scores WHERE clip_id = &#x27;c2&#x27;" in page
-    assert "vad-conv-ae.cam01 v3" in page and "1.80× threshold" in page
+    assert "vad-conv-ae.cam01, version 3" in page and "1.80× threshold" in page
     assert "no preview: gone" in page

@@ -91,7 +91,7 @@ def _clip_card(rank: int, clip: dict, preview: dict | None, results_uri: str) ->
         ("score", f'<span class="score">{clip["score"]:.6g}</span>'
                   + (f" ({ratio:.2f}× threshold)" if ratio is not None else "")),
         ("threshold", _fmt(clip["threshold"], 6)),
-        ("model", f"{html.escape(str(clip['model_name']))} v{html.escape(str(clip['model_version']))}"
+        ("model", f"{html.escape(str(clip['model_name']))}, version {html.escape(str(clip['model_version']))}"
                   + (" (fallback)" if clip.get("model_fallback") else "")),
         ("heat map", "overlaid (red), mask outlined (yellow)" if clip.get("heatmap_png") is not None and len(clip["heatmap_png"]) else "–"),
         ("row in SQL", f"<code>{html.escape(command)}</code>"),

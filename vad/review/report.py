@@ -114,7 +114,8 @@ def run_report(
     mlflow_run_id: str | None = None,
 ) -> ReportSummary:
     """Write the night's page under `out_dir` (report-<date>[-<run>].html) and, with `mlflow_run_id`,
-    log it to that run as an artifact (`report/`)."""
+    log it to that run as an artifact (`report/`). The night is the `date` partition of the scores (the
+    videos' date); without `date`, the latest one (of `run_id`'s scores, when given)."""
     from vad.cluster import ensure_ray
     from vad.review.page import render
 

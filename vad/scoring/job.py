@@ -233,7 +233,7 @@ def _review_page(cfg: ScoreJobConfig, summary: RunSummary) -> str | None:
 
     try:
         page = run_report(
-            cfg.output.uri, storage=cfg.storage, date=summary.run_date, run_id=summary.run_id, top_k=cfg.report.top_k,
+            cfg.output.uri, storage=cfg.storage, run_id=summary.run_id, top_k=cfg.report.top_k,
             out_dir=cfg.report.out_dir or Path(cfg.work_dir) / "reports", concurrency=cfg.report.concurrency,
             ray_address=cfg.ray.address, num_cpus=cfg.ray.num_cpus, mlflow_run_id=summary.mlflow_run_id,
         )
