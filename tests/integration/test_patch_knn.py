@@ -108,3 +108,26 @@ def test_a_fleet_fits_one_bank_per_camera(ray_local, archive, s3, tmp_path):
     assert [b.model_name for b in banks] == ["vad-patch-knn.cam01", "vad-patch-knn.cam02"]
     assert all(len(b.model.bank) == HPARAMS["bank_size"] for b in banks)
     assert not torch.equal(banks[0].model.bank, banks[1].model.bank)
+
+
+def test_the_review_page_lays_the_heat_maps_over_the_previews(fitted, s3, archive, tmp_path):
+    """A localising scorer's night: every card of the review page carries its heat map (here every clip
+    is flagged: the same bank saved with a threshold below any score)."""
+    from vad.models.checkpoint import save_checkpoint
+    from vad.review.report import run_report
+
+    _, summary, _ = fitted
+    loaded = load_checkpoint(summary.checkpoint)
+    eager = str(tmp_path / "eager.pt")
+    save_checkpoint(eager, loaded.model, version="eager", threshold=-1e9, decode=loaded.decode)
+    out = tmp_path / "results"
+    job = ScoreJobConfig(
+        source=SourceConfig(uri=f"{archive['uri']}/cam02"), output=OutputConfig(uri=str(out)),
+        scorer=ScorerConfig(name="patch_knn", checkpoint=eager, batch_size=4, device="cpu"), decode=DECODE,
+        storage=s3.storage_config(), mlflow=MlflowConfig(enabled=False), work_dir=str(tmp_path / "work"),
+    )
+    scored = run_scoring(job)
+    page = run_report(str(out), storage=s3.storage_config(), top_k=3, out_dir=tmp_path / "pages")
+    assert page.flagged == scored.clips and page.shown == 3 and not page.previews_failed
+    html = Path(page.path).read_text()
+    assert html.count("overlaid (red), mask outlined (yellow)") == 3 and html.count("data:image/gif;base64,") == 3

@@ -66,18 +66,19 @@ def test_overlay_and_encoders_keep_frame_count_and_size():
     assert Image.open(io.BytesIO(strip_bytes(frames))).size == (180, 40)
 
 
-def _night(top: list[dict]) -> Night:
+def _night(top: list[dict], flagged: int = 2) -> Night:
     timeline = [{"video_uri": "s3://b/cam<1>/v.mp4", "clip_id": f"c{i}", "start_time_s": i * 0.5, "end_time_s": i * 0.5 + 0.6,
                  "score": s, "threshold": 0.5, "is_anomaly": s > 0.5} for i, s in enumerate([0.1, 0.7, 0.9, 0.2])]
-    return Night("s3://b/results", "2026-11-24", None, ["r1"], {"cameras": 1, "videos": 1, "clips": 4, "flagged": 2, "errors": 0},
+    return Night("s3://b/results", "2026-11-24", None, ["r1"], {"cameras": 1, "videos": 1, "clips": 4, "flagged": flagged, "errors": 0},
                  [{"camera": "cam<1>", "videos": 1, "clips": 4, "flagged": 2, "errors": 0, "max_score": 0.9, "threshold": 0.5}],
                  {"cam<1>": timeline}, top, [])
 
 
 def test_the_page_escapes_data_and_says_when_nothing_was_flagged():
-    page = render(_night([]), {})
+    page = render(_night([], flagged=0), {})
     assert "cam&lt;1&gt;" in page and "cam<1>" not in page
     assert 'id="message"' in page and "No flagged clips this night" in page
+    assert "2 flagged clips; none shown" in render(_night([]), {})
     assert page.count("<img class='timeline'") == 1
     empty = render(Night("s3://b/results", None, None), {})
     assert "No results" in empty and "<img" not in empty

@@ -129,8 +129,10 @@ def render(night: Night, previews: dict[str, dict], *, title: str = "vad nightly
         png = timeline_png(camera, rows, top_ids)
         parts.append(f"<img class='timeline' alt='{html.escape(camera)} timeline' src='{data_uri(png, 'image/png')}'>")
     parts.append(f"<h2>Top {len(night.top)} flagged clips</h2>")
-    if not night.top:
+    if not t["flagged"]:
         parts.append("<p class=\"note\" id=\"message\">No flagged clips this night: no clip scored above its model's threshold.</p>")
+    elif not night.top:
+        parts.append(f"<p class=\"note\">{t['flagged']} flagged clips; none shown (the report was asked for the top 0).</p>")
     else:
         parts.append("<section class='clips'>" + "".join(
             _clip_card(rank, clip, previews.get(clip["clip_id"]), night.results_uri) for rank, clip in enumerate(night.top, 1)
