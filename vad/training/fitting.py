@@ -106,7 +106,9 @@ def fit_with_ray_data(cfg, train_videos: list, val_videos: list, hparams: dict):
         )
 
     pool, clips = CandidatePool(model.max_candidates, cfg.train.seed), 0
-    for batch in run_pass(train_videos, "bank_candidates", None, cfg.train.max_clips).iter_batches(batch_size=4096, batch_format="numpy"):
+    # a clip's candidates are all its patch features (e.g. 1,320 x 480 floats at 240x352): take few clips at a time
+    passed = run_pass(train_videos, "bank_candidates", None, cfg.train.max_clips)
+    for batch in passed.iter_batches(batch_size=cfg.train.batch_size, batch_format="numpy"):
         pool.add(torch.from_numpy(np.array(batch["values"])).flatten(0, 1))
         clips += len(batch["values"])
     candidates = pool.take()
