@@ -103,3 +103,20 @@ def test_a_night_without_flagged_clips_says_so(ray_local, s3, archive, checkpoin
     html = Path(page.path).read_text()
     assert 'id="message"' in html and "No flagged clips this night" in html
     assert "0 flagged" in page.line()
+
+
+def test_the_nights_errors_are_its_runs_even_under_another_date(night, tmp_path):
+    """Errors are written under the run's date, scores under the videos' own: a run on the 30th that
+    scored footage of the 24th reports its errors on the 24th's page."""
+    from vad.results.ledger import error_row, write_errors
+
+    cfg, summary, _ = night
+    bad = f"{cfg.source.uri}/cam01/2026-11-24/broken.mp4"
+    write_errors(cfg.output.uri, "2026-11-30", summary.run_id, [error_row(bad, "decode", error_class="CorruptVideo", message="moov atom not found")])
+    page = run_report(cfg.output.uri, storage=cfg.storage, date="2026-11-24", run_id=summary.run_id, top_k=1, out_dir=tmp_path)
+    html = Path(page.path).read_text()
+    before = [e["uri"] for e in summary.errors]  # the run's own errors, if it had any
+    assert f'id="total-errors">{len(before) + 1}<' in html and "moov atom not found" in html and "broken.mp4" in html
+    cam01 = re.search(r"<tr><td>cam01</td>(.*?)</tr>", html).group(1)
+    expected = 1 + sum("/cam01/" in uri for uri in before)
+    assert re.findall(r"<td class='num'>([^<]*)</td>", cam01)[3] == str(expected)  # videos, clips, flagged, errors

@@ -53,9 +53,10 @@ def read_night(results_uri: str, storage: StorageConfig | None = None, *, date: 
             SELECT camera, count(DISTINCT video_uri) AS videos, count(*) AS clips, sum(is_anomaly::INT) AS flagged,
                    max(score) AS max_score, min(threshold) AS threshold
             FROM night GROUP BY camera ORDER BY camera""", params)
-        errors = _rows(con, """
+        # errors are kept under the run's date, scores under the videos': the night's errors are its runs'
+        errors = _rows(con, _NIGHT + """
             SELECT uri, stage, error_class, message, permanent FROM errors
-            WHERE date = ?::DATE AND (? IS NULL OR run_id = ?) ORDER BY uri""", params)
+            WHERE run_id = ? OR run_id IN (SELECT DISTINCT run_id FROM night) ORDER BY uri""", [*params, run_id])
         timelines: dict[str, list[dict]] = {}
         for row in _rows(con, _NIGHT + """
                 SELECT camera, video_uri, clip_id, start_time_s, end_time_s, score, threshold, is_anomaly

@@ -114,7 +114,7 @@ def render(night: Night, previews: dict[str, dict], *, title: str = "vad nightly
         return "".join(parts)
     t = night.totals
     parts.append("<section class='totals'>" + "".join(
-        f"<div class='total{' flag' if key == 'flagged' and t[key] else ''}'><b id='total-{key}'>{t[key]}</b>{key}</div>"
+        f"<div class='total{' flag' if key == 'flagged' and t[key] else ''}'><b id=\"total-{key}\">{t[key]}</b>{key}</div>"
         for key in ("cameras", "videos", "clips", "flagged", "errors")) + "</section>")
     parts.append("<h2>By camera</h2><table><tr><th>camera</th><th>videos</th><th>clips</th><th>flagged</th><th>errors</th>"
                  "<th>max score</th><th>threshold</th></tr>")
