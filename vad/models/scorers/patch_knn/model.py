@@ -43,9 +43,9 @@ def frozen_i3d(pretrained: bool, device: str):
     from vad.models.backbones.i3d import i3d
 
     if pretrained:
-        from vad.models.backbones.i3d_convert import convert, packaged_checkpoint, read_checkpoint
+        from vad.models.backbones.i3d_convert import packaged_state_dict
 
-        model = i3d(state_dict=convert(read_checkpoint(packaged_checkpoint().read_bytes())))
+        model = i3d(state_dict=packaged_state_dict())
     else:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
