@@ -210,10 +210,11 @@ def cmd_report(args) -> int:
     use_mlflow = not args.no_mlflow and (args.tracking_uri or args.mlflow_run_id or (Path(args.work_dir) / "mlflow.db").is_file())
     uri = args.tracking_uri or tracking_uri(MlflowConfig(), args.work_dir) if use_mlflow else None
     try:
-        summary = run_report(
-            args.results, storage=storage, date=args.date, run_id=args.run_id, top_k=args.top, out_dir=args.out,
-            mlflow_run_id=args.mlflow_run_id, tracking_uri=uri,
-        )
+        with job_output(args.work_dir, "report"):  # Ray's and MLflow's logs to a file, as for the jobs
+            summary = run_report(
+                args.results, storage=storage, date=args.date, run_id=args.run_id, top_k=args.top, out_dir=args.out,
+                mlflow_run_id=args.mlflow_run_id, tracking_uri=uri,
+            )
     except OSError as exc:
         raise _unreadable(args.results, exc) from None
     if summary.path is None:
