@@ -1,15 +1,24 @@
-"""UCSD Ped2 benchmark: train each frame-level scorer on the 16 normal training videos, score the
-12 test videos, print one table (frame-level AUC micro/macro, EER, training time, scoring speed).
+"""UCSD Ped2 benchmark: train each frame-level scorer on the 16 normal training videos, score the test
+videos of one split, write what was measured to bench/results/ and print it.
 
-    .venv/bin/python bench/ped2.py [--only conv_ae,pred] [--fast] [--seeds 0,1,2] [--held-out 2 [--no-test]]
-                                   [--hparams JSON] [--epochs N] [--smoothing 1]
+    .venv/bin/python bench/ped2.py --split dev|test|all [--only conv_ae,pred] [--fast] [--seeds 0,1,2]
+                                   [--held-out 2] [--hparams JSON] [--epochs N] [--smoothing 1]
+    .venv/bin/python bench/ped2.py --record [--only ...] [--fast]    # write the designs down (then commit)
+    .venv/bin/python bench/ped2.py --split none --held-out 4         # pseudo-anomaly validation only
 
-Nothing is selected on the test set: fixed epochs, the last weights, no thresholds (AUC/EER are
-threshold-free). `--held-out N` keeps N training videos out of training and reports their
-pseudo-anomaly AUC (`vad.evaluation.pseudo_anomalies`), for comparing settings without test labels (`--no-test` never
-reads the test videos). Scores
-are normalised per video as each scorer's paper does (regularity score for conv_ae and st_ae, min-max
-for pred and vgg_ae; `vad.models.scorers.evaluation_normalisation`). Needs ../shared/data/ucsd_ped2.tar.gz (or
+Splits (`vad.datasets.ped2.SPLITS`): `dev` is test videos 01-06, read as often as needed to choose
+designs and settings; `test` is 07-12 and `all` the 12 (papers' protocol, the development half
+included). A run that reads 07-12 is refused unless its design (every setting, `ped2_harness.design`)
+is recorded in bench/results/designs.json and that file is committed; each such run goes into
+bench/results/test_runs.jsonl, and a second one of the same design needs `--again REASON`. An `all`
+run also writes the `dev` and `test` records (one fit, the same scores).
+
+Figures: frame-level micro AUC (all frames of the split's videos together), macro AUC (mean over the
+videos holding both classes) and EER, with the scores as the scorer gives them (normalisation `none`,
+what a nightly job sees) and with the per-video normalisation of the scorer's paper beside them
+(regularity for conv_ae/st_ae, min-max for pred/vgg_ae; macro AUC is the same under both). Nothing is
+selected on test videos: fixed epochs, the last weights, no thresholds. `--held-out N` keeps N training
+videos out and reports their pseudo-anomaly AUC (split `val`). Needs ../shared/data/ucsd_ped2.tar.gz (or
 VAD_DATA). CPU-only settings: inputs are downscaled.
 """
 
@@ -17,76 +26,138 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 import time
+from pathlib import Path
 
-import numpy as np
-import torch
-from ped2_harness import PED2_SETTINGS as SETTINGS
-from ped2_harness import benchmark_scorer, training_decodes
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench.*` when run as a script
+
+from bench.ped2_harness import PED2_SETTINGS as SETTINGS  # noqa: E402
+from bench.ped2_harness import BenchResult, benchmark_scorer, design, training_decodes  # noqa: E402
+from bench.protocol import (  # noqa: E402
+    DESIGNS_FILE, LEDGER_FILE, RESULTS_DIR, TEST_SPLITS, Design, ResultRecord, begin_test_run, end_test_run,
+    ProtocolError, machine, record_design, today, write_record,
+)
+from bench.readme_tables import run_table  # noqa: E402
+
+
+def records_of(d: Design, results: list[BenchResult], seeds: list[int], test_run: int, command: str) -> list[ResultRecord]:
+    """One record per split the run scored (and `val` when training videos were held out)."""
+    first = results[0]
+    norms = tuple(dict.fromkeys(("none", first.normalisation)))
+    per_seed = [r.reports(norms, d.settings["smoothing"]) for r in results]
+    common = dict(
+        benchmark=d.benchmark, scorer=d.scorer, variant=d.variant, design_digest=d.digest, settings=d.settings,
+        seeds=list(seeds), normalisation="none", paper_normalisation=first.normalisation,
+        fit_s=[round(r.train_s, 1) for r in results], train_clips=first.train_clips, date=today(), machine=machine(),
+        command=command,
+    )
+    out = []
+    for split in per_seed[0]:
+        figures = {n: {m: [p[split][n][m] for p in per_seed] for m in ("auc_micro", "auc_macro", "eer")} for n in norms}
+        videos = sorted(v for v in first.labels if v in _split_videos(split))
+        out.append(ResultRecord(
+            **common, split=split, videos=videos, figures=figures, clips_per_s=[round(r.clips_per_s, 2) for r in results],
+            scored_clips=first.test_clips, frames=per_seed[0][split][norms[0]]["frames"],
+            test_run=test_run if split in TEST_SPLITS else 0,
+        ))
+    if first.val_pseudo:
+        figures = {n: {m: [r.val_pseudo[n][m] for r in results] for m in ("auc_micro", "auc_macro", "eer")} for n in norms}
+        out.append(ResultRecord(
+            **common, split="val", videos=[f"{d.settings['train_videos']}: pseudo-anomalies"], figures=figures,
+            frames=first.val_pseudo[norms[0]]["frames"],
+        ))
+    return out
+
+
+def _split_videos(split: str) -> tuple[str, ...]:
+    from vad.datasets.ped2 import split_videos
+
+    return split_videos(split)
 
 
 def run(
-    names: list[str], mode: str = "full", test: bool = True, hparams_update: dict | None = None,
-    epochs: int | None = None, held_out: int = 0, smoothing: int = 1, seeds: tuple[int, ...] = (0,),
-) -> list[list]:
-    """One list of results per scorer, one result per seed (initial weights, batch order, held-out videos)."""
-    results = []
+    names: list[str], variant: str = "full", split: str | None = "dev", *, seeds: tuple[int, ...] = (0,),
+    hparams_update: dict | None = None, epochs: int | None = None, held_out: int = 0, smoothing: int = 1,
+    again: str | None = None, designs: Path = DESIGNS_FILE, ledger: Path = LEDGER_FILE, results_dir: Path = RESULTS_DIR,
+    require_committed: bool = True, ped2=None, command: str = "", write: bool = True,
+) -> list[ResultRecord]:
+    """Measure each scorer's design on `split` (None: the test folder is not read) and write the records.
+    Every gate runs before anything is trained, so a refused scorer costs nothing."""
+    plans = []
     for name in names:
-        hparams, decode, train_spec, default_epochs, lr = SETTINGS[mode][name]
-        per_seed = []
+        hparams, decode, train_spec, default_epochs, lr = SETTINGS[variant][name]
+        hparams = {**hparams, **(hparams_update or {})}
+        d = design(name, variant, hparams, decode, train_spec, epochs=epochs or default_epochs, lr=lr,
+                   smoothing=smoothing, held_out=held_out)
+        gate = (begin_test_run(d, split, again=again, designs=designs, ledger=ledger, require_committed=require_committed)
+                if split in TEST_SPLITS else None)
+        plans.append((name, hparams, decode, train_spec, epochs or default_epochs, lr, d, gate))
+    records = []
+    for name, hparams, decode, train_spec, n_epochs, lr, d, gate in plans:
+        results = []
         for seed in seeds:
             t0 = time.perf_counter()
             result = benchmark_scorer(
-                name, {**hparams, **(hparams_update or {})}, decode, training_decodes(decode, train_spec),
-                epochs=epochs or default_epochs, lr=lr, test=test, held_out=held_out, smoothing=smoothing, seed=seed,
+                name, hparams, decode, training_decodes(decode, train_spec), epochs=n_epochs, lr=lr,
+                held_out=held_out, smoothing=smoothing, seed=seed, split=split, ped2=ped2,
             )
-            print(json.dumps({**result.__dict__, "seed": seed, "wall_s": round(time.perf_counter() - t0, 1)}), flush=True)
-            per_seed.append(result)
-        results.append(per_seed)
-    return results
+            print(f"# {name} seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
+            results.append(result)
+        run_records = records_of(d, results, list(seeds), gate["run"] if gate else 0, command)
+        if gate:  # the ledger has the run before its figures are shown
+            end_test_run(gate, {f"{r.split}/{n}/{m}": r.mean(m, n) for r in run_records if r.split in TEST_SPLITS
+                                for n in r.figures for m in ("auc_micro", "auc_macro", "eer")}, ledger)
+        if write:
+            for r in run_records:
+                write_record(r, results_dir)
+        records += run_records
+        print(run_table(run_records), flush=True)
+    return records
 
 
-def _cell(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
-    """One value, or mean ± standard deviation over seeds."""
-    v = np.asarray(values, dtype=float) * scale
-    if np.isnan(v).all():
-        return "–"
-    return f"{v[0]:.{digits}f}" if len(v) == 1 else f"{v.mean():.{digits}f} ± {v.std():.{digits}f}"
-
-
-def table(results: list[list]) -> str:
-    lines = [
-        "| scorer | normalisation | seeds | micro AUC | macro AUC | EER | training (s) | scoring clips/s | val pseudo-AUC |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for per_seed in results:
-        r = per_seed[0]
-        lines.append(
-            f"| {r.scorer} | {r.normalisation} | {len(per_seed)} | {_cell([x.auc_micro for x in per_seed])} "
-            f"| {_cell([x.auc_macro for x in per_seed])} | {_cell([x.eer for x in per_seed])} "
-            f"| {np.mean([x.train_s for x in per_seed]):.0f} | {np.mean([x.clips_per_s for x in per_seed]):.1f} "
-            f"| {_cell([x.val_pseudo_auc for x in per_seed])} |"
-        )
-    if any(len(per_seed) > 1 for per_seed in results):
-        tested = not np.isnan(results[0][0].auc_micro)
-        lines.append(f"\n(mean ± standard deviation over seeds; per seed, {'micro AUC' if tested else 'val pseudo-AUC'}: " + "; ".join(
-            f"{p[0].scorer} " + ", ".join(f"{100 * (x.auc_micro if tested else x.val_pseudo_auc):.1f}" for x in p)
-            for p in results) + ")")
-    return "\n".join(lines)
-
-
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--split", choices=["dev", "test", "all", "none"], default="dev",
+                        help="dev: videos 01-06 (default); test: 07-12; all: 12; none: pseudo-anomaly validation only")
     parser.add_argument("--only", default=",".join(SETTINGS["full"]))
     parser.add_argument("--fast", action="store_true", help="the small CI settings")
-    parser.add_argument("--no-test", action="store_true", help="validation only: the test videos are not read")
+    parser.add_argument("--record", action="store_true", help="write the designs into bench/results/designs.json, run nothing")
+    parser.add_argument("--note", default="", help="with --record: why this design")
+    parser.add_argument("--again", default=None, help="the reason for a second test run of a design already tested")
     parser.add_argument("--hparams", type=json.loads, default=None, help='JSON merged into every scorer\'s hparams, e.g. \'{"score_patch": null}\'')
     parser.add_argument("--epochs", type=int, default=None, help="override the settings' epochs")
     parser.add_argument("--held-out", type=int, default=0, help="training videos kept for the pseudo-anomaly validation")
     parser.add_argument("--smoothing", type=int, default=1, help="moving-average window over frame scores (1 = none)")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds; several give mean ± spread")
-    args = parser.parse_args()
+    parser.add_argument("--no-write", action="store_true", help="print only; write no record")
+    args = parser.parse_args(argv)
+    import torch
+
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    mode = "fast" if args.fast else "full"
-    print(table(run(args.only.split(","), mode, not args.no_test, args.hparams, args.epochs, args.held_out, args.smoothing,
-                    tuple(int(x) for x in args.seeds.split(",")))))
+    variant = "fast" if args.fast else "full"
+    names = args.only.split(",")
+    if args.record:
+        for name in names:
+            hparams, decode, train_spec, default_epochs, lr = SETTINGS[variant][name]
+            d = design(name, variant, {**hparams, **(args.hparams or {})}, decode, train_spec,
+                       epochs=args.epochs or default_epochs, lr=lr, smoothing=args.smoothing, held_out=args.held_out)
+            new = record_design(d, DESIGNS_FILE, args.note)
+            print(f"{d.key} {d.digest}: {'recorded' if new else 'already recorded'}")
+        print(f"commit {DESIGNS_FILE} before a test run")
+        return
+    split = None if args.split == "none" else args.split
+    if split is None and not args.held_out:
+        parser.error("--split none measures only the pseudo-anomaly validation: give --held-out N")
+    command = "bench/ped2.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    try:
+        run(names, variant, split, seeds=tuple(int(x) for x in args.seeds.split(",")), hparams_update=args.hparams,
+            epochs=args.epochs, held_out=args.held_out, smoothing=args.smoothing, again=args.again, command=command,
+            write=not args.no_write)
+    except ProtocolError as e:
+        parser.exit(2, f"refused: {e}\n")
+
+
+if __name__ == "__main__":
+    main()

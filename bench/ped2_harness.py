@@ -5,14 +5,16 @@ record (`ModelMeta.benchmarks["ped2"]`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from vad.config import DecodeConfig
-from vad.datasets.ped2 import Ped2, load_ped2
+from vad.datasets.ped2 import SPLITS, Ped2, load_ped2
 from vad.models.scorers import SCORERS, scorer_meta
+
+from bench.protocol import Design
 
 
 def ped2_settings(variant: str) -> dict[str, tuple]:
@@ -38,16 +40,50 @@ def training_decodes(decode: DecodeConfig, spec: list) -> list[DecodeConfig]:
 @dataclass
 class BenchResult:
     scorer: str
-    auc_micro: float
-    auc_macro: float
-    eer: float
     train_s: float
     clips_per_s: float
     train_clips: int
     test_clips: int
     final_loss: float
-    val_pseudo_auc: float  # on held-out normal training videos with injected pseudo-anomalies
-    normalisation: str = "minmax"  # per-video score scale, the scorer's paper's (`evaluation_normalisation`)
+    val_pseudo: dict | None = None  # pseudo-anomaly reports {normalisation: report} on held-out training videos
+    normalisation: str = "minmax"  # per-video score scale of the scorer's paper (`evaluation_normalisation`)
+    split: str | None = None  # the Ped2 split scored (None: the test folder was not read)
+    labels: dict = field(default_factory=dict)  # video -> frame labels, the split's videos only
+    scores: dict = field(default_factory=dict)  # video -> frame scores as the scorer gives them
+
+    def reports(self, normalisations: tuple[str, ...], smoothing: int = 1) -> dict[str, dict[str, dict]]:
+        """{split: {normalisation: frame-level report}} for every split inside the one scored (an `all`
+        run also gives `dev` and `test`: one fit, the same scores)."""
+        return split_reports(self.labels, self.scores, self.split, normalisations, smoothing)
+
+    @property
+    def auc_micro(self) -> float:
+        """Micro AUC of the scored split under the paper's normalisation (nan when nothing was scored)."""
+        if self.split is None:
+            return float("nan")
+        return self.reports((self.normalisation,))[self.split][self.normalisation]["auc_micro"]
+
+    @property
+    def val_pseudo_auc(self) -> float:
+        return self.val_pseudo[self.normalisation]["auc_micro"] if self.val_pseudo else float("nan")
+
+
+def split_reports(labels: dict, scores: dict, scored: str | None, normalisations: tuple[str, ...], smoothing: int = 1) -> dict:
+    """{split: {normalisation: report}} for `scored` and the splits inside it, from per-video labels and
+    scores (`vad.evaluation.metrics.frame_level_report`)."""
+    from vad.evaluation.metrics import frame_level_report
+
+    if scored is None:
+        return {}
+    inside = [s for s in SPLITS if set(SPLITS[s]) <= set(SPLITS[scored])]
+    out = {}
+    for split in inside:
+        videos = SPLITS[split]
+        out[split] = {
+            norm: frame_level_report([labels[v] for v in videos], [scores[v] for v in videos], norm, smoothing)
+            for norm in normalisations
+        }
+    return out
 
 
 def _clips_with_starts(folder: Path, decode, keys: set[str] | None = None) -> dict[str, tuple[list[int], np.ndarray]]:
@@ -85,25 +121,27 @@ def benchmark_scorer(
     seed: int = 0,
     smoothing: int = 1,
     held_out: int = 0,
-    test: bool = True,
+    split: str | None = "dev",
+    ped2: Ped2 | None = None,
 ) -> BenchResult:
     """Train `name` on the Ped2 training videos (all normal; less `held_out` validation videos, whose
-    pseudo-anomaly AUC is reported, `vad.evaluation.pseudo_anomalies`) and, with `test`, report the frame-level AUC on
-    the test videos.
+    pseudo-anomaly AUC is reported, `vad.evaluation.pseudo_anomalies`) and score the test videos of
+    `split` ('dev' 01-06, 'test' 07-12, 'all'; None: the test folder is not read). Only the split's
+    videos are decoded and only their labels read.
 
-    Nothing is selected on the test set: fixed epochs, no checkpoint picking, no threshold; settings are
-    compared on the validation videos (`test=False` never reads the test folder)."""
+    Nothing is selected on the test set: fixed epochs, no checkpoint picking, no threshold; whether a
+    run may read 07-12 at all is `bench/protocol.py`'s gate, in front of this."""
     import time
 
     import torch
 
-    from vad.evaluation.metrics import frame_level_report, frames_from_clips
+    from vad.evaluation.metrics import frames_from_clips
     from vad.evaluation.pseudo_anomalies import pseudo_anomaly_report
     from vad.models.scorers import build_scorer, evaluation_normalisation
     from vad.training.local import fit, score_clips
 
     normalise = evaluation_normalisation(name)
-    ped2 = load_ped2()
+    ped2 = ped2 or load_ped2()
     train_keys, val_keys = split_training_videos(ped2, held_out, seed)
     train_decodes = train_decode if isinstance(train_decode, (list, tuple)) else [train_decode]
     train = np.concatenate(
@@ -113,32 +151,60 @@ def benchmark_scorer(
         train = train[np.random.default_rng(seed).choice(len(train), max_train_clips, replace=False)]
     torch.manual_seed(seed)  # the initial weights too: `fit` seeds only the training that follows
     model = build_scorer(name, clip_len=decode.clip_len, **hparams)
-    # A fitted scorer calibrates on its held-out share: 10% of the clips (as bench/ped2_patch_knn.py chose its settings).
-    val_fraction = 0.1 if scorer_meta(name).fitted else 0.05
-    result = fit(model, train, epochs=epochs, batch_size=batch_size, lr=lr, val_fraction=val_fraction, seed=seed)
+    result = fit(model, train, epochs=epochs, batch_size=batch_size, lr=lr, val_fraction=val_fraction(name), seed=seed)
     frames = decode.model_copy(update={"clip_len": 1, "stride": 1, "frame_step": 1})
     val_videos = [clips[:, 0] for _, clips in _clips_with_starts(ped2.train_dir, frames, val_keys).values()]
-    val = (
-        pseudo_anomaly_report(
-            model, val_videos, decode.clip_len, stride=decode.stride, batch_size=batch_size, seed=seed,
-            smoothing=smoothing, normalise=normalise,
-        )
-        if val_videos else None
-    )
-    report, n_clips, score_s = {"auc_micro": float("nan"), "auc_macro": float("nan"), "eer": float("nan")}, 0, 0.0
-    if test:
-        labels = ped2.test_labels()
-        ys, ss, t0 = [], [], time.perf_counter()
-        for key, (starts, clips) in _clips_with_starts(ped2.test_dir, decode).items():
+    val = None
+    if val_videos:
+        val = {
+            norm: pseudo_anomaly_report(
+                model, val_videos, decode.clip_len, stride=decode.stride, batch_size=batch_size, seed=seed,
+                smoothing=smoothing, normalise=norm,
+            )
+            for norm in dict.fromkeys(("none", normalise))
+        }
+    labels, scores, n_clips, score_s = {}, {}, 0, 0.0
+    if split is not None:
+        labels = ped2.test_labels(split)
+        t0 = time.perf_counter()
+        for key, (starts, clips) in _clips_with_starts(ped2.test_dir, decode, set(labels)).items():
             frame_scores = score_clips(model, clips, batch_size, field="frame_scores")
             n_clips += len(frame_scores)
             rows = [(s, decode.frame_step, f) for s, f in zip(starts, frame_scores)]
-            ys.append(labels[key])
-            ss.append(frames_from_clips(len(labels[key]), rows, "mean"))
+            scores[key] = frames_from_clips(len(labels[key]), rows, "mean")
         score_s = time.perf_counter() - t0
-        report = frame_level_report(ys, ss, normalise, smoothing)
     return BenchResult(
-        name, report["auc_micro"], report["auc_macro"], report["eer"], result.seconds,
-        n_clips / score_s if score_s else float("nan"), len(train), n_clips, result.history[-1]["train/loss"],
-        val["auc_micro"] if val else float("nan"), normalise,
+        name, result.seconds, n_clips / score_s if score_s else float("nan"), len(train), n_clips,
+        result.history[-1]["train/loss"], val, normalise, split, labels, scores,
     )
+
+
+def val_fraction(name: str) -> float:
+    """The share of training clips `fit` holds out: a fitted scorer calibrates on 10% (as
+    bench/ped2_patch_knn.py chose its settings), a trained one validates on 5%."""
+    return 0.1 if scorer_meta(name).fitted else 0.05
+
+
+def design(name: str, variant: str, hparams: dict, decode, train_spec: list, *, epochs: int, lr: float,
+           batch_size: int = 8, smoothing: int = 1, held_out: int = 0) -> Design:
+    """Every setting that decides `name`'s Ped2 figures, as the protocol records it: the hyper-parameters
+    as the scorer is built (its defaults included, so a changed default is a new design), the test
+    decode, the training clips, the schedule, how clip scores become frame scores."""
+    import json
+
+    from vad.models.scorers import build_scorer
+
+    built = build_scorer(name, clip_len=decode.clip_len, **hparams).hparams()
+
+    def frames(d: DecodeConfig) -> dict:  # what decides the pixels a model sees (not threads, batch sizes...)
+        return d.model_dump(mode="json", include={"clip_len", "stride", "frame_step", "resize", "grayscale"})
+
+    settings = {
+        "hparams": built,
+        "decode": frames(decode),
+        "train_decodes": [frames(d) for d in training_decodes(decode, train_spec)],
+        "train_videos": f"Ped2 training videos, {held_out} held out" if held_out else "all 16 Ped2 training videos",
+        "epochs": epochs, "lr": lr, "batch_size": batch_size, "val_fraction": val_fraction(name),
+        "frame_scores": "mean over the clips holding the frame", "smoothing": smoothing,
+    }
+    return Design("ped2", name, variant, json.loads(json.dumps(settings, default=str)))

@@ -1,0 +1,209 @@
+"""The README's accuracy tables, made from the measurements in bench/results/ (never typed by hand).
+
+    .venv/bin/python bench/readme_tables.py            # rewrite the tables in README.md
+    .venv/bin/python bench/readme_tables.py --check    # exit 1 when README.md differs from the results
+
+Each table sits in README.md between `<!-- results:NAME -->` and `<!-- /results -->`. A table shows the
+newest recorded design of each scorer (bench/results/designs.json) and only records of that design, so
+a figure always has its settings and its split behind it. Published figures come from
+bench/results/published.json, with their source and where their protocol differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench.*` when run as a script
+
+from bench.protocol import DESIGNS_FILE, LEDGER_FILE, RESULTS_DIR, ResultRecord, current_digest, load_records  # noqa: E402
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+PUBLISHED_FILE = RESULTS_DIR / "published.json"
+SPLIT_TITLES = {"dev": "dev 01–06", "test": "test 07–12", "all": "all 12", "val": "pseudo-anomaly val"}
+MARKER = re.compile(r"(<!-- results:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
+
+
+def cell(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
+    """One figure, or mean ± standard deviation (population) over seeds; – when there is none."""
+    v = [x * scale for x in values if x is not None and not math.isnan(x)]
+    if not v:
+        return "–"
+    return f"{v[0]:.{digits}f}" if len(v) == 1 else f"{statistics.fmean(v):.{digits}f} ± {statistics.pstdev(v):.{digits}f}"
+
+
+def seconds(values: list[float]) -> str:
+    v = [x for x in values if x is not None and not math.isnan(x)]
+    return f"{statistics.fmean(v):.0f}" if v else "–"
+
+
+def rate(values: list[float]) -> str:
+    v = [x for x in values if x is not None and not math.isnan(x)]
+    return f"{statistics.fmean(v):.1f}" if v else "–"
+
+
+def describe(settings: dict) -> str:
+    """A design's settings in a few words: input, schedule, the main hyper-parameters."""
+    d = settings.get("decode") or {}
+    hp = settings.get("hparams") or {}
+    parts = []
+    if d.get("resize"):
+        parts.append(f"{d.get('clip_len', '?')}×{d['resize'][0]}×{d['resize'][1]}")
+    for key in ("widths", "layer", "bank_size"):
+        if key in hp:
+            value = hp[key]
+            parts.append(f"{key} {'/'.join(map(str, value)) if isinstance(value, list) else value}")
+    if "size" in settings:
+        parts.append(f"{settings['size']}×{settings['size']} I3D")
+    if settings.get("epochs") and "bank_size" not in hp:
+        parts.append(f"{settings['epochs']} epochs")
+    return ", ".join(parts)
+
+
+def run_table(records: list[ResultRecord]) -> str:
+    """What one benchmark run measured, for the terminal: a line per record and normalisation."""
+    lines = [
+        "| scorer | variant | split | normalisation | seeds | micro AUC | macro AUC | EER | fit (s) | clips/s | test run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        for norm in r.figures:
+            f = r.figures[norm]
+            lines.append(
+                f"| {r.scorer} | {r.variant} | {SPLIT_TITLES[r.split]} | {norm} | {len(r.seeds)} | {cell(f['auc_micro'])} "
+                f"| {cell(f['auc_macro'])} | {cell(f['eer'])} | {seconds(r.fit_s)} | {rate(r.clips_per_s)} | {r.test_run or '–'} |"
+            )
+    return "\n".join(lines)
+
+
+def _current(records: list[ResultRecord], designs: Path) -> dict[tuple[str, str], ResultRecord]:
+    """(design key, split) -> the record of the design key's newest recorded design."""
+    out = {}
+    for r in records:
+        if r.design_digest == current_digest(r.key, designs):
+            out[(r.key, r.split)] = r
+    return out
+
+
+def _test_runs(ledger: Path) -> dict[tuple[str, str], int]:
+    if not Path(ledger).is_file():
+        return {}
+    counts: dict[tuple[str, str], int] = {}
+    for line in Path(ledger).read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            counts[(row["design"], row["digest"])] = counts.get((row["design"], row["digest"]), 0) + 1
+    return counts
+
+
+def frame_table(benchmark: str, variant: str, records, designs: Path, ledger: Path, published: dict) -> str:
+    """Ped2 frame-level scorers: the test half as the headline, all 12 and dev beside it, each scorer
+    under its raw scores ('none') and, where its paper normalises per video, under that too."""
+    current = _current(records, designs)
+    runs = _test_runs(ledger)
+    def order(key: str) -> tuple:
+        test = current.get((key, "test"))
+        micro = test.mean("auc_micro") if test else math.nan
+        return (math.isnan(micro), 0 if math.isnan(micro) else -micro, key)
+
+    keys = sorted({k for k, _ in current if k.startswith(f"{benchmark}/") and k.endswith(f"/{variant}")}, key=order)
+    lines = [
+        "| scorer | settings | normalisation | seeds | **test 07–12** micro AUC | macro AUC | EER "
+        "| all 12: micro AUC | macro AUC | EER | dev 01–06: micro AUC | fit (s) | clips/s | published, all 12 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key in keys:
+        scorer = key.split("/")[1]
+        test, every, dev = (current.get((key, s)) for s in ("test", "all", "dev"))
+        anyone = test or every or dev
+        norms = list(dict.fromkeys([anyone.normalisation, anyone.paper_normalisation]))
+        for i, norm in enumerate(norms):
+            def fig(r, metric, norm=norm):
+                return cell(r.figures[norm][metric]) if r and norm in r.figures else "–"
+
+            tested = runs.get((key, anyone.design_digest), 0)
+            name = f"{scorer}" + (f" (tested {tested}×)" if tested > 1 else "") if i == 0 else ""
+            label = norm + (" (paper)" if norm == anyone.paper_normalisation and norm != anyone.normalisation else "")
+            pub = published.get(scorer, {}) if i == len(norms) - 1 else {}
+            lines.append(
+                f"| {name} | {describe(anyone.settings) if i == 0 else ''} | {label} | {len(anyone.seeds)} "
+                f"| **{fig(test, 'auc_micro')}** | {fig(test, 'auc_macro')} | {fig(test, 'eer')} "
+                f"| {fig(every, 'auc_micro')} | {fig(every, 'auc_macro')} | {fig(every, 'eer')} | {fig(dev, 'auc_micro')} "
+                f"| {seconds(anyone.fit_s) if i == 0 else ''} | {rate((test or every or dev).clips_per_s) if i == 0 else ''} "
+                f"| {_published(pub)} |"
+            )
+    return "\n".join(lines)
+
+
+def mil_table(records, designs: Path, ledger: Path, published: dict) -> str:
+    """The MIL ranker on its weak splits: each split's anomalous training videos come from inside it."""
+    current = _current(records, designs)
+    lines = [
+        "| split | trained on (weak labels) | scored | seeds | micro AUC | macro AUC | EER | published |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for key in sorted({k for k, _ in current if k.startswith("ped2_mil/")}):
+        for split in ("test", "all", "dev"):
+            r = current.get((key, split))
+            if r is None:
+                continue
+            f = r.figures[r.normalisation]
+            rule = r.settings["splits"][split]
+            lines.append(
+                f"| **{SPLIT_TITLES[split]}** | {rule['train']} | {rule['scored']} | {len(r.seeds)} | **{cell(f['auc_micro'])}** "
+                f"| {cell(f['auc_macro'])} | {cell(f['eer'])} | {_published(published.get('mil', {})) if split == 'all' else ''} |"
+            )
+    return "\n".join(lines)
+
+
+def _published(pub: dict) -> str:
+    return f"{pub['auc']:.1f} ({pub['source']})" if pub else ""
+
+
+def tables(results_dir: Path = RESULTS_DIR, designs: Path = DESIGNS_FILE, ledger: Path = LEDGER_FILE) -> dict[str, str]:
+    """Every generated table by the name its README marker uses."""
+    records = load_records(results_dir)
+    published_file = Path(results_dir) / "published.json"
+    published = json.loads(published_file.read_text()) if published_file.is_file() else {}
+    return {
+        "ped2-full": frame_table("ped2", "full", records, designs, ledger, published),
+        "ped2-fast": frame_table("ped2", "fast", records, designs, ledger, {}),
+        "ped2-mil": mil_table(records, designs, ledger, published),
+    }
+
+
+def render(readme_text: str, made: dict[str, str]) -> str:
+    """README text with every marked table replaced; a marker naming no table is an error."""
+    def replace(m: re.Match) -> str:
+        if m["name"] not in made:
+            raise KeyError(f"README marker results:{m['name']} names no table; tables: {', '.join(made)}")
+        return m.group(1) + made[m["name"]] + "\n" + m.group(4)
+
+    return MARKER.sub(replace, readme_text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 when README.md is not what the results make")
+    parser.add_argument("--readme", type=Path, default=README)
+    args = parser.parse_args(argv)
+    text = args.readme.read_text()
+    new = render(text, tables())
+    if args.check:
+        if new != text:
+            print(f"{args.readme} differs from bench/results: run bench/readme_tables.py", file=sys.stderr)
+            return 1
+        print(f"{args.readme} matches bench/results")
+        return 0
+    args.readme.write_text(new)
+    print(f"wrote {len(MARKER.findall(new))} tables into {args.readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
