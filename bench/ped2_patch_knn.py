@@ -15,12 +15,16 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
-from ped2_harness import _clips_with_starts, split_training_videos
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench.*` when run as a script
+
+from bench.ped2_harness import _clips_with_starts, split_training_videos  # noqa: E402
 from vad.config import DecodeConfig
 from vad.datasets.ped2 import load_ped2
 from vad.evaluation.metrics import frame_level_report, frames_from_clips

@@ -15,11 +15,17 @@ grid); its heat maps and masks are brought back to 64x96 before they are compare
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench.*` when run as a script
+
+from bench.protocol import PIXEL_METRICS, PixelRecord, machine, today, write_pixel_record  # noqa: E402
 from vad.evaluation.metrics import pixel_level_report
 from vad.models.scorers import build_scorer
 from vad.testing.synthetic import render_scene
@@ -57,7 +63,9 @@ def run_patch_knn(seed: int = 0) -> list[dict]:
         scores.append(maps[labels])
         truth.append(scene.masks[: len(maps)][labels])
     report = pixel_level_report(np.concatenate(predicted), np.concatenate(truth), pixel_scores=np.concatenate(scores), seed=seed)
-    return [{"mode": "patch_knn (calibrated, 99.9th percentile)", "train_s": train_s, **report}]
+    settings = {"hparams": model.hparams(), "input": "synthetic scene 64x96 upsampled 2x to 128x192, 16-frame clips",
+                "fit": "6 normal scenes, 2 to calibrate", "test": "3 scenes: a fast vehicle, a wrong-way pedestrian"}
+    return [{"scorer": "patch_knn", "mode": "calibrated", "settings": settings, "train_s": train_s, **report}]
 
 
 def run(epochs: int, percentile: float, seed: int = 0) -> list[dict]:
@@ -79,22 +87,37 @@ def run(epochs: int, percentile: float, seed: int = 0) -> list[dict]:
             errors = model.pixel_errors(x)[:, 0].numpy()
         predicted = out.mask[:, 0].numpy()
         report = pixel_level_report(predicted, truth, pixel_scores=errors, seed=seed)
-        rows.append({"mode": mode, "train_s": train_s, **report})
+        settings = {"hparams": model.hparams(), "epochs": epochs, "lr": 1e-3, "batch_size": 8, "input": "synthetic scene 64x96, 4-frame clips",
+                    "fit": "8 normal scenes", "test": "3 scenes: a fast vehicle, a wrong-way pedestrian"}
+        rows.append({"scorer": "vgg_ae", "mode": mode, "settings": settings, "train_s": train_s, **report})
     return rows
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--percentile", type=float, default=99.0)
     parser.add_argument("--only", default="vgg_ae,patch_knn")
-    args = parser.parse_args()
+    parser.add_argument("--no-write", action="store_true", help="print only; write no record")
+    args = parser.parse_args(argv)
     only = args.only.split(",")
     rows = (run(args.epochs, args.percentile) if "vgg_ae" in only else []) + (run_patch_knn() if "patch_knn" in only else [])
-    print("| mask mode | precision | recall | F1 | F1 all-ones mask | F1 random mask, same area | pixel AUC | masked pixels | training (s) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    command = "bench/pixel_masks.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    print("| scorer | mask mode | precision | recall | F1 | F1 all-ones mask | F1 random mask, same area | pixel AUC | masked pixels | training (s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['mode']} | {r['pixel_precision']:.3f} | {r['pixel_recall']:.3f} | {r['pixel_f1']:.3f} | "
+            f"| {r['scorer']} | {r['mode']} | {r['pixel_precision']:.3f} | {r['pixel_recall']:.3f} | {r['pixel_f1']:.3f} | "
             f"{r['pixel_f1_all_ones']:.3f} | {r['pixel_f1_random']:.3f} | {r['pixel_auc']:.3f} | {100 * r['pixel_area']:.1f}% | {r['train_s']:.0f} |"
         )
+        if not args.no_write:
+            record = PixelRecord(
+                scorer=r["scorer"], mode=r["mode"], settings=r["settings"], seeds=[0],
+                figures={m: [float(r[m])] for m in PIXEL_METRICS}, fit_s=[round(r["train_s"], 1)], date=today(),
+                machine=machine(), command=command,
+            )
+            print(f"wrote {write_pixel_record(record)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -128,7 +128,7 @@ def check_recorded(design: Design, path: Path = DESIGNS_FILE, require_committed:
 # ----------------------------------------------------------------------------------------- ledger
 
 
-def test_runs(design: Design, ledger: Path = LEDGER_FILE) -> list[dict]:
+def previous_test_runs(design: Design, ledger: Path = LEDGER_FILE) -> list[dict]:
     """Every test run of this design (same key and digest) in the ledger, oldest first."""
     if not Path(ledger).is_file():
         return []
@@ -144,7 +144,7 @@ def begin_test_run(design: Design, split: str, *, again: str | None = None, desi
     if split not in TEST_SPLITS:
         raise ValueError(f"split {split!r} does not read the test videos")
     commit = check_recorded(design, designs, require_committed)
-    before = test_runs(design, ledger)
+    before = previous_test_runs(design, ledger)
     if before and not again:
         dates = ", ".join(r["date"] for r in before)
         raise ProtocolError(
@@ -278,4 +278,49 @@ def write_record(record: ResultRecord, results_dir: Path = RESULTS_DIR) -> Path:
 
 
 def load_records(results_dir: Path = RESULTS_DIR) -> list[ResultRecord]:
-    return [ResultRecord.from_json(p.read_text()) for p in sorted(Path(results_dir).glob("*/*.json"))]
+    """The frame-level records (Ped2 and its weak MIL splits)."""
+    return [ResultRecord.from_json(p.read_text()) for p in sorted(Path(results_dir).glob("ped2*/*.json"))]
+
+
+PIXEL_METRICS = ("pixel_precision", "pixel_recall", "pixel_f1", "pixel_f1_all_ones", "pixel_f1_random", "pixel_auc", "pixel_area")
+
+
+@dataclass
+class PixelRecord:
+    """Pixel-level figures of one scorer's masks in one mask mode on the synthetic scene
+    (`bench/pixel_masks.py`; the renderer knows every anomalous pixel, so there is no split):
+    `figures[metric]` holds one value per seed."""
+
+    scorer: str
+    mode: str
+    settings: dict
+    seeds: list[int]
+    figures: dict[str, list[float]]
+    fit_s: list[float] = field(default_factory=list)
+    date: str = ""
+    machine: dict = field(default_factory=dict)
+    command: str = ""
+    benchmark: str = "pixel_masks"
+    schema: int = SCHEMA
+
+    def __post_init__(self):
+        missing = [m for m in PIXEL_METRICS if len(self.figures.get(m, [])) != len(self.seeds)]
+        if missing or self.schema != SCHEMA:
+            raise ValueError(f"pixel record {self.scorer}/{self.mode}: schema {self.schema}, one value per seed needed for {missing}")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, allow_nan=False) + "\n"
+
+    def filename(self) -> str:
+        return f"{self.benchmark}/{self.scorer}-{self.mode}.json"
+
+
+def write_pixel_record(record: PixelRecord, results_dir: Path = RESULTS_DIR) -> Path:
+    path = Path(results_dir) / record.filename()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(record.to_json())
+    return path
+
+
+def load_pixel_records(results_dir: Path = RESULTS_DIR) -> list[PixelRecord]:
+    return [PixelRecord(**json.loads(p.read_text())) for p in sorted(Path(results_dir).glob("pixel_masks/*.json"))]

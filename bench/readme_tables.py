@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench.*` when run as a script
 
-from bench.protocol import DESIGNS_FILE, LEDGER_FILE, RESULTS_DIR, ResultRecord, current_digest, load_records  # noqa: E402
+from bench.protocol import DESIGNS_FILE, LEDGER_FILE, RESULTS_DIR, ResultRecord, current_digest, load_pixel_records, load_records  # noqa: E402
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 PUBLISHED_FILE = RESULTS_DIR / "published.json"
@@ -112,11 +112,9 @@ def frame_table(benchmark: str, variant: str, records, designs: Path, ledger: Pa
         return (math.isnan(micro), 0 if math.isnan(micro) else -micro, key)
 
     keys = sorted({k for k, _ in current if k.startswith(f"{benchmark}/") and k.endswith(f"/{variant}")}, key=order)
-    lines = [
-        "| scorer | settings | normalisation | seeds | **test 07–12** micro AUC | macro AUC | EER "
-        "| all 12: micro AUC | macro AUC | EER | dev 01–06: micro AUC | fit (s) | clips/s | published, all 12 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    head = ("| scorer | settings | normalisation | seeds | **test 07–12** micro AUC | macro AUC | EER "
+            "| all 12: micro AUC | macro AUC | EER | dev 01–06: micro AUC | fit (s) | clips/s |")
+    lines = [head + (" published, all 12 |" if published else ""), "|---" * (head.count("|") - 1 + bool(published)) + "|"]
     for key in keys:
         scorer = key.split("/")[1]
         test, every, dev = (current.get((key, s)) for s in ("test", "all", "dev"))
@@ -134,8 +132,8 @@ def frame_table(benchmark: str, variant: str, records, designs: Path, ledger: Pa
                 f"| {name} | {describe(anyone.settings) if i == 0 else ''} | {label} | {len(anyone.seeds)} "
                 f"| **{fig(test, 'auc_micro')}** | {fig(test, 'auc_macro')} | {fig(test, 'eer')} "
                 f"| {fig(every, 'auc_micro')} | {fig(every, 'auc_macro')} | {fig(every, 'eer')} | {fig(dev, 'auc_micro')} "
-                f"| {seconds(anyone.fit_s) if i == 0 else ''} | {rate((test or every or dev).clips_per_s) if i == 0 else ''} "
-                f"| {_published(pub)} |"
+                f"| {seconds(anyone.fit_s) if i == 0 else ''} | {rate((test or every or dev).clips_per_s) if i == 0 else ''} |"
+                + (f" {_published(pub)} |" if published else "")
             )
     return "\n".join(lines)
 
@@ -161,6 +159,23 @@ def mil_table(records, designs: Path, ledger: Path, published: dict) -> str:
     return "\n".join(lines)
 
 
+def pixel_table(results_dir: Path) -> str:
+    """Pixel-level masks on the synthetic scene, beside the two baselines every mask must beat."""
+    lines = [
+        "| scorer | mask mode | precision | recall | **F1** | F1 of the all-ones mask | F1 of a random mask, same area "
+        "| pixel AUC | pixels masked | fit (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in load_pixel_records(results_dir):
+        f = r.figures
+        lines.append(
+            f"| {r.scorer} | {r.mode} | {cell(f['pixel_precision'], 1, 3)} | {cell(f['pixel_recall'], 1, 3)} "
+            f"| **{cell(f['pixel_f1'], 1, 3)}** | {cell(f['pixel_f1_all_ones'], 1, 3)} | {cell(f['pixel_f1_random'], 1, 3)} "
+            f"| {cell(f['pixel_auc'], 1, 3)} | {cell(f['pixel_area'])}% | {seconds(r.fit_s)} |"
+        )
+    return "\n".join(lines)
+
+
 def _published(pub: dict) -> str:
     return f"{pub['auc']:.1f} ({pub['source']})" if pub else ""
 
@@ -174,6 +189,7 @@ def tables(results_dir: Path = RESULTS_DIR, designs: Path = DESIGNS_FILE, ledger
         "ped2-full": frame_table("ped2", "full", records, designs, ledger, published),
         "ped2-fast": frame_table("ped2", "fast", records, designs, ledger, {}),
         "ped2-mil": mil_table(records, designs, ledger, published),
+        "pixel-masks": pixel_table(results_dir),
     }
 
 

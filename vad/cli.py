@@ -153,10 +153,10 @@ def cmd_query(args) -> int:
 def _load_labels(spec: str) -> dict:
     import numpy as np
 
-    if spec == "ped2":
+    if spec == "ped2" or spec.startswith("ped2:"):
         from vad.datasets.ped2 import load_ped2
 
-        return load_ped2().test_labels()
+        return load_ped2().test_labels(spec.partition(":")[2] or "all")
     with open(spec) as f:
         raw = json.load(f)
     if not isinstance(raw, dict):
@@ -181,6 +181,12 @@ def cmd_evaluate(args) -> int:
         f"[{report['videos']} videos, {report['frames']} frames, "
         f"per-video normalisation {report['normalisation']}, smoothing {args.smoothing}]"
     )
+    if "paper" in report:
+        paper = report["paper"]
+        print(
+            f"with the scorer's paper's per-video normalisation ({report['paper_normalisation']}; it assumes every video "
+            f"holds an anomaly): micro {paper['auc_micro']:.4f}   macro {paper['auc_macro']:.4f}   EER {paper['eer']:.4f}"
+        )
     if report["missing_videos"]:
         print(f"labelled but not scored: {', '.join(report['missing_videos'])}")
     if "pixel_f1" in report:
@@ -266,13 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("evaluate", help="frame-level AUC/EER of a scoring run against frame labels, with plots")
     evaluate.add_argument("--results", default="vad-work/demo/results", help="results root (folder or s3:// uri)")
-    evaluate.add_argument("--labels", required=True, help="JSON {video key: [0/1 per frame]} or 'ped2'")
+    evaluate.add_argument("--labels", required=True, help="JSON {video key: [0/1 per frame]}, or 'ped2' (all 12 test videos), 'ped2:dev' (01-06), 'ped2:test' (07-12)")
     evaluate.add_argument("--run-id", default=None, help="scoring run (default: the latest)")
     evaluate.add_argument("--smoothing", type=int, default=1, help="moving-average window in frames")
     evaluate.add_argument(
-        "--normalise", choices=["auto", "minmax", "regularity", "none"], default="auto",
-        help="per-video score scale: auto (default: the scorer's paper's; regularity for conv_ae/st_ae, minmax for "
-        "pred/vgg_ae, none for mil), minmax, regularity (Hasan et al.: (e - min e) / max e), none",
+        "--normalise", choices=["auto", "minmax", "regularity", "none"], default="none",
+        help="per-video score scale: none (default: the scores as the nightly job compares them; the paper's figures are "
+        "printed beside them), auto (the scorer's paper's: regularity for conv_ae/st_ae, minmax for pred/vgg_ae, none "
+        "for mil and patch_knn), minmax, regularity (Hasan et al.: (e - min e) / max e)",
     )
     evaluate.add_argument("--plots", default=None, help="folder for roc.png and timelines.png")
     evaluate.add_argument(

@@ -250,7 +250,10 @@ def test_evaluate_command(scored, archive, tmp_path, capsys):
     assert 0.6 < micro <= 1.0
     assert f"[{len(test_labels)} videos" in out and "missing.mp4" in out
     assert (plots / "roc.png").stat().st_size > 1000 and (plots / "timelines.png").stat().st_size > 1000
-    assert "per-video normalisation regularity" in out  # conv_ae's own convention (Hasan et al.), picked by "auto"
+    # the default compares raw scores across videos, as the nightly job does; conv_ae's paper's regularity score beside it
+    assert "per-video normalisation none" in out and "paper's per-video normalisation (regularity" in out
+    paper = float(out.split("(regularity")[1].split("micro ")[1].split()[0])
+    assert 0.5 < paper <= 1.0 and paper != micro
     tracking = f"sqlite:///{Path(scored['cfg'].work_dir).resolve() / 'mlflow.db'}"
     run_id = scored["summary"].mlflow_run_id
     assert main(["evaluate", "--results", str(scored["root"]), "--labels", str(labels), "--normalise", "minmax",

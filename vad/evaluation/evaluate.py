@@ -61,7 +61,7 @@ def evaluate_run(
     labels: dict[str, np.ndarray],
     run_id: str | None = None,
     storage: StorageConfig | None = None,
-    normalise: str = "auto",
+    normalise: str = "none",
     smoothing: int = 1,
     overlap: str = "mean",
     plots_dir: str | Path | None = None,
@@ -69,8 +69,12 @@ def evaluate_run(
 ) -> dict:
     """`labels` maps a video key (matched as a suffix of the video uri) to its per-frame 0/1 labels.
 
-    `normalise` "auto" takes the run's scorer's own convention (`vad.models.scorers.evaluation_normalisation`);
-    the report says which was used. With `plots_dir`, writes roc.png and timelines.png there and lists
+    `normalise`: "none" (the default) compares the scores as the nightly job does, against one scale
+    for every video; "auto" takes the run's scorer's paper's per-video normalisation
+    (`vad.models.scorers.evaluation_normalisation`), which assumes every video holds an anomaly and so
+    stretches a quiet video's noise. The report says which was used; where the paper's differs from
+    the one used, its figures are added under "paper" (micro, macro, EER, and its name under
+    "paper_normalisation"), for comparing with published numbers. With `plots_dir`, writes roc.png and timelines.png there and lists
     them under "plots". With `masks_dir` (pixel ground truth, `vad.evaluation.pixels`), adds the
     pixel-level report of the run's masks and heat maps."""
     from vad.models.scorers import evaluation_normalisation
@@ -84,6 +88,11 @@ def evaluate_run(
     report = frame_level_report([y for _, y, _ in pairs], [s for _, _, s in pairs], normalise, smoothing)
     report["missing_videos"] = missing
     report["normalisation"] = normalise
+    paper = evaluation_normalisation(model_name or "")
+    if paper != normalise:
+        other = frame_level_report([y for _, y, _ in pairs], [s for _, _, s in pairs], paper, smoothing)
+        report["paper_normalisation"] = paper
+        report["paper"] = {k: other[k] for k in ("auc_micro", "auc_macro", "eer")}
     if masks_dir is not None:
         from vad.evaluation.pixels import pixel_report
 
@@ -110,7 +119,11 @@ def log_evaluation(mlflow_run_id: str, report: dict) -> None:
     import mlflow
 
     with mlflow.start_run(run_id=mlflow_run_id):
-        mlflow.log_metrics({f"eval/{k}": v for k, v in report.items() if isinstance(v, (int, float))})
+        metrics = {f"eval/{k}": v for k, v in report.items() if isinstance(v, (int, float))}
+        metrics |= {f"eval/paper_{k}": v for k, v in report.get("paper", {}).items()}
+        mlflow.log_metrics(metrics)
         mlflow.set_tag("eval/normalisation", report["normalisation"])
+        if "paper_normalisation" in report:
+            mlflow.set_tag("eval/paper_normalisation", report["paper_normalisation"])
         for plot in report.get("plots", []):
             mlflow.log_artifact(plot, artifact_path="eval")
