@@ -10,7 +10,8 @@ Splits (`vad.datasets.ped2.SPLITS`): `dev` is test videos 01-06, read as often a
 designs and settings; `test` is 07-12 and `all` the 12 (papers' protocol, the development half
 included). A run that reads 07-12 is refused unless its design (every setting, `ped2_harness.design`)
 is recorded in bench/results/designs.json and that file is committed; each such run goes into
-bench/results/test_runs.jsonl, and a second one of the same design needs `--again REASON`. An `all`
+bench/results/test_runs.jsonl before anything is read, and a second one of the same design needs
+`--again REASON`. An `all`
 run also writes the `dev` and `test` records (one fit, the same scores).
 
 Figures: frame-level micro AUC (all frames of the split's videos together), macro AUC (mean over the
@@ -106,7 +107,7 @@ def run(
             print(f"# {name} seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
             results.append(result)
         run_records = records_of(d, results, list(seeds), gate["run"] if gate else 0, command)
-        if gate:  # the ledger has the run before its figures are shown
+        if gate:  # the ledger had the run from its start; now its figures, before they are shown
             end_test_run(gate, {f"{r.split}/{n}/{m}": r.mean(m, n) for r in run_records if r.split in TEST_SPLITS
                                 for n in r.figures for m in ("auc_micro", "auc_macro", "eer")}, ledger)
         if write:

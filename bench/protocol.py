@@ -6,8 +6,8 @@ stored as JSON under bench/results/, and a ledger of test runs.
 - Ped2's test videos are split once (`vad.datasets.ped2.SPLITS`): `dev` 01-06 may be read as often as
   needed; a run that reads `test` 07-12 (splits `test` and `all`) is refused unless its design is in
   `designs.json` and that file is committed unchanged in git, so the settings were written down first.
-- Every test run is appended to `test_runs.jsonl` (design, digest, date, commit, figures) before its
-  figures are printed; a second test run of one design is refused without `again` (a reason), and the
+- Every test run is appended to `test_runs.jsonl` (design, digest, date, commit) before anything is
+  read, and again with its figures when it ends; a second test run of one design is refused without `again` (a reason), and the
   README tables say how often a design was tested.
 - One JSON record per (design, split): `ResultRecord`, schema `SCHEMA`. `bench/readme_tables.py` makes
   the README's accuracy tables from these files.
@@ -128,19 +128,26 @@ def check_recorded(design: Design, path: Path = DESIGNS_FILE, require_committed:
 # ----------------------------------------------------------------------------------------- ledger
 
 
-def previous_test_runs(design: Design, ledger: Path = LEDGER_FILE) -> list[dict]:
-    """Every test run of this design (same key and digest) in the ledger, oldest first."""
+def ledger_rows(ledger: Path = LEDGER_FILE) -> list[dict]:
     if not Path(ledger).is_file():
         return []
-    rows = [json.loads(line) for line in Path(ledger).read_text().splitlines() if line.strip()]
-    return [r for r in rows if r["design"] == design.key and r["digest"] == design.digest]
+    return [json.loads(line) for line in Path(ledger).read_text().splitlines() if line.strip()]
+
+
+def previous_test_runs(design: Design, ledger: Path = LEDGER_FILE) -> list[dict]:
+    """Every test run of this design (same key and digest) in the ledger, oldest first: the row written
+    when it began (`status` "started"; a run that died after reading 07-12 counts too), or the one row
+    of a run logged before rows carried a status."""
+    return [r for r in ledger_rows(ledger) if r["design"] == design.key and r["digest"] == design.digest
+            and r.get("status", "started") == "started"]
 
 
 def begin_test_run(design: Design, split: str, *, again: str | None = None, designs: Path = DESIGNS_FILE,
                    ledger: Path = LEDGER_FILE, require_committed: bool = True) -> dict:
     """The gate in front of a run that reads 07-12: checks the design is recorded and committed and that
-    it was not tested before (unless `again` says why), and returns the ledger row to finish with
-    `end_test_run`. Nothing is read or written when it refuses."""
+    it was not tested before (unless `again` says why), then appends the run to the ledger before
+    anything is read, and returns its row, to be finished by `end_test_run`. Nothing is read or
+    written when it refuses."""
     if split not in TEST_SPLITS:
         raise ValueError(f"split {split!r} does not read the test videos")
     commit = check_recorded(design, designs, require_committed)
@@ -151,17 +158,23 @@ def begin_test_run(design: Design, split: str, *, again: str | None = None, desi
             f"{design.key} ({design.digest}) was tested already ({dates}); a second test run of one design "
             "is made only with a reason (--again 'why'), and is then shown as such"
         )
-    return {"design": design.key, "digest": design.digest, "split": split, "date": today(), "commit": commit,
-            "run": len(before) + 1, "again": again or ""}
+    row = {"design": design.key, "digest": design.digest, "split": split, "date": today(), "commit": commit,
+           "run": len(before) + 1, "again": again or ""}
+    _append(ledger, {**row, "status": "started"})
+    return row
 
 
 def end_test_run(row: dict, figures: dict, ledger: Path = LEDGER_FILE) -> dict:
-    """Append the test run with what it measured (`figures`: {metric: value}) to the ledger."""
-    row = {**row, "figures": figures}
+    """Append what the test run measured (`figures`: {metric: value}) to the ledger."""
+    row = {**row, "status": "finished", "figures": figures}
+    _append(ledger, row)
+    return row
+
+
+def _append(ledger: Path, row: dict) -> None:
     Path(ledger).parent.mkdir(parents=True, exist_ok=True)
     with open(ledger, "a") as fh:
         fh.write(json.dumps(row, sort_keys=True) + "\n")
-    return row
 
 
 # ---------------------------------------------------------------------------------------- records
@@ -214,8 +227,8 @@ class ResultRecord:
     fit_s: list[float] = field(default_factory=list)  # training or fitting seconds, per seed
     clips_per_s: list[float] = field(default_factory=list)  # scoring speed, per seed
     train_clips: int = 0
-    scored_clips: int = 0
-    frames: int = 0
+    scored_clips: int = 0  # clips the run scored (an `all` run's dev, test and all records share its count and speed)
+    frames: int = 0  # labelled frames of the split
     test_run: int = 0  # 1 for the first test run of this design, 2 for a second...; 0 when 07-12 were not read
     date: str = ""
     machine: dict = field(default_factory=dict)

@@ -131,6 +131,14 @@ def test_a_second_test_run_of_a_design_is_refused_without_a_reason_and_counted(t
     assert [r["run"] for r in runs] == [1, 2] and runs[1]["again"] == "new decoder"
 
 
+def test_a_test_run_that_dies_after_the_gate_still_counts(tmp_path):
+    designs, ledger = tmp_path / "designs.json", tmp_path / "runs.jsonl"
+    record_design(_design(), designs)
+    begin_test_run(_design(), "test", designs=designs, ledger=ledger, require_committed=False)  # never finished
+    with pytest.raises(ProtocolError, match="tested already"):
+        begin_test_run(_design(), "test", designs=designs, ledger=ledger, require_committed=False)
+
+
 # ------------------------------------------------------------------ bench/ped2.py on a small Ped2
 
 
@@ -203,7 +211,9 @@ def test_an_all_run_writes_dev_test_and_all_and_is_in_the_ledger(small_ped2, tmp
     assert set(by_split) == {"dev", "test", "all"}
     assert by_split["test"].videos == list(SPLITS["test"]) and by_split["all"].frames == 12 * 24
     assert by_split["test"].test_run == by_split["all"].test_run == 1 and by_split["dev"].test_run == 0
-    (row,) = [json.loads(line) for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
+    started, row = [json.loads(line) for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
+    assert started["status"] == "started" and "figures" not in started and started["run"] == row["run"] == 1
+    assert row["status"] == "finished"
     assert row["figures"]["test/regularity/auc_micro"] == pytest.approx(by_split["test"].mean("auc_micro", "regularity"))
     with pytest.raises(ProtocolError, match="tested already"):
         _bench(small_ped2, tmp_path, "test")
@@ -229,6 +239,9 @@ def test_tables_show_only_the_current_design_and_name_its_split(tmp_path):
     made = readme_tables.tables(tmp_path, designs, tmp_path / "none.jsonl")["ped2-fast"]
     assert "11.0" not in made  # the old design's figures are gone
     assert "| conv_ae | " in made and "**71.0 ± 1.0**" in made and "| **80.5 ± 0.5** |" in made  # none, then the paper's
+    for again in (None, "a reason"):  # tested twice: the table says so
+        begin_test_run(new, "test", again=again, designs=designs, ledger=tmp_path / "runs.jsonl", require_committed=False)
+    assert "| conv_ae (tested 2×) | " in readme_tables.tables(tmp_path, designs, tmp_path / "runs.jsonl")["ped2-fast"]
     text = "x\n<!-- results:ped2-fast -->\nstale\n<!-- /results -->\ny\n"
     assert readme_tables.render(text, {"ped2-fast": made}) == f"x\n<!-- results:ped2-fast -->\n{made}\n<!-- /results -->\ny\n"
     with pytest.raises(KeyError, match="names no table"):
