@@ -41,6 +41,7 @@ from bench.protocol import (  # noqa: E402
     ProtocolError, machine, record_design, today, write_record,
 )
 from bench.readme_tables import run_table  # noqa: E402
+from vad.datasets.ped2 import split_videos  # noqa: E402
 
 
 def records_of(d: Design, results: list[BenchResult], seeds: list[int], test_run: int, command: str) -> list[ResultRecord]:
@@ -57,7 +58,7 @@ def records_of(d: Design, results: list[BenchResult], seeds: list[int], test_run
     out = []
     for split in per_seed[0]:
         figures = {n: {m: [p[split][n][m] for p in per_seed] for m in ("auc_micro", "auc_macro", "eer")} for n in norms}
-        videos = sorted(v for v in first.labels if v in _split_videos(split))
+        videos = sorted(v for v in first.labels if v in split_videos(split))
         out.append(ResultRecord(
             **common, split=split, videos=videos, figures=figures, clips_per_s=[round(r.clips_per_s, 2) for r in results],
             scored_clips=first.test_clips, frames=per_seed[0][split][norms[0]]["frames"],
@@ -70,12 +71,6 @@ def records_of(d: Design, results: list[BenchResult], seeds: list[int], test_run
             frames=first.val_pseudo[norms[0]]["frames"],
         ))
     return out
-
-
-def _split_videos(split: str) -> tuple[str, ...]:
-    from vad.datasets.ped2 import split_videos
-
-    return split_videos(split)
 
 
 def run(
