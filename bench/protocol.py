@@ -134,12 +134,16 @@ def ledger_rows(ledger: Path = LEDGER_FILE) -> list[dict]:
     return [json.loads(line) for line in Path(ledger).read_text().splitlines() if line.strip()]
 
 
+def begun_runs(ledger: Path = LEDGER_FILE) -> list[dict]:
+    """One row per test run in the ledger, oldest first: the row written when it began (`status`
+    "started"; a run that died after reading 07-12 counts too), or the one row of a run logged before
+    rows carried a status."""
+    return [r for r in ledger_rows(ledger) if r.get("status", "started") == "started"]
+
+
 def previous_test_runs(design: Design, ledger: Path = LEDGER_FILE) -> list[dict]:
-    """Every test run of this design (same key and digest) in the ledger, oldest first: the row written
-    when it began (`status` "started"; a run that died after reading 07-12 counts too), or the one row
-    of a run logged before rows carried a status."""
-    return [r for r in ledger_rows(ledger) if r["design"] == design.key and r["digest"] == design.digest
-            and r.get("status", "started") == "started"]
+    """Every test run of this design (same key and digest), oldest first."""
+    return [r for r in begun_runs(ledger) if r["design"] == design.key and r["digest"] == design.digest]
 
 
 def begin_test_run(design: Design, split: str, *, again: str | None = None, designs: Path = DESIGNS_FILE,

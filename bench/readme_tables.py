@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench.*` when run as a script
 
-from bench.protocol import DESIGNS_FILE, LEDGER_FILE, RESULTS_DIR, ResultRecord, current_digest, ledger_rows, load_pixel_records, load_records  # noqa: E402
+from bench.protocol import DESIGNS_FILE, LEDGER_FILE, RESULTS_DIR, ResultRecord, begun_runs, current_digest, load_pixel_records, load_records  # noqa: E402
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 PUBLISHED_FILE = RESULTS_DIR / "published.json"
@@ -93,9 +93,8 @@ def _current(records: list[ResultRecord], designs: Path) -> dict[tuple[str, str]
 def _test_runs(ledger: Path) -> dict[tuple[str, str], int]:
     """(design key, digest) -> how many test runs it had (`protocol.previous_test_runs`' rule)."""
     counts: dict[tuple[str, str], int] = {}
-    for row in ledger_rows(ledger):
-        if row.get("status", "started") == "started":
-            counts[(row["design"], row["digest"])] = counts.get((row["design"], row["digest"]), 0) + 1
+    for row in begun_runs(ledger):
+        counts[(row["design"], row["digest"])] = counts.get((row["design"], row["digest"]), 0) + 1
     return counts
 
 
