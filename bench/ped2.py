@@ -35,6 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench.*` when run as a script
 
 from bench.ped2_harness import PED2_SETTINGS as SETTINGS  # noqa: E402
+from bench.ped2_harness import ped2_smoothing  # noqa: E402
 from bench.ped2_harness import BenchResult, benchmark_scorer, design, training_decodes  # noqa: E402
 from bench.protocol import (  # noqa: E402
     DESIGNS_FILE, LEDGER_FILE, RESULTS_DIR, TEST_SPLITS, Design, ResultRecord, begin_test_run, end_test_run,
@@ -75,7 +76,7 @@ def records_of(d: Design, results: list[BenchResult], seeds: list[int], test_run
 
 def run(
     names: list[str], variant: str = "full", split: str | None = "dev", *, seeds: tuple[int, ...] = (0,),
-    hparams_update: dict | None = None, epochs: int | None = None, held_out: int = 0, smoothing: int = 1,
+    hparams_update: dict | None = None, epochs: int | None = None, held_out: int = 0, smoothing: int | None = None,
     again: str | None = None, designs: Path = DESIGNS_FILE, ledger: Path = LEDGER_FILE, results_dir: Path = RESULTS_DIR,
     require_committed: bool = True, ped2=None, command: str = "", write: bool = True,
 ) -> list[ResultRecord]:
@@ -85,19 +86,20 @@ def run(
     for name in names:
         hparams, decode, train_spec, default_epochs, lr = SETTINGS[variant][name]
         hparams = {**hparams, **(hparams_update or {})}
+        window = smoothing if smoothing is not None else ped2_smoothing(name, variant)
         d = design(name, variant, hparams, decode, train_spec, epochs=epochs or default_epochs, lr=lr,
-                   smoothing=smoothing, held_out=held_out)
+                   smoothing=window, held_out=held_out)
         gate = (begin_test_run(d, split, again=again, designs=designs, ledger=ledger, require_committed=require_committed)
                 if split in TEST_SPLITS else None)
-        plans.append((name, hparams, decode, train_spec, epochs or default_epochs, lr, d, gate))
+        plans.append((name, hparams, decode, train_spec, epochs or default_epochs, lr, window, d, gate))
     records = []
-    for name, hparams, decode, train_spec, n_epochs, lr, d, gate in plans:
+    for name, hparams, decode, train_spec, n_epochs, lr, window, d, gate in plans:
         results = []
         for seed in seeds:
             t0 = time.perf_counter()
             result = benchmark_scorer(
                 name, hparams, decode, training_decodes(decode, train_spec), epochs=n_epochs, lr=lr,
-                held_out=held_out, smoothing=smoothing, seed=seed, split=split, ped2=ped2,
+                held_out=held_out, smoothing=window, seed=seed, split=split, ped2=ped2,
             )
             print(f"# {name} seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
             results.append(result)
@@ -118,27 +120,35 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", choices=["dev", "test", "all", "none"], default="dev",
                         help="dev: videos 01-06 (default); test: 07-12; all: 12; none: pseudo-anomaly validation only")
     parser.add_argument("--only", default=",".join(SETTINGS["full"]))
-    parser.add_argument("--fast", action="store_true", help="the small CI settings")
+    parser.add_argument("--fast", action="store_true", help="the small CI settings (--variant fast)")
+    parser.add_argument("--variant", default=None, help=f"the settings to run: {', '.join(SETTINGS)} (default full)")
     parser.add_argument("--record", action="store_true", help="write the designs into bench/results/designs.json, run nothing")
     parser.add_argument("--note", default="", help="with --record: why this design")
     parser.add_argument("--again", default=None, help="the reason for a second test run of a design already tested")
     parser.add_argument("--hparams", type=json.loads, default=None, help='JSON merged into every scorer\'s hparams, e.g. \'{"score_patch": null}\'')
     parser.add_argument("--epochs", type=int, default=None, help="override the settings' epochs")
     parser.add_argument("--held-out", type=int, default=0, help="training videos kept for the pseudo-anomaly validation")
-    parser.add_argument("--smoothing", type=int, default=1, help="moving-average window over frame scores (1 = none)")
+    parser.add_argument("--smoothing", type=int, default=None,
+                        help="moving-average window over frame scores (1 = none; default: the settings', else 1)")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds; several give mean ± spread")
     parser.add_argument("--no-write", action="store_true", help="print only; write no record")
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    variant = "fast" if args.fast else "full"
-    names = args.only.split(",")
+    variant = args.variant or ("fast" if args.fast else "full")
+    if variant not in SETTINGS:
+        parser.error(f"--variant {variant}: not one of {', '.join(SETTINGS)}")
+    names = args.only.split(",") if args.only != parser.get_default("only") or variant == "full" else list(SETTINGS[variant])
+    missing = [n for n in names if n not in SETTINGS[variant]]
+    if missing:
+        parser.error(f"no {variant} settings for {', '.join(missing)}")
     if args.record:
         for name in names:
             hparams, decode, train_spec, default_epochs, lr = SETTINGS[variant][name]
+            window = args.smoothing if args.smoothing is not None else ped2_smoothing(name, variant)
             d = design(name, variant, {**hparams, **(args.hparams or {})}, decode, train_spec,
-                       epochs=args.epochs or default_epochs, lr=lr, smoothing=args.smoothing, held_out=args.held_out)
+                       epochs=args.epochs or default_epochs, lr=lr, smoothing=window, held_out=args.held_out)
             new = record_design(d, DESIGNS_FILE, args.note)
             print(f"{d.key} {d.digest}: {'recorded' if new else 'already recorded'}")
         print(f"commit {DESIGNS_FILE} before a test run")

@@ -18,15 +18,26 @@ from bench.protocol import Design
 
 
 def ped2_settings(variant: str) -> dict[str, tuple]:
-    """name -> (hparams, test decode, training decodes, epochs, lr) of every scorer with Ped2 settings;
-    `fast` is the CI variant."""
-    return {name: scorer_meta(name).benchmarks["ped2"][variant] for name in SCORERS if "ped2" in scorer_meta(name).benchmarks}
+    """name -> (hparams, test decode, training decodes, epochs, lr) of every scorer with Ped2 settings of
+    `variant`: `full` (the benchmark's), `fast` (the CI variant), or a scorer's own ablations."""
+    return {name: entry[:5] for name, entry in _entries(variant).items()}
+
+
+def ped2_smoothing(name: str, variant: str) -> int:
+    """The moving-average window a scorer's Ped2 settings ask for (a sixth item {"smoothing": n}; else 1, none)."""
+    entry = _entries(variant)[name]
+    return int(entry[5].get("smoothing", 1)) if len(entry) > 5 else 1
+
+
+def _entries(variant: str) -> dict[str, tuple]:
+    return {name: scorer_meta(name).benchmarks["ped2"][variant] for name in SCORERS if variant in scorer_meta(name).benchmarks.get("ped2", {})}
 
 
 # Frame scores are the papers' whole-frame errors (score_patch unset): the worst-window score, with the
 # window fixed a priori at one pedestrian (an eighth of the frame height), scored lower on Ped2 for all
 # four scorers (README) and was not adopted.
-PED2_SETTINGS = {"full": ped2_settings("full"), "fast": ped2_settings("fast")}
+VARIANTS = tuple(dict.fromkeys(["full", "fast", *(v for n in SCORERS for v in scorer_meta(n).benchmarks.get("ped2", {}))]))
+PED2_SETTINGS = {variant: ped2_settings(variant) for variant in VARIANTS}
 
 
 def training_decodes(decode: DecodeConfig, spec: list) -> list[DecodeConfig]:
@@ -150,7 +161,7 @@ def benchmark_scorer(
     if max_train_clips and len(train) > max_train_clips:
         train = train[np.random.default_rng(seed).choice(len(train), max_train_clips, replace=False)]
     torch.manual_seed(seed)  # the initial weights too: `fit` seeds only the training that follows
-    model = build_scorer(name, clip_len=decode.clip_len, **hparams)
+    model = build_scorer(name, clip_len=decode.clip_len, **data_files(hparams))
     result = fit(model, train, epochs=epochs, batch_size=batch_size, lr=lr, val_fraction=val_fraction(name), seed=seed)
     frames = decode.model_copy(update={"clip_len": 1, "stride": 1, "frame_step": 1})
     val_videos = [clips[:, 0] for _, clips in _clips_with_starts(ped2.train_dir, frames, val_keys).values()]
@@ -177,6 +188,22 @@ def benchmark_scorer(
         name, result.seconds, n_clips / score_s if score_s else float("nan"), len(train), n_clips,
         result.history[-1]["train/loss"], val, normalise, split, labels, scores,
     )
+
+
+def data_files(hparams: dict) -> dict:
+    """A scorer's weights named by a bare file name in its benchmark settings (e.g. the object
+    detector's `yolox_nano.onnx`) resolved against the benchmark data folder; the design records the
+    name, so its digest does not depend on where a machine keeps the data."""
+    from vad.datasets import data_dir
+
+    out = dict(hparams)
+    name = out.get("detector")
+    if isinstance(name, str) and "/" not in name:
+        folder = data_dir(name)
+        if folder is None:
+            raise FileNotFoundError(f"{name}: not found in the benchmark data folder (../shared/data or $VAD_DATA)")
+        out["detector"] = str(folder / name)
+    return out
 
 
 def val_fraction(name: str) -> float:

@@ -135,6 +135,43 @@ def frame_table(benchmark: str, variant: str, records, designs: Path, ledger: Pa
     return "\n".join(lines)
 
 
+def ablation_table(benchmark: str, scorer: str, records, designs: Path, ledger: Path) -> str:
+    """One scorer's Ped2 variants beside its full design: what each changes and what it measured (its
+    scores as given, `none`); a variant without records yet is left out."""
+    current = _current(records, designs)
+    runs = _test_runs(ledger)
+    variants = sorted({k.split("/")[2] for k, _ in current if k.startswith(f"{benchmark}/{scorer}/") and not k.endswith("/fast")},
+                      key=lambda v: (v != "full", v))
+    lines = ["| variant | changes | **test 07–12** micro AUC | macro AUC | EER | all 12: micro AUC | dev 01–06: micro AUC | fit (s) | clips/s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    base = next((current.get((f"{benchmark}/{scorer}/full", s)) for s in ("test", "all", "dev") if current.get((f"{benchmark}/{scorer}/full", s))), None)
+    for variant in variants:
+        key = f"{benchmark}/{scorer}/{variant}"
+        test, every, dev = (current.get((key, s)) for s in ("test", "all", "dev"))
+        anyone = test or every or dev
+
+        def fig(r, metric):
+            return cell(r.figures[r.normalisation][metric]) if r else "–"
+
+        tested = runs.get((key, anyone.design_digest), 0)
+        name = f"{variant}" + (f" (tested {tested}×)" if tested > 1 else "")
+        lines.append(
+            f"| {name} | {changes(base.settings if base else {}, anyone.settings) if variant != 'full' else 'the design'} "
+            f"| **{fig(test, 'auc_micro')}** | {fig(test, 'auc_macro')} | {fig(test, 'eer')} | {fig(every, 'auc_micro')} "
+            f"| {fig(dev, 'auc_micro')} | {seconds(anyone.fit_s)} | {rate((test or every or dev).clips_per_s)} |"
+        )
+    return "\n".join(lines)
+
+
+def changes(base: dict, other: dict) -> str:
+    """The settings `other` changes from `base`, as `name value` (hparams and the evaluation's smoothing)."""
+    hp, hp0 = other.get("hparams") or {}, base.get("hparams") or {}
+    diff = [f"{k} {'/'.join(map(str, v)) if isinstance(v, list) else v}" for k, v in hp.items() if hp0.get(k) != v]
+    if other.get("smoothing") != base.get("smoothing"):
+        diff.append(f"smoothing {other.get('smoothing')}")
+    return ", ".join(diff) or "–"
+
+
 def mil_table(records, designs: Path, ledger: Path, published: dict) -> str:
     """The MIL ranker on its weak splits: each split's anomalous training videos come from inside it."""
     current = _current(records, designs)
@@ -186,6 +223,7 @@ def tables(results_dir: Path = RESULTS_DIR, designs: Path = DESIGNS_FILE, ledger
         "ped2-full": frame_table("ped2", "full", records, designs, ledger, published),
         "ped2-fast": frame_table("ped2", "fast", records, designs, ledger, {}),
         "ped2-mil": mil_table(records, designs, ledger, published),
+        "ped2-objects": ablation_table("ped2", "objects", records, designs, ledger),
         "pixel-masks": pixel_table(results_dir),
     }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import pyarrow.dataset as pads
 import yaml
 
@@ -139,3 +141,19 @@ def ray_head(*args: str, path_first: str | None = None, log: Path | None = None)
             latest.unlink(missing_ok=True)
         else:
             latest.write_text(before)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def render_in_browser(page: Path) -> str:
+    """The page's DOM after Chromium loaded it (images decoded, scripts run)."""
+    if CHROMIUM is None:
+        pytest.fail("Debian's chromium is not installed: ./dev test installs it (apt-get install chromium)")
+    done = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files", "--virtual-time-budget=15000",
+         "--dump-dom", page.resolve().as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout

@@ -3,33 +3,15 @@ from S3 footage, it is logged to the run in MLflow, and Debian's chromium render
 loads and the first flagged clip is the night's highest-scoring one."""
 
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import job_config
+from helpers import job_config, render_in_browser
 
 from vad.cli import main
 from vad.results.sql import run_query
 from vad.review.report import run_report
 from vad.scoring.job import run_scoring
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def render_in_browser(page: Path) -> str:
-    """The page's DOM after Chromium loaded it (images decoded, scripts run)."""
-    if CHROMIUM is None:
-        pytest.fail("Debian's chromium is not installed: ./dev test installs it (apt-get install chromium)")
-    done = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files", "--virtual-time-budget=15000",
-         "--dump-dom", page.resolve().as_uri()],
-        capture_output=True, text=True, timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
-
 
 @pytest.fixture(scope="module")
 def night(ray_local, s3, archive, checkpoint, tmp_path_factory):

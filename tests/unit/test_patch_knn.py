@@ -7,7 +7,7 @@ import torch
 
 from vad.models.checkpoint import checkpoint_bytes, load_checkpoint
 from vad.models.scorers import build_scorer, scorer_meta
-from vad.models.scorers.patch_knn.bank import CandidatePool, NearestPatches, greedy_coreset, matmul_knn
+from vad.models.memory import CandidatePool, NearestPatches, greedy_coreset, matmul_knn
 from vad.training.local import fit
 
 TINY = scorer_meta("patch_knn").tiny.hparams

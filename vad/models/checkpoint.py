@@ -79,6 +79,7 @@ def load_checkpoint(uri: str, storage: StorageConfig | None = None, map_location
         raise ValueError(f"{uri}: not a vad checkpoint (expected format {FORMAT!r})")
     model = build_scorer(payload["scorer"], **payload["hparams"])
     model.load_state_dict(payload["state_dict"])
+    model.bind_storage(storage)  # what it reads besides the checkpoint (a detector's weights), checked now
     model.eval()
     return LoadedScorer(
         model=model,

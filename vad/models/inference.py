@@ -29,17 +29,20 @@ class InferenceOptions:
     compile: bool  # torch.compile the scoring function
 
     @classmethod
-    def resolve(cls, device: str = "auto", precision: str = "auto", memory_format: str = "auto", compile: bool = False) -> "InferenceOptions":
-        """'auto' means bf16 on CUDA and fp32 on CPU, and channels-last weights on both: cuDNN's
-        bf16 convolutions want that layout, and on CPU it made the scorers 1.2-1.8x faster
-        (oneDNN; bench/throughput.py) and the extractors no slower."""
+    def resolve(
+        cls, device: str = "auto", precision: str = "auto", memory_format: str = "auto", compile: bool = False, prefers: str = "bf16",
+    ) -> "InferenceOptions":
+        """'auto' means the model's own precision on CUDA (`prefers`, its record's `precision`: bf16
+        for most; fp32 where bf16 measured slower, e.g. I3D on an H200, or cannot help) and fp32 on
+        CPU, and channels-last weights on both: cuDNN's bf16 convolutions want that layout, and on
+        CPU it made the scorers 1.2-1.8x faster (oneDNN; bench/throughput.py) and the extractors no slower."""
         device = pick_device(device)
         cuda = device == "cuda"
         if precision == "bf16" and not cuda:
             raise ValueError("precision 'bf16' needs a CUDA device; use 'auto' or 'fp32' on CPU")
         return cls(
             device=device,
-            bf16=precision == "bf16" or (precision == "auto" and cuda),
+            bf16=precision == "bf16" or (precision == "auto" and cuda and prefers == "bf16"),
             channels_last=memory_format != "contiguous",
             compile=compile,
         )

@@ -40,12 +40,16 @@ class ModelMeta:
     trains_on_normal_clips: bool = True  # False: trained another way (MIL: weakly labelled bags)
     fitted: bool = False  # True: fitted in one pass over normal clips (a memory bank), no epochs (`vad.training.fitting`)
     localises: bool = False  # True: `score` also returns pixel masks
+    uint8_input: bool = False  # True: `score` takes the decoded uint8 clips as they are (work done in OpenCV/ONNX, not torch)
+    precision: str = "bf16"  # what `precision: auto` runs it at on a GPU: bf16, or fp32 where bf16 measured slower or cannot help
     tiny: Tiny | None = None
     benchmarks: dict[str, Any] = field(default_factory=dict)  # e.g. {"ped2": {"full": ..., "fast": ...}}
 
     def __post_init__(self):
         if self.evaluation_normalisation not in NORMALISATIONS:
             raise ValueError(f"{self.name}: evaluation_normalisation must be one of {NORMALISATIONS}")
+        if self.precision not in ("bf16", "fp32"):
+            raise ValueError(f"{self.name}: precision must be bf16 or fp32")
 
 
 class ModelRegistry:

@@ -7,8 +7,9 @@ import hashlib
 import pyarrow as pa
 
 # 2: runs gained errors/up_to_date/failure_rate; errors and manifest tables. 3: runs.skipped, masks.heatmap_png and
-# heatmap_scale. 4: scores.model_fallback; model_name/model_version name the registered model when scored from the registry
-SCORES_SCHEMA_VERSION = 4
+# heatmap_scale. 4: scores.model_fallback; model_name/model_version name the registered model when scored from the registry.
+# 5: scores.reason; the objects table
+SCORES_SCHEMA_VERSION = 5
 
 # Partition keys live in the hive path (date=YYYY-MM-DD/camera=ID/), not inside the files.
 PARTITION_SCHEMA = pa.schema([("date", pa.date32()), ("camera", pa.string())])
@@ -35,6 +36,7 @@ SCORES_SCHEMA = _table("scores", [
     # scorer and version; model_fallback: a fleet's fallback model, the camera having none of its own
     ("model_name", _STR), ("model_version", _STR), ("model_fallback", _BOOL),
     ("score", _F32), ("threshold", _F32), ("is_anomaly", _BOOL), ("frame_scores", _list_of(_F32)),
+    ("reason", _STR),  # why, in words, from scorers that explain (objects: the worst object and attribute); else null
     ("scored_at", _UTC),
 ])
 
@@ -45,6 +47,19 @@ MASKS_SCHEMA = _table("masks", [
     ("anomalous_pixels", _list_of(_I32)),
     # per frame: the pixel scores the mask thresholds, an 8-bit PNG (longer side <= 64) and its scale
     ("heatmap_png", _list_of(pa.binary())), ("heatmap_scale", _list_of(_F32)),
+])
+
+# The highest-scoring objects of each clip (scorers that find objects), at most `report_objects` per clip.
+OBJECTS_SCHEMA = _table("objects", [
+    ("clip_id", _STR), ("video_uri", _STR), ("clip_index", _I32),  # clip_id joins scores.clip_id
+    ("frame", _I64),  # the video frame the object was seen in (0-based, as scores.start_frame)
+    ("x0", _F32), ("y0", _F32), ("x1", _F32), ("y1", _F32),  # its box in pixels of the decoded frame
+    ("frame_height", _I32), ("frame_width", _I32),  # ... of this size
+    ("label", _STR), ("label_score", _F32), ("source", _STR),  # COCO class and the detector's score; source detector | motion
+    ("speed", _F32), ("relative_speed", _F32), ("box_height", _F32),  # px per decoded frame; box heights per frame; px
+    # each attribute's calibrated score (1 = the camera's normal 99.9th percentile), their sum, and the leading attribute
+    ("velocity_score", _F32), ("geometry_score", _F32), ("appearance_score", _F32), ("score", _F32), ("attribute", _STR),
+    ("model_name", _STR), ("model_version", _STR),
 ])
 
 RUNS_SCHEMA = _table("runs", [

@@ -1,4 +1,4 @@
-"""Arrow tables of scored clip batches: the `scores` and `masks` rows, and the PNG codecs of mask
+"""Arrow tables of scored clip batches: the `scores`, `masks` and `objects` rows, and the PNG codecs of mask
 frames (1-bit) and pixel-score heat maps (8-bit, with a scale)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import io
 import numpy as np
 import pyarrow as pa
 
-from vad.results.schema import MASKS_SCHEMA, SCORES_SCHEMA, SCORES_SCHEMA_VERSION
+from vad.results.schema import MASKS_SCHEMA, OBJECTS_SCHEMA, SCORES_SCHEMA, SCORES_SCHEMA_VERSION
 
 
 def encode_mask(mask: np.ndarray) -> bytes:
@@ -95,6 +95,7 @@ def scores_table(batch: dict[str, np.ndarray], scored_at: dt.datetime) -> pa.Tab
         "schema_version": np.full(n, SCORES_SCHEMA_VERSION, dtype=np.int16),
         "frame_scores": pa.array(list(batch["frame_scores"]), type=SCORES_SCHEMA.field("frame_scores").type),
         "scored_at": pa.array([scored_at] * n, type=pa.timestamp("us", tz="UTC")),
+        "reason": pa.array([r or None for r in batch["reason"]] if "reason" in batch else [None] * n, type=pa.string()),
     }
     arrays = []
     for field in SCORES_SCHEMA:
@@ -103,3 +104,17 @@ def scores_table(batch: dict[str, np.ndarray], scored_at: dt.datetime) -> pa.Tab
             raise KeyError(f"scored batch lacks column {field.name!r}")
         arrays.append(value if isinstance(value, pa.Array) else pa.array(value, type=field.type))
     return pa.Table.from_arrays(arrays, schema=SCORES_SCHEMA)
+
+
+def objects_table(batch: dict[str, np.ndarray]) -> pa.Table:
+    """The `objects` rows of a scored batch: its `objects` column holds, per clip, the scorer's object
+    dicts (frame within the clip); each becomes a row naming its clip and its frame in the video."""
+    rows = []
+    for i, found in enumerate(batch["objects"]):
+        start, step = int(batch["start_frame"][i]), int(batch["frame_step"][i])
+        clip = {"clip_id": batch["clip_id"][i], "video_uri": batch["video_uri"][i], "clip_index": int(batch["clip_index"][i]),
+                "model_name": batch["model_name"][i], "model_version": batch["model_version"][i],
+                "frame_height": int(batch["frame_height"][i]), "frame_width": int(batch["frame_width"][i])}
+        rows += [{**clip, **obj, "frame": start + int(obj["frame"]) * step, "schema_version": SCORES_SCHEMA_VERSION, "run_id": batch["run_id"][i]}
+                 for obj in found]
+    return pa.Table.from_pylist(rows, schema=OBJECTS_SCHEMA) if rows else OBJECTS_SCHEMA.empty_table()

@@ -26,7 +26,7 @@ class Night:
     totals: dict = field(default_factory=dict)  # videos, clips, flagged, errors
     cameras: list[dict] = field(default_factory=list)  # per camera: videos, clips, flagged, errors, max_score
     timelines: dict[str, list[dict]] = field(default_factory=dict)  # camera -> clips in (video, time) order
-    top: list[dict] = field(default_factory=list)  # flagged clips, highest score first, with masks where stored
+    top: list[dict] = field(default_factory=list)  # flagged clips, highest score first, with masks and objects where stored
     errors: list[dict] = field(default_factory=list)
 
 
@@ -65,9 +65,10 @@ def read_night(results_uri: str, storage: StorageConfig | None = None, *, date: 
         top = _rows(con, _NIGHT + """
             SELECT n.camera, n.video_uri, n.clip_id, n.clip_index, n.start_frame, n.end_frame, n.frame_step, n.start_time_s,
                    n.end_time_s, n.score, n.threshold, n.model_name, n.model_version, n.model_fallback, n.run_id, n.frame_scores,
-                   m.heatmap_png, m.heatmap_scale, m.mask_png
+                   n.reason, m.heatmap_png, m.heatmap_scale, m.mask_png
             FROM night n LEFT JOIN masks m ON m.clip_id = n.clip_id AND m.run_id = n.run_id
             WHERE n.is_anomaly ORDER BY n.score DESC, n.clip_id LIMIT ?""", [*params, top_k])
+        _attach_objects(con, top)
         run_ids = [r["run_id"] for r in _rows(con, _NIGHT + "SELECT DISTINCT run_id FROM night ORDER BY run_id", params)]
         by_camera_errors: dict[str, int] = {}
         for err in errors:
@@ -83,3 +84,19 @@ def read_night(results_uri: str, storage: StorageConfig | None = None, *, date: 
         return Night(results_uri, night_date, run_id, run_ids, totals, cameras, timelines, top, errors)
 
     return with_readable_files(results_uri, storage, work)
+
+
+def _attach_objects(con, top: list[dict], limit: int = 8) -> None:
+    """Each top clip's `objects`: its objects of the same run above the camera's normal (score >= 1,
+    the calibrated 99.9th percentile), the worst one always, at most `limit`, worst first."""
+    if not top:
+        return
+    rows = _rows(con, """
+        SELECT clip_id, run_id, frame, x0, y0, x1, y1, frame_height, frame_width, label, score, attribute
+        FROM objects WHERE list_contains(?, clip_id) ORDER BY clip_id, score DESC""", [[c["clip_id"] for c in top]])
+    by_clip: dict[tuple, list[dict]] = {}
+    for row in rows:
+        by_clip.setdefault((row.pop("clip_id"), row.pop("run_id")), []).append(row)
+    for clip in top:
+        found = by_clip.get((clip["clip_id"], clip["run_id"]), [])
+        clip["objects"] = [o for i, o in enumerate(found) if i == 0 or o["score"] >= 1.0][:limit]

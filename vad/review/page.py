@@ -94,10 +94,15 @@ def _clip_card(rank: int, clip: dict, preview: dict | None, results_uri: str) ->
         ("model", f"{html.escape(str(clip['model_name']))}, version {html.escape(str(clip['model_version']))}"
                   + (" (fallback)" if clip.get("model_fallback") else "")),
         ("heat map", "overlaid (red), mask outlined (yellow)" if clip.get("heatmap_png") is not None and len(clip["heatmap_png"]) else "–"),
+        *([("why", f'<span class="reason">{html.escape(clip["reason"])}</span>')] if clip.get("reason") else []),
+        *([("objects", f'<span class="objects">{len(clip["objects"])} boxed: '
+                       + html.escape(", ".join(f"{o['label']} {o['score']:.1f} ({o['attribute']})" for o in clip["objects"])) + "</span>")]
+          if clip.get("objects") else []),
         ("row in SQL", f"<code>{html.escape(command)}</code>"),
     ]
     rows = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts)
-    return (f'<article class="clip" data-rank="{rank}" data-score="{clip["score"]!r}" data-clip-id="{html.escape(clip["clip_id"])}">'
+    return (f'<article class="clip" data-rank="{rank}" data-score="{clip["score"]!r}" data-clip-id="{html.escape(clip["clip_id"])}" '
+            f'data-boxes="{len(clip.get("objects") or [])}">'
             f"<h3>#{rank} · {html.escape(clip['camera'])}</h3>{pictures}<table>{rows}</table></article>")
 
 

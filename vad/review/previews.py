@@ -1,5 +1,6 @@
 """Pictures of flagged clips, cut from the source videos: an animated GIF of the clip's frames (with
-the scorer's heat map laid over them where it localises) and a strip of four key frames. Only the
+the scorer's heat map laid over them where it localises, and the boxes of the objects that drove the
+score where it finds objects) and a strip of four key frames. Only the
 clip's frames are decoded; `ClipPreviews` is a Ray Data stage, so a large night's previews are cut by
 many tasks at once."""
 
@@ -43,6 +44,32 @@ def overlay(frames: np.ndarray, heat: list[np.ndarray] | None, masks: list[np.nd
             edge = mask & ~(np.roll(mask, 1, 0) & np.roll(mask, -1, 0) & np.roll(mask, 1, 1) & np.roll(mask, -1, 1))
             out[t][edge] = (255.0, 230.0, 0.0)
     return out.clip(0, 255).astype(np.uint8)
+
+
+def draw_boxes(frames: np.ndarray, frame_indices: list[int], objects: list[dict]) -> np.ndarray:
+    """Frames (T, h, w, 3) of the video frames `frame_indices` with each object's box (`vad.results.schema.OBJECTS_SCHEMA`
+    rows: frame, x0..y1 in pixels of a frame_height x frame_width decode, label, score) drawn, labelled, on the frame it was
+    seen in and those after it up to the next frame with objects."""
+    from PIL import Image, ImageDraw
+
+    if not objects:
+        return frames
+    seen = sorted({int(o["frame"]) for o in objects})
+    out = frames.copy()
+    for t, index in enumerate(frame_indices[: len(frames)]):
+        shown = [f for f in seen if f <= index]
+        if not shown:
+            continue
+        image = Image.fromarray(out[t])
+        draw = ImageDraw.Draw(image)
+        for o in (o for o in objects if int(o["frame"]) == shown[-1]):
+            sx, sy = frames.shape[2] / float(o["frame_width"]), frames.shape[1] / float(o["frame_height"])
+            box = [o["x0"] * sx, o["y0"] * sy, o["x1"] * sx, o["y1"] * sy]
+            colour = (255, 40, 40) if o["score"] >= 1.0 else (255, 200, 0)
+            draw.rectangle(box, outline=colour, width=2)
+            draw.text((box[0] + 2, max(0, box[1] - 11)), f"{o['label']} {o['score']:.1f}", fill=colour)
+        out[t] = np.asarray(image)
+    return out
 
 
 def gif_bytes(frames: np.ndarray) -> bytes:
@@ -94,7 +121,7 @@ class ClipPreviews:
                 frames = _fit(clip_frames(VideoRef.from_row(task["video"]), task["frames"], self.storage), self.width)
                 heat = [decode_heatmap(base64.b64decode(p), s) for p, s in zip(task["heatmap_png"], task["heatmap_scale"])] or None
                 mask = [decode_mask(base64.b64decode(p)) for p in task["mask_png"]] or None
-                shown = overlay(frames, heat, mask)
+                shown = draw_boxes(overlay(frames, heat, mask), task["frames"], task.get("objects") or [])
                 gifs.append(gif_bytes(shown))
                 strips.append(strip_bytes(shown))
                 errors.append("")

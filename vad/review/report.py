@@ -65,7 +65,7 @@ def preview_task(clip: dict, video: dict | None, frames: list[int]) -> str:
     return json.dumps({
         "video": video, "frames": frames, "heatmap_png": b64(clip.get("heatmap_png")),
         "heatmap_scale": [float(x) for x in (clip.get("heatmap_scale") if clip.get("heatmap_scale") is not None else [])],
-        "mask_png": b64(clip.get("mask_png")),
+        "mask_png": b64(clip.get("mask_png")), "objects": clip.get("objects") or [],
     }, default=str)
 
 

@@ -76,7 +76,11 @@ class ScoreClips:
         from vad.models.cache import ModelCache, weight_bytes
         from vad.models.inference import InferenceOptions
 
-        self.options = InferenceOptions.resolve(device, precision, memory_format, compile)
+        from vad.models.scorers import scorer_meta
+
+        # every route is a model of the same scorer (`vad.scoring.routing`): its record says its precision
+        self.meta = scorer_meta(routes[0]["scorer"]) if routes and routes[0].get("scorer") else None
+        self.options = InferenceOptions.resolve(device, precision, memory_format, compile, prefers=self.meta.precision if self.meta else "bf16")
         self.device = self.options.device
         self.routes = routes
         self.storage = storage
@@ -109,13 +113,18 @@ class ScoreClips:
 
         with torch.inference_mode(), self.options.autocast():
             clips = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device, non_blocking=True)
-            output = self.score_fn(clips.float().div_(255.0))
+            output = self.score_fn(clips if self.loaded.model.meta.uint8_input else clips.float().div_(255.0))
         out = {"score": output.score, "frame_scores": output.frame_scores, "mask": output.mask, "pixel_scores": output.pixel_scores}
-        return {
+        arrays = {
             name: value.cpu().numpy() if value.dtype == torch.bool else value.float().cpu().numpy().astype(np.float32)
             for name, value in out.items()
             if value is not None
         }
+        for name, values in (("reason", output.reasons), ("objects", output.objects)):  # scorers that explain
+            if values is not None:
+                arrays[name] = np.empty(len(values), dtype=object)
+                arrays[name][:] = values
+        return arrays
 
     def _score_each_video(self, batch: dict[str, np.ndarray], frames: np.ndarray):
         """After a failed batch: score video by video, report the ones that fail, keep the rest."""
@@ -141,7 +150,7 @@ class ScoreClips:
         position = np.cumsum(keep) - 1
         for rows, outputs in parts:
             for name, value in outputs.items():
-                if merged[name].shape[1:] != value.shape[1:]:
+                if name not in merged or merged[name].shape[1:] != value.shape[1:]:
                     merged[name] = np.zeros((n, *value.shape[1:]), dtype=value.dtype)
                 merged[name][position[rows]] = value
         kept = {name: np.asarray(column)[keep] for name, column in batch.items()}
@@ -189,6 +198,12 @@ class ScoreClips:
         batch["frame_step"] = np.full(n, self.decode.frame_step, dtype=np.int16)
         if "mask" in outputs:
             batch |= mask_columns(outputs["mask"], outputs.get("pixel_scores"))
+        if "reason" in outputs:
+            batch["reason"] = outputs["reason"]
+        if "objects" in outputs:
+            batch["objects"] = outputs["objects"]
+            batch["frame_height"] = np.full(n, frames.shape[2], dtype=np.int32)
+            batch["frame_width"] = np.full(n, frames.shape[3], dtype=np.int32)
         return batch
 
 
@@ -287,7 +302,7 @@ class ExtractFeatures:
         from vad.models.inference import InferenceOptions, prepare
 
         state = torch.load(io.BytesIO(read_bytes(weights, storage)), weights_only=True) if weights else None
-        self.options = InferenceOptions.resolve(device, precision, memory_format, compile)
+        self.options = InferenceOptions.resolve(device, precision, memory_format, compile, prefers=backbone_meta(extractor).precision)
         self.device = self.options.device
         self.model, self.extract = prepare(build_backbone(extractor, state_dict=state), self.options)
         self.name = extractor

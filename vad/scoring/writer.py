@@ -19,7 +19,9 @@ import pyarrow.compute as pc
 from vad.config import DecodeConfig, ScoreJobConfig, StorageConfig
 from vad.io.sources import validate_camera, validate_date
 from vad.io.storage import filesystem, parse_uri
-from vad.results.tables import masks_table, scores_table
+from vad.results.tables import masks_table, objects_table, scores_table
+
+SIDE_TABLES = ("masks", "objects")  # written beside a video's scores by scorers that localise / find objects
 
 WRITTEN_COLUMNS = ("video_uri", "path", "date", "camera", "rows", "anomalies")
 
@@ -37,7 +39,7 @@ def writer_of(video_uri: str, writers: int) -> int:
 
 class WriteScores:
     """Gathers the clips of the videos routed to it and writes each video, once all its clips have
-    arrived, as one Parquet file (plus a masks file for scorers that localise) named by video, model
+    arrived, as one Parquet file (plus masks and objects files for scorers that give them) named by video, model
     and decode. A re-run therefore overwrites rather than duplicates, and a video whose decoding or
     scoring failed part-way is never written. Clips delivered twice (retried tasks) are kept once."""
 
@@ -45,7 +47,7 @@ class WriteScores:
         from vad.results.schema import signature_of
 
         self.root = parse_uri(output_uri).join("scores")
-        self.masks_root = parse_uri(output_uri).join("masks")
+        self.side_roots = {name: parse_uri(output_uri).join(name) for name in SIDE_TABLES}
         self.fs = filesystem(self.root, storage)
         self.decode_signature = signature_of(decode)
         self.errors = errors
@@ -53,12 +55,13 @@ class WriteScores:
 
     def add(self, parts: list[dict]) -> list[dict]:
         """Each part: one video's rows of a batch (`video`: uri, date, camera, size, mtime, expected;
-        `scores`, `masks` tables). Returns a row per video completed and written."""
+        `scores` table; `sides`: {table: rows} of `SIDE_TABLES` the scorer gives). Returns a row per
+        video completed and written."""
         written = []
         for part in parts:
             video = part["video"]
             state = self._pending.setdefault(video["uri"], {"seen": set(), "parts": []})
-            scores, masks = part["scores"], part["masks"]
+            scores, sides = part["scores"], part["sides"]
             indices = scores["clip_index"].to_pylist()
             first = {clip: i for i, clip in reversed(list(enumerate(indices)))}  # each clip's first row here
             fresh = sorted(i for clip, i in first.items() if clip not in state["seen"])
@@ -66,9 +69,14 @@ class WriteScores:
                 continue
             if len(fresh) < len(indices):  # partly delivered before: keep the first copies
                 take = pa.array(fresh, type=pa.int64())
-                scores, masks = scores.take(take), masks.take(take) if masks is not None else None
+                scores = scores.take(take)
+                if "masks" in sides:  # a row per clip, like scores
+                    sides = {**sides, "masks": sides["masks"].take(take)}
+                if "objects" in sides:  # rows per clip: those of clips not seen before
+                    new_clips = pa.array([c for c in first if c not in state["seen"]], type=pa.int32())
+                    sides = {**sides, "objects": sides["objects"].filter(pc.is_in(sides["objects"]["clip_index"], new_clips))}
             state["seen"].update(indices)
-            state["parts"].append((scores, masks))
+            state["parts"].append((scores, sides))
             if len(state["seen"]) >= video["expected"]:
                 del self._pending[video["uri"]]
                 row = self._write(video, state["parts"])
@@ -95,9 +103,10 @@ class WriteScores:
             # Re-validated here: these strings become folder names.
             date, camera = validate_date(video["date"]), validate_camera(video["camera"])
             path = self.root.join(f"date={date}", f"camera={camera}", name).path
-            if parts[0][1] is not None:
-                mask_path = self.masks_root.join(f"date={date}", f"camera={camera}", name).path
-                write_parquet_atomic(self.fs, mask_path, pa.concat_tables([m for _, m in parts]).take(order))
+            for table in parts[0][1]:
+                rows = pa.concat_tables([sides[table] for _, sides in parts])
+                rows = rows.take(order) if table == "masks" else rows.sort_by([("clip_index", "ascending"), ("score", "descending")])
+                write_parquet_atomic(self.fs, self.side_roots[table].join(f"date={date}", f"camera={camera}", name).path, rows)
             write_parquet_atomic(self.fs, path, scores)  # last: a scores file means the video is complete
         except Exception as exc:
             if self.errors is None:
@@ -111,7 +120,11 @@ class WriteScores:
 def video_parts(batch: dict[str, np.ndarray], scored_at: dt.datetime) -> list[dict]:
     """A scored batch as Arrow tables, one part per video (see `WriteScores.add`)."""
     table = scores_table(batch, scored_at)
-    masks = masks_table(batch) if "mask_png" in batch else None
+    sides = {}
+    if "mask_png" in batch:
+        sides["masks"] = masks_table(batch)
+    if "objects" in batch:
+        sides["objects"] = objects_table(batch)
     uris = np.asarray(batch["video_uri"], dtype=object)
     parts = []
     for uri in dict.fromkeys(uris):
@@ -123,7 +136,12 @@ def video_parts(batch: dict[str, np.ndarray], scored_at: dt.datetime) -> list[di
             "expected": int(batch["clips_in_video"][first]),
         }
         take = pa.array(rows)
-        parts.append({"video": video, "scores": table.take(take), "masks": masks.take(take) if masks is not None else None})
+        video_sides = {}
+        if "masks" in sides:
+            video_sides["masks"] = sides["masks"].take(take)
+        if "objects" in sides:
+            video_sides["objects"] = sides["objects"].filter(pc.equal(sides["objects"]["video_uri"], str(uri)))
+        parts.append({"video": video, "scores": table.take(take), "sides": video_sides})
     return parts
 
 

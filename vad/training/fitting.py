@@ -1,9 +1,12 @@
-"""Scorers that are fitted, not trained (`ModelMeta.fitted`, e.g. `patch_knn`): one pass over normal
-clips gathers candidate features into a bounded pool, the scorer chooses its memory bank from them,
-and a second pass over held-out normal clips calibrates its scores and sets the threshold.
+"""Scorers that are fitted, not trained (`ModelMeta.fitted`; `vad.models.scorers.FittedScorer`, e.g.
+`patch_knn`, `objects`): one pass over normal clips gathers the scorer's rows (`fit_rows`) into a
+bounded pool, the scorer fits itself on them (`fit`), and a second pass over held-out normal clips
+gives the values it calibrates on (`calibration_values`, `calibrate_values`); the threshold is a
+quantile of those clips' scores.
 
 `fit_in_process` does both passes here (benchmarks, tests, a fleet's camera task); `fit_with_ray_data`
-runs them as Ray Data stages (actors on GPUs where the cluster has them) for `vad train`.
+runs them as Ray Data stages (actors on GPUs where the cluster has them) for `vad train`. Neither
+knows which scorer it fits.
 """
 
 from __future__ import annotations
@@ -14,32 +17,42 @@ import time
 import numpy as np
 import torch
 
-from vad.models.scorers.patch_knn.bank import CandidatePool
+from vad.models.memory import CandidatePool
 from vad.training.step import unit_clips
 
 log = logging.getLogger(__name__)
 
+CALIBRATION_SAMPLE = 256  # clips of the training footage calibrated on when there is no held-out footage
 
-def _finish(model, train_distance: float, val_distances: torch.Tensor, threshold_quantile: float, seconds: float, on_epoch=None):
-    """Calibrate on held-out raw distances (N, T', h, w); the threshold is a quantile of their clip scores."""
+
+def model_input(model, clips: np.ndarray | torch.Tensor, device: str | torch.device = "cpu") -> torch.Tensor:
+    """uint8 clips as the scorer takes them: unchanged for `ModelMeta.uint8_input` scorers, else in [0, 1]."""
+    if model.meta.uint8_input:
+        tensor = torch.from_numpy(np.ascontiguousarray(clips)) if isinstance(clips, np.ndarray) else clips
+        return tensor.to(device)
+    return unit_clips(clips, device)
+
+
+def _fit(model, pool: CandidatePool) -> dict[str, float]:
+    rows = pool.take()
+    metrics = model.fit(rows)
+    log.info("fitted %s on %d of %d rows gathered", model.name, len(rows), pool.seen)
+    return metrics
+
+
+def _finish(model, fit_metrics: dict, values: torch.Tensor, threshold_quantile: float, seconds: float, on_epoch=None):
+    """Calibrate on held-out values; the threshold is a quantile of their clip scores."""
     from vad.training.local import FitResult
 
-    model.calibrate_distances(val_distances)
-    scores = model.output(model.calibrated(val_distances), model.clip_len).score.cpu().numpy()
-    row = {
-        "epoch": 0, "train/loss": train_distance, "val/loss": float(val_distances.mean()),
-        "val/score_mean": float(scores.mean()), "train/bank_patches": float(len(model.bank)),
-    }
+    scores, val_metrics = model.calibrate_values(values)
+    scores = np.asarray(scores, dtype=np.float64)
+    row = {"epoch": 0, **fit_metrics, **val_metrics, "val/score_mean": float(scores.mean()), **model.fit_summary()}
+    row.setdefault("train/loss", float("nan"))
+    row.setdefault("val/loss", float("nan"))
     if on_epoch is not None:
         on_epoch(row)
-    log.info("fitted %s: %d bank patches, train/loss %.4f, val/loss %.4f", model.name, len(model.bank), row["train/loss"], row["val/loss"])
+    log.info("fitted %s: train/loss %.4f, val/loss %.4f", model.name, row["train/loss"], row["val/loss"])
     return FitResult(float(np.quantile(scores, threshold_quantile)), [row], scores, seconds)
-
-
-def coverage(model, candidates: torch.Tensor, limit: int = 20000) -> float:
-    """Mean distance from the pool's patches to the chosen bank: how well the bank covers them."""
-    sample = candidates[torch.randperm(len(candidates), generator=torch.Generator().manual_seed(0))[:limit]]
-    return float(model.distances(sample.to(model.bank.device)).mean())
 
 
 def fit_in_process(
@@ -53,75 +66,86 @@ def fit_in_process(
     pool = CandidatePool(model.max_candidates, seed)
     with torch.inference_mode():
         for i in range(0, len(train), batch_size):
-            pool.add(model.bank_candidates(unit_clips(train[i : i + batch_size], device)).flatten(0, 1))
-        candidates = pool.take()
-        model.build_bank(candidates)
-        reference = val if len(val) else train[:256]
-        distances = torch.cat([model.raw_distances(unit_clips(reference[i : i + batch_size], device)).cpu() for i in range(0, len(reference), batch_size)])
-        return _finish(model, coverage(model, candidates), distances, threshold_quantile, time.perf_counter() - started, on_epoch)
+            pool.add(model.fit_rows(model_input(model, train[i : i + batch_size], device)))
+        metrics = _fit(model, pool)
+        reference = val if len(val) else train[:CALIBRATION_SAMPLE]
+        values = torch.cat([model.calibration_values(model_input(model, reference[i : i + batch_size], device)).cpu()
+                            for i in range(0, len(reference), batch_size)])
+        return _finish(model, metrics, values, threshold_quantile, time.perf_counter() - started, on_epoch)
 
 
 class FitPass:
     """A Ray Data stage of a fit: builds the scorer (with `state`, a fitted one) and applies one of its
-    per-batch methods to clip batches: `bank_candidates` (each clip's patch features) or `raw_distances`."""
+    per-batch methods to clip batches: `fit_rows` or `calibration_values`."""
 
-    def __init__(self, name: str, hparams: dict, method: str, state: dict | None = None, use_gpu: bool = False, threads: int = 1):
+    def __init__(self, name: str, hparams: dict, method: str, state: dict | None = None, use_gpu: bool = False, threads: int = 1, storage=None):
         from vad.models.inference import pick_device
         from vad.models.scorers import build_scorer
 
+        if method not in ("fit_rows", "calibration_values"):
+            raise ValueError(f"unknown fit pass {method!r}")
         torch.set_num_threads(max(1, threads))
         self.device = pick_device("cuda" if use_gpu else "cpu")
         self.model = build_scorer(name, **hparams)
+        self.model.bind_storage(storage)
         if state is not None:
             self.model.load_state_dict(state)
         self.model.to(self.device).eval()
         self.method = getattr(self.model, method)
 
     def __call__(self, batch: dict) -> dict:
+        """`calibration_values`: one row per clip. `fit_rows`: any number of rows, and a `clips` column
+        that counts the batch's clips on its first row (a batch without rows gives one NaN row to carry it)."""
+        clips = len(batch["frames"])
         with torch.inference_mode():
-            out = self.method(unit_clips(batch["frames"], self.device)).float().cpu().numpy()
-        return {"values": out}
+            out = self.method(model_input(self.model, batch["frames"], self.device)).float().cpu().numpy()
+        if self.method.__name__ != "fit_rows":
+            return {"values": out}
+        if len(out) == 0:
+            out = np.full((1, *out.shape[1:]), np.nan, np.float32)
+        counts = np.zeros(len(out), np.int64)
+        counts[0] = clips
+        return {"values": out, "clips": counts}
 
 
 def fit_with_ray_data(cfg, train_videos: list, val_videos: list, hparams: dict):
     """`vad train` for a fitted scorer: both passes are Ray Data stages (`distributed.num_workers`
-    actors, each with `cpus_per_worker` CPUs and `gpus_per_worker` GPUs when `use_gpu`), the bank is
-    chosen in the driver from a pool bounded by the scorer's `max_candidates`."""
+    actors, each with `cpus_per_worker` CPUs and `gpus_per_worker` GPUs when `use_gpu`); the scorer
+    is fitted in the driver from a pool bounded by its `max_candidates`."""
     from vad.models.scorers import build_scorer
     from vad.training.clips import DistributedResult, clips_dataset
 
     dist = cfg.distributed
     started = time.perf_counter()
     model = build_scorer(cfg.model.name, **hparams)
+    model.bind_storage(cfg.storage)  # resources it reads (detector weights) checked before any cluster work
 
     def run_pass(videos: list, method: str, state: dict | None, limit: int | None = None):
         ds = clips_dataset(videos, cfg)
         if limit:
             ds = ds.limit(limit)
         kwargs = {"name": cfg.model.name, "hparams": hparams, "method": method, "state": state, "use_gpu": dist.use_gpu,
-                  "threads": max(1, int(dist.cpus_per_worker))}
+                  "threads": max(1, int(dist.cpus_per_worker)), "storage": cfg.storage}
         return ds.map_batches(
             FitPass, fn_constructor_kwargs=kwargs, batch_size=cfg.train.batch_size, concurrency=dist.num_workers,
             num_cpus=dist.cpus_per_worker, num_gpus=dist.gpus_per_worker if dist.use_gpu else 0,
         )
 
     pool, clips = CandidatePool(model.max_candidates, cfg.train.seed), 0
-    # a clip's candidates are all its patch features (e.g. 1,320 x 480 floats at 240x352): take few clips at a time
-    passed = run_pass(train_videos, "bank_candidates", None, cfg.train.max_clips)
-    for batch in passed.iter_batches(batch_size=cfg.train.batch_size, batch_format="numpy"):
-        pool.add(torch.from_numpy(np.array(batch["values"])).flatten(0, 1))
-        clips += len(batch["values"])
-    candidates = pool.take()
-    model.build_bank(candidates)
-    log.info("memory bank: %d of %d candidate patches (%d seen)", len(model.bank), len(candidates), pool.seen)
+    # a clip's rows can be many (patch_knn: 1,320 x 480 floats at 240x352): take few clips at a time
+    for batch in run_pass(train_videos, "fit_rows", None, cfg.train.max_clips).iter_batches(batch_size=cfg.train.batch_size, batch_format="numpy"):
+        rows = torch.from_numpy(np.array(batch["values"]))
+        pool.add(rows[~torch.isnan(rows.flatten(1)).any(1)])
+        clips += int(np.sum(batch["clips"]))
+    metrics = _fit(model, pool)
     reference = val_videos or train_videos
     state = {k: v.cpu() for k, v in model.state_dict().items()}
-    distances = torch.cat([
-        torch.from_numpy(np.array(b["values"]))
-        for b in run_pass(reference, "raw_distances", state, None if val_videos else 256).iter_batches(batch_size=1024, batch_format="numpy")
-    ])
-    fitted = _finish(model, coverage(model, candidates), distances, cfg.train.threshold_quantile, time.perf_counter() - started)
+    parts = []
+    for b in run_pass(reference, "calibration_values", state, None if val_videos else CALIBRATION_SAMPLE).iter_batches(batch_size=1024, batch_format="numpy"):
+        parts.append(torch.from_numpy(np.array(b["values"])))
+    values = torch.cat(parts)
+    fitted = _finish(model, metrics, values, cfg.train.threshold_quantile, time.perf_counter() - started)
     return DistributedResult(
         model=model, history=fitted.history, val_scores=fitted.val_scores, threshold=fitted.threshold,
-        train_clips=clips, val_clips=len(distances) if val_videos else 0, seconds=fitted.seconds, run_path="",
+        train_clips=clips, val_clips=len(values) if val_videos else 0, seconds=fitted.seconds, run_path="",
     )

@@ -93,6 +93,7 @@ def train_camera(camera: str, train_videos: list, val_videos: list, cfg: TrainJo
         return {**row, "status": "skipped", "note": note, "seconds": time.perf_counter() - started}
     val = decode_clips(val_videos, cfg) if val_videos else None
     model = build_scorer(cfg.model.name, **hparams)
+    model.bind_storage(cfg.storage)  # what it reads besides clips (a detector's weights)
     loop = cfg.train
     device = pick_device("cuda" if cfg.distributed.use_gpu else "cpu")
     result = fit(
@@ -167,7 +168,7 @@ def run_fleet_training(cfg: TrainJobConfig, *, on_camera: Callable[[dict], None]
 
     t0 = time.perf_counter()
     hparams = {"clip_len": cfg.decode.clip_len, **cfg.model.hparams}
-    build_scorer(cfg.model.name, **hparams)  # bad names or hparams fail before any cluster work
+    build_scorer(cfg.model.name, **hparams).bind_storage(cfg.storage)  # bad names, hparams or weights fail before any cluster work
     require_credentials(cfg.output.checkpoint, cfg.storage)
     cameras = by_camera(training_videos(cfg))
     state = FleetState.for_config(cfg)

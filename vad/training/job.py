@@ -143,7 +143,7 @@ def run_training(cfg: TrainJobConfig, *, epoch_callbacks: list[Callable[[dict], 
     from vad.training.mil import WEAK_LABELS_NEEDED
 
     hparams = {"clip_len": cfg.decode.clip_len, **cfg.model.hparams}
-    build_scorer(cfg.model.name, **hparams)  # bad names or hparams fail here, before any cluster work
+    build_scorer(cfg.model.name, **hparams).bind_storage(cfg.storage)  # bad names, hparams or weights fail here, before any cluster work
     for uri in (cfg.output.checkpoint, cfg.distributed.storage_path or ""):
         require_credentials(uri, cfg.storage)
     trains_on_normal_clips = scorer_meta(cfg.model.name).trains_on_normal_clips

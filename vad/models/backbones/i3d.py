@@ -134,4 +134,6 @@ def i3d(*, state_dict: dict[str, torch.Tensor] | None = None) -> InceptionI3d:
 PAPER = "Carreira & Zisserman, Quo Vadis, Action Recognition? A New Model and the Kinetics Dataset, CVPR 2017"
 # RGB in [0, 1] (scaled to [-1, 1] inside); Kinetics-400 was trained on 224x224; pooled Mixed_5c is 1024-d.
 register(ModelMeta("i3d", i3d, PAPER, clip_len=16, input_size=(224, 224), grayscale=False, normalisation="RGB scaled to [-1, 1]",
-                   feature_dim=1024, tiny=Tiny({}, (1, 8, 64, 64, 3))))
+                   feature_dim=1024, tiny=Tiny({}, (1, 8, 64, 64, 3)),
+                   # bf16 measured slower than fp32 on an H200 (656 vs 957 clips/s, bench/RESULTS.md)
+                   precision="fp32"))

@@ -4,7 +4,7 @@ imported. Every folder here is imported below, so adding a scorer touches only i
 from __future__ import annotations
 
 from vad.models.registry import ModelMeta, ModelRegistry, import_submodules
-from vad.models.scorers.base import ClipScorer, ScoreOutput
+from vad.models.scorers.base import ClipScorer, FittedScorer, ScoreOutput
 
 SCORERS = ModelRegistry("scorer")
 
@@ -28,4 +28,4 @@ def evaluation_normalisation(name: str) -> str:
 
 import_submodules(__name__, __path__)
 
-__all__ = ["SCORERS", "ClipScorer", "ScoreOutput", "build_scorer", "evaluation_normalisation", "register", "scorer_meta"]
+__all__ = ["SCORERS", "ClipScorer", "FittedScorer", "ScoreOutput", "build_scorer", "evaluation_normalisation", "register", "scorer_meta"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -18,6 +19,8 @@ class ScoreOutput:
     frame_scores: torch.Tensor  # (B, T)
     mask: torch.Tensor | None = None  # (B, T, H, W) bool, for scorers that localise
     pixel_scores: torch.Tensor | None = None  # (B, T, H, W) float: what `mask` thresholds (heat maps, pixel AUC)
+    objects: list[list[dict]] | None = None  # per clip, its highest-scoring objects (`vad.results.schema.OBJECTS_SCHEMA` rows)
+    reasons: list[str] | None = None  # per clip, why it scored as it did, in words ("" where nothing to say)
 
 
 def frame_score_from_errors(errors: torch.Tensor, patch: int | None = None) -> torch.Tensor:
@@ -58,6 +61,10 @@ class ClipScorer(nn.Module):
     def training_loss(self, clips: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def bind_storage(self, storage) -> None:
+        """Where the model reads what it needs besides its checkpoint (a detector's weights at an
+        `s3://` uri); most read nothing. Called when a checkpoint is loaded or a fit starts."""
+
     def score(self, clips: torch.Tensor) -> ScoreOutput:
         raise NotImplementedError
 
@@ -79,3 +86,37 @@ class ReconstructionScorer(ClipScorer):
     def score(self, clips: torch.Tensor) -> ScoreOutput:
         errors = frame_score_from_errors((self(clips) - clips) ** 2, self.score_patch)
         return ScoreOutput(score=errors.mean(dim=1), frame_scores=errors)
+
+
+class FittedScorer(ClipScorer):
+    """A scorer fitted, not trained (`ModelMeta.fitted`): a pass over normal clips gathers rows (patch
+    features, objects), bounded by `max_candidates`, from which `fit` builds the model (a memory bank,
+    densities); a pass over held-out normal clips gives the values `calibrate_values` puts on a common
+    scale. `vad.training.fitting` runs both passes, in this process or as Ray Data stages; a scorer
+    that implements these four methods is fitted like the others with nothing else to change.
+
+    `fit_rows` and `calibration_values` are pure batch work (they run in actors, one clip batch at a
+    time); `fit` and `calibrate_values` run once, where the rows are gathered."""
+
+    max_candidates: int
+
+    def fit_rows(self, clips: torch.Tensor) -> torch.Tensor:
+        """Unit clips of normal footage -> rows (N, D) of whatever the model is fitted on."""
+        raise NotImplementedError
+
+    def fit(self, rows: torch.Tensor) -> dict[str, float]:
+        """Build the model from the gathered rows; returns fit metrics (`train/loss` among them)."""
+        raise NotImplementedError
+
+    def calibration_values(self, clips: torch.Tensor) -> torch.Tensor:
+        """Unit clips of held-out normal footage -> per-clip values (B, ...) that calibrate the model."""
+        raise NotImplementedError
+
+    def calibrate_values(self, values: torch.Tensor) -> tuple[np.ndarray, dict[str, float]]:
+        """Set the calibration from the held-out values of every clip; returns those clips' scores
+        (what the threshold is a quantile of) and metrics (`val/loss` among them)."""
+        raise NotImplementedError
+
+    def fit_summary(self) -> dict[str, float]:
+        """Size of what was fitted, for the run's metrics (e.g. bank rows)."""
+        return {}

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from vad.models.backbones.i3d import MIXED
-from vad.models.scorers.base import ClipScorer, ScoreOutput
-from vad.models.scorers.patch_knn.bank import NearestPatches, greedy_coreset
+from vad.models.scorers.base import FittedScorer, ScoreOutput
+from vad.models.memory import NearestPatches, greedy_coreset
 
 POOLINGS = ("max", "top")
 CALIBRATIONS = ("position", "global", "none")
@@ -53,7 +54,7 @@ def frozen_i3d(pretrained: bool, device: str):
     return model.to(device).eval().requires_grad_(False)
 
 
-class PatchKNN(ClipScorer):
+class PatchKNN(FittedScorer):
     name = "patch_knn"
 
     def __init__(
@@ -125,6 +126,28 @@ class PatchKNN(ClipScorer):
         scores = self.calibrated(distances).flatten()
         sample = scores[torch.randperm(len(scores), generator=torch.Generator().manual_seed(self.seed))[:1_000_000]]
         self.pixel_threshold = torch.tensor(float(torch.quantile(sample, self.mask_quantile)), device=self.bank.device)
+
+    # -- the fitted-scorer protocol (`vad.training.fitting`) ---------------------------------------
+    def fit_rows(self, clips: torch.Tensor) -> torch.Tensor:
+        return self.bank_candidates(clips).flatten(0, 1)
+
+    def fit(self, rows: torch.Tensor) -> dict[str, float]:
+        """The bank from the pooled patches; `train/loss` is its coverage error (the mean distance
+        of a sample of pooled patches to the bank)."""
+        self.build_bank(rows)
+        sample = rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))[:20000]]
+        return {"train/loss": float(self.distances(sample.to(self.bank.device)).mean()), "train/bank_patches": float(len(self.bank))}
+
+    def calibration_values(self, clips: torch.Tensor) -> torch.Tensor:
+        return self.raw_distances(clips)
+
+    def calibrate_values(self, values: torch.Tensor) -> tuple[np.ndarray, dict[str, float]]:
+        self.calibrate_distances(values)
+        scores = self.output(self.calibrated(values), self.clip_len).score.cpu().numpy()
+        return scores, {"val/loss": float(values.mean())}
+
+    def fit_summary(self) -> dict[str, float]:
+        return {"train/bank_patches": float(len(self.bank))}
 
     def calibrate(self, clips: torch.Tensor) -> None:
         self.calibrate_distances(self.raw_distances(clips))

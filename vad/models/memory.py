@@ -1,6 +1,7 @@
-"""The memory bank of normal patch features: a bounded pool of candidates while fitting, a greedy
-coreset to choose the bank (PatchCore, Roth et al. 2022), and nearest-neighbour distances (faiss on
-CPU, a matrix product on GPU)."""
+"""Memory banks of normal features, shared by the fitted scorers (`patch_knn`'s patch features,
+`objects`' appearance vectors): a bounded pool of candidates while fitting, a greedy coreset to choose
+the bank (PatchCore, Roth et al. 2022), and nearest-neighbour distances (faiss on CPU, a matrix
+product on GPU)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 
 
 class CandidatePool:
-    """Patch features gathered while passing over normal clips, at most `limit` kept: when the pool
+    """Feature rows gathered while passing over normal clips, at most `limit` kept: when the pool
     holds twice that, a uniform random half-sample is kept, so memory stays bounded on any footage."""
 
     def __init__(self, limit: int, seed: int = 0):

@@ -1,0 +1,123 @@
+"""The object scorer through the platform: a fleet of two cameras fits one object model per camera
+with Ray Data actors (the detector's weights read from S3), the nightly job routes each camera's
+videos to its model and writes the objects table and a reason per clip, SQL reads them, and the
+review page, rendered by chromium, boxes the objects that drove each flagged clip.
+
+The synthetic scene's movers are no COCO objects: the moving-region boxes find them; the detector
+runs on every analysed frame all the same (and finds little), as it would on a real camera."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import DECODE, render_in_browser
+
+from vad.config import (
+    DistributedConfig,
+    MlflowConfig,
+    OutputConfig,
+    ScoreJobConfig,
+    ScorerConfig,
+    SourceConfig,
+    TrainJobConfig,
+    TrainLoopConfig,
+    TrainModelConfig,
+    TrainOutputConfig,
+)
+from vad.datasets import data_dir
+from vad.models.checkpoint import load_checkpoint
+from vad.results.sql import run_query
+from vad.scoring.job import run_scoring
+
+RGB = DECODE.model_copy(update={"grayscale": False, "resize": (96, 128)})
+WEIGHTS = data_dir("yolox_nano.onnx")
+
+
+@pytest.fixture(scope="module")
+def detector_uri(s3):
+    if WEIGHTS is None:
+        pytest.skip("yolox_nano.onnx is not in the benchmark data folder (../shared/data)")
+    client = s3.client()
+    client.create_bucket(Bucket="weights")
+    client.put_object(Bucket="weights", Key="yolox_nano.onnx", Body=(WEIGHTS / "yolox_nano.onnx").read_bytes())
+    return "s3://weights/yolox_nano.onnx"
+
+
+@pytest.fixture(scope="module")
+def fleet(ray_local, s3, archive, detector_uri, tmp_path_factory):
+    from vad.training.fleet import run_fleet_training
+
+    work = tmp_path_factory.mktemp("objects")
+    cfg = TrainJobConfig(
+        source=SourceConfig(uri=archive["uri"]),
+        output=TrainOutputConfig(checkpoint=str(work / "{camera}.pt"), version="o1"),
+        model=TrainModelConfig(name="objects", hparams={"detector": detector_uri, "every": 2, "components": 4, "motion_threshold": 15}),
+        train=TrainLoopConfig(key_regex="/train_", val_fraction=0.5, device="cpu", per_camera=True, min_camera_clips=4),
+        distributed=DistributedConfig(num_workers=2, cpus_per_worker=0.5),
+        decode=RGB, storage=s3.storage_config(), mlflow=MlflowConfig(experiment="test-objects"), work_dir=str(work),
+    )
+    return cfg, run_fleet_training(cfg), work
+
+
+def test_a_fleet_fits_one_object_model_per_camera(fleet):
+    cfg, summary, work = fleet
+    assert [row["status"] for row in summary.rows] == ["trained", "trained"], summary.table()
+    models = [load_checkpoint(str(work / f"{camera}.pt"), cfg.storage) for camera in ("cam01", "cam02")]
+    assert [m.model_name for m in models] == ["vad-objects.cam01", "vad-objects.cam02"]
+    for loaded in models:
+        assert loaded.model.velocity_density.fitted and loaded.model.geometry_density.fitted and np.isfinite(loaded.threshold)
+        assert (loaded.model.high > loaded.model.low).all()
+    # each camera's normal is its own: walkers on one, vehicles on the other
+    speeds = [float(m.model.readable_high[0]) for m in models]
+    assert max(speeds) > 1.2 * min(speeds), speeds
+
+
+@pytest.fixture(scope="module")
+def night(fleet, s3, archive, tmp_path_factory):
+    cfg, _, work = fleet
+    out = tmp_path_factory.mktemp("objects-night")
+    job = ScoreJobConfig(
+        source=SourceConfig(uri=archive["uri"]), output=OutputConfig(uri=str(out / "results")),
+        scorer=ScorerConfig(name="objects", checkpoint=str(work / "{camera}.pt"), batch_size=4, device="cpu"), decode=RGB,
+        storage=s3.storage_config(), mlflow=MlflowConfig(enabled=False), work_dir=str(out / "work"),
+    )
+    return job, run_scoring(job, run_date="2026-11-24"), out
+
+
+def test_the_night_has_objects_and_reasons_in_sql(night, archive):
+    job, summary, _ = night
+    assert summary.clips > 0 and not summary.errors
+    results = job.output.uri
+    _, rows = run_query(results, "SELECT count(*), count(DISTINCT o.clip_id), min(o.score), max(o.x1 - o.x0) FROM objects o JOIN scores s USING (clip_id)")
+    objects, clips, low, widest = rows[0]
+    assert objects > clips > 0 and low >= -1e-6 and 0 < widest <= RGB.resize[1]
+    _, top = run_query(results, "SELECT s.reason, s.score, o.attribute, o.score FROM scores s JOIN objects o USING (clip_id) "
+                                "ORDER BY s.score DESC, o.score DESC LIMIT 1")
+    reason, clip_score, attribute, object_score = top[0]
+    assert reason and attribute in reason and abs(clip_score - object_score) < 1e-4  # the clip's score is its worst object's
+    # the injected anomalies score higher than the normal clips around them (clip-level AUC)
+    from sklearn.metrics import roc_auc_score
+
+    _, scored = run_query(results, "SELECT video_uri, start_frame, end_frame, score FROM scores")
+    labels, scores = [], []
+    for uri, start, end, score in scored:
+        key = uri.split("footage/", 1)[1]
+        labels.append(bool(archive["labels"][key][start : end + 1].any()))
+        scores.append(score)
+    assert 0 < sum(labels) < len(labels)
+    assert roc_auc_score(labels, scores) > 0.7
+
+
+def test_the_review_page_boxes_the_objects_in_chromium(night, s3):
+    import re
+
+    from vad.review.report import run_report
+
+    job, summary, out = night
+    if not summary.anomalous_clips:
+        pytest.fail("the test night needs flagged clips")
+    page = run_report(job.output.uri, storage=s3.storage_config(), top_k=3, out_dir=out / "pages")
+    dom = render_in_browser(Path(page.path))
+    boxes = [int(n) for n in re.findall(r'data-boxes="(\d+)"', dom)]
+    assert len(boxes) == page.shown and all(n >= 1 for n in boxes)
+    assert dom.count('class="reason"') == page.shown and 'data-images-broken="0"' in dom
