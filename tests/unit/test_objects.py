@@ -173,3 +173,53 @@ def test_without_weights_the_scorer_uses_moving_regions(caplog):
     assert model.boxes == "motion" and "moving-region boxes only" in caplog.text
     with pytest.raises(ValueError, match="attributes must be"):
         build_scorer("objects", boxes="motion", attributes=["colour"])
+
+
+def test_a_third_fitted_scorer_needs_only_the_protocol():
+    """`vad.training.fitting` fits any `FittedScorer` without knowing it (no scorer is named in its code):
+    a toy third scorer, the distance of a clip's mean pixel to the normal clips', is fitted as it is."""
+    from pathlib import Path
+
+    import vad.training.fitting as fitting
+    from vad.models.registry import ModelMeta
+    from vad.models.scorers import FittedScorer, ScoreOutput
+    from vad.training.local import fit
+
+    class Toy(FittedScorer):
+        name = "toy_mean"
+        max_candidates = 1000
+        meta = ModelMeta(name="toy_mean", builder=None, paper="-", fitted=True)
+
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("centre", torch.zeros(()))
+            self.register_buffer("scale", torch.ones(()))
+
+        def fit_rows(self, clips):
+            return clips.float().mean(dim=(1, 2, 3))[:, None]
+
+        def fit(self, rows):
+            self.centre = rows.mean()
+            return {"train/loss": float(rows.std())}
+
+        def calibration_values(self, clips):
+            return (clips.float().mean(dim=(1, 2, 3)) - self.centre).abs()
+
+        def calibrate_values(self, values):
+            self.scale = values.max().clamp_min(1e-6)
+            return (values / self.scale).numpy(), {"val/loss": float(values.mean())}
+
+        def score(self, clips):
+            s = (clips.float().mean(dim=(1, 2, 3)) - self.centre).abs() / self.scale
+            return ScoreOutput(score=s, frame_scores=s[:, None].expand(-1, clips.shape[1]))
+
+    rng = np.random.default_rng(0)
+    normal = (rng.random((20, 4, 8, 8)) * 40 + 100).astype(np.uint8)
+    model = Toy()
+    result = fit(model, normal, val_fraction=0.25)
+    assert abs(float(model.centre) - 120 / 255) < 0.02 and result.history[0]["val/loss"] >= 0 and np.isfinite(result.threshold)
+    bright = torch.full((1, 4, 8, 8), 250 / 255)
+    assert float(model.score(bright).score[0]) > 10 * result.threshold
+    source = Path(fitting.__file__).read_text()
+    code = source.split('"""', 2)[2]  # past the module docstring, which names examples
+    assert "patch_knn" not in code and "objects" not in code and "build_bank" not in code

@@ -26,12 +26,14 @@ class ReportSummary:
     previews_failed: list[str] = field(default_factory=list)  # clip ids whose video could not be read
     message: str = ""
     mlflow_run_id: str | None = None
+    reasons: list[str] = field(default_factory=list)  # "#rank camera score: reason" of the top clips whose scorer explains
 
     def line(self) -> str:
         if self.path is None:
             return self.message
         failed = f"; {len(self.previews_failed)} previews could not be cut" if self.previews_failed else ""
-        return f"report for {self.date}: {self.clips} clips, {self.flagged} flagged, top {self.shown} shown{failed} -> {self.path}"
+        head = f"report for {self.date}: {self.clips} clips, {self.flagged} flagged, top {self.shown} shown{failed} -> {self.path}"
+        return "\n".join([head, *(f"  {r}" for r in self.reasons)])
 
 
 def _preview_rows(night: Night, storage: StorageConfig | None) -> list[dict]:
@@ -139,6 +141,7 @@ def run_report(
     summary = ReportSummary(
         str(path.resolve()), night.date, night.totals["clips"], night.totals["flagged"], len(night.top), failed,
         "" if night.top else f"no flagged clips on {night.date}", mlflow_run_id,
+        [f"#{rank} {clip['camera']} {clip['score']:.3g}: {clip['reason']}" for rank, clip in enumerate(night.top, 1) if clip.get("reason")],
     )
     if mlflow_run_id is not None:
         import mlflow

@@ -132,7 +132,7 @@ def fit_with_ray_data(cfg, train_videos: list, val_videos: list, hparams: dict):
         )
 
     pool, clips = CandidatePool(model.max_candidates, cfg.train.seed), 0
-    # a clip's rows can be many (patch_knn: 1,320 x 480 floats at 240x352): take few clips at a time
+    # a clip's rows can be many (a patch grid: 1,320 x 480 floats at 240x352): take few clips at a time
     for batch in run_pass(train_videos, "fit_rows", None, cfg.train.max_clips).iter_batches(batch_size=cfg.train.batch_size, batch_format="numpy"):
         rows = torch.from_numpy(np.array(batch["values"]))
         pool.add(rows[~torch.isnan(rows.flatten(1)).any(1)])

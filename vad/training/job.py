@@ -93,7 +93,8 @@ def _train_clip_scorer(cfg: TrainJobConfig, videos: list, hparams: dict, tracker
     metrics = {"train/loss": final.get("train/loss", float("nan")), "val/loss": final.get("val/loss", float("nan")), "train/seconds": trained.seconds}
     return Trained(
         trained.model, trained.threshold, trained.history, metrics,
-        {"train/clips": trained.train_clips, "val/clips": trained.val_clips, **{k: v for k, v in final.items() if k == "train/bank_patches"}},
+        {"train/clips": trained.train_clips, "val/clips": trained.val_clips,
+         **{k: v for k, v in final.items() if k not in ("epoch", "train/loss", "val/loss", "val/score_mean")}},  # a fit's own (bank size, objects)
         trained.train_clips, trained.seconds, trained.run_path, trained.val_scores,
     )
 

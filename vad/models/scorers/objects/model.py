@@ -200,7 +200,11 @@ class ObjectScorer(FittedScorer):
         if "appearance" in self.attributes:
             self.appearance_density.fit(x[:, b + GEOMETRY_DIM :])
         log.info("objects: densities fitted on %d normal objects", len(x))
-        return {"train/objects": float(len(x)), "train/loss": float(len(x))}
+        # train/loss: how well the densities fit their own objects (mean negative log-likelihood of the mixtures in use)
+        fits = [d.score(part).mean() for used, d, part in (
+            ("velocity" in self.attributes, self.velocity_density, x[:, :b]),
+            ("geometry" in self.attributes, self.geometry_density, x[:, b : b + GEOMETRY_DIM])) if used]
+        return {"train/objects": float(len(x)), "train/loss": float(np.mean(fits)) if fits else float("nan")}
 
     def calibration_values(self, clips: torch.Tensor) -> torch.Tensor:
         """Held-out normal clips -> (B, T, max_objects, 3 raw scores + speed + box height), NaN where no object."""
