@@ -265,6 +265,7 @@ def test_the_writer_keeps_clips_delivered_twice_once_and_writes_each_video_whole
     clips are there, each clip once, in order."""
     import pyarrow.parquet as pq
 
+    from vad.results.schema import OBJECTS_SCHEMA
     from vad.scoring.writer import WriteScores, video_parts, writer_of
 
     def batch(indices):
@@ -279,7 +280,17 @@ def test_the_writer_keeps_clips_delivered_twice_once_and_writes_each_video_whole
             "frame_scores": np.zeros((n, 8), np.float32), "date": np.array(["2026-11-24"] * n, dtype=object),
             "camera": np.array(["cam01"] * n, dtype=object), "video_size": np.full(n, 10), "video_mtime": np.full(n, 1.0),
             "clips_in_video": np.full(n, 5),
+            # a scorer that explains: a reason per clip and its objects, worst first (two per clip here)
+            "reason": np.array([f"clip {i}" for i in indices], dtype=object), "frame_height": np.full(n, 48, np.int32),
+            "frame_width": np.full(n, 64, np.int32), "objects": objects_of(indices),
         }
+
+    def objects_of(indices):
+        out = np.empty(len(indices), dtype=object)
+        out[:] = [[{"frame": f, "x0": 1.0, "y0": 2.0, "x1": 3.0, "y1": 4.0, "label": "person", "label_score": 0.5, "source": "detector",
+                    "speed": 1.0, "relative_speed": 0.1, "box_height": 2.0, "velocity_score": s, "geometry_score": 0.0,
+                    "appearance_score": 0.0, "score": s, "attribute": "velocity"} for f, s in ((1, 10.0 + i), (2, float(i)))] for i in indices]
+        return out
 
     now = dt.datetime.now(dt.timezone.utc)
     writer = WriteScores(output_uri=str(tmp_path), storage=None, decode=DecodeConfig(clip_len=8, stride=8))
@@ -290,4 +301,10 @@ def test_the_writer_keeps_clips_delivered_twice_once_and_writes_each_video_whole
     table = pq.read_table(written["path"])
     assert table["clip_index"].to_pylist() == [0, 1, 2, 3, 4] and table["score"].to_pylist() == [0, 1, 2, 3, 4]
     assert written["rows"] == 5 and writer.pending() == (0, 0)
+    assert table["reason"].to_pylist() == [f"clip {i}" for i in range(5)]
+    objects = pq.read_table(written["path"].replace("/scores/", "/objects/"))  # beside the scores, each clip's once
+    assert objects["clip_index"].to_pylist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    assert objects["score"].to_pylist() == [x for i in range(5) for x in (10.0 + i, float(i))]
+    assert objects["frame"].to_pylist() == [x for i in range(5) for x in (i * 8 + 1, i * 8 + 2)]  # the frame in the video
+    assert objects.schema.equals(OBJECTS_SCHEMA, check_metadata=False) and set(objects["clip_id"].to_pylist()) == {f"c{i}" for i in range(5)}
     assert {writer_of(f"v{i}", 4) for i in range(64)} == {0, 1, 2, 3} and writer_of("v1", 4) == writer_of("v1", 4)

@@ -107,14 +107,28 @@ def scores_table(batch: dict[str, np.ndarray], scored_at: dt.datetime) -> pa.Tab
 
 
 def objects_table(batch: dict[str, np.ndarray]) -> pa.Table:
-    """The `objects` rows of a scored batch: its `objects` column holds, per clip, the scorer's object
-    dicts (frame within the clip); each becomes a row naming its clip and its frame in the video."""
-    rows = []
+    """The `objects` rows of a scored batch, one table row per clip (column `objects`: the clip's
+    `OBJECTS_SCHEMA` rows as a list, worst first), aligned with its `scores` rows so the writer keeps,
+    drops and orders them with the clips; `explode_objects` makes them the table's own rows. The batch's
+    `objects` column holds the scorer's object dicts per clip (frame within the clip); each row names
+    its clip and its frame in the video."""
+    per_clip = []
     for i, found in enumerate(batch["objects"]):
         start, step = int(batch["start_frame"][i]), int(batch["frame_step"][i])
-        clip = {"clip_id": batch["clip_id"][i], "video_uri": batch["video_uri"][i], "clip_index": int(batch["clip_index"][i]),
+        clip = {"schema_version": SCORES_SCHEMA_VERSION, "run_id": batch["run_id"][i], "clip_id": batch["clip_id"][i],
+                "video_uri": batch["video_uri"][i], "clip_index": int(batch["clip_index"][i]),
                 "model_name": batch["model_name"][i], "model_version": batch["model_version"][i],
                 "frame_height": int(batch["frame_height"][i]), "frame_width": int(batch["frame_width"][i])}
-        rows += [{**clip, **obj, "frame": start + int(obj["frame"]) * step, "schema_version": SCORES_SCHEMA_VERSION, "run_id": batch["run_id"][i]}
-                 for obj in found]
-    return pa.Table.from_pylist(rows, schema=OBJECTS_SCHEMA) if rows else OBJECTS_SCHEMA.empty_table()
+        per_clip.append([{**clip, **obj, "frame": start + int(obj["frame"]) * step} for obj in found])
+    rows = pa.array(per_clip, type=pa.list_(pa.struct(list(OBJECTS_SCHEMA))))
+    return pa.table({"objects": rows})
+
+
+def explode_objects(per_clip: pa.Table) -> pa.Table:
+    """`objects_table`'s one row per clip -> the `objects` table, one row per object, in clip order."""
+    import pyarrow.compute as pc
+
+    flat = pc.list_flatten(per_clip["objects"])
+    if len(flat) == 0:
+        return OBJECTS_SCHEMA.empty_table()
+    return pa.Table.from_struct_array(flat).cast(OBJECTS_SCHEMA)

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from vad.config import DecodeConfig, ScoreJobConfig, StorageConfig
 from vad.io.sources import validate_camera, validate_date
 from vad.io.storage import filesystem, parse_uri
-from vad.results.tables import masks_table, objects_table, scores_table
+from vad.results.tables import explode_objects, masks_table, objects_table, scores_table
 
 SIDE_TABLES = ("masks", "objects")  # written beside a video's scores by scorers that localise / find objects
 
@@ -70,11 +70,7 @@ class WriteScores:
             if len(fresh) < len(indices):  # partly delivered before: keep the first copies
                 take = pa.array(fresh, type=pa.int64())
                 scores = scores.take(take)
-                if "masks" in sides:  # a row per clip, like scores
-                    sides = {**sides, "masks": sides["masks"].take(take)}
-                if "objects" in sides:  # rows per clip: those of clips not seen before
-                    new_clips = pa.array([c for c in first if c not in state["seen"]], type=pa.int32())
-                    sides = {**sides, "objects": sides["objects"].filter(pc.is_in(sides["objects"]["clip_index"], new_clips))}
+                sides = {name: table.take(take) for name, table in sides.items()}  # a row per clip, like scores
             state["seen"].update(indices)
             state["parts"].append((scores, sides))
             if len(state["seen"]) >= video["expected"]:
@@ -104,8 +100,8 @@ class WriteScores:
             date, camera = validate_date(video["date"]), validate_camera(video["camera"])
             path = self.root.join(f"date={date}", f"camera={camera}", name).path
             for table in parts[0][1]:
-                rows = pa.concat_tables([sides[table] for _, sides in parts])
-                rows = rows.take(order) if table == "masks" else rows.sort_by([("clip_index", "ascending"), ("score", "descending")])
+                rows = pa.concat_tables([sides[table] for _, sides in parts]).take(order)
+                rows = explode_objects(rows) if table == "objects" else rows
                 write_parquet_atomic(self.fs, self.side_roots[table].join(f"date={date}", f"camera={camera}", name).path, rows)
             write_parquet_atomic(self.fs, path, scores)  # last: a scores file means the video is complete
         except Exception as exc:
@@ -136,12 +132,7 @@ def video_parts(batch: dict[str, np.ndarray], scored_at: dt.datetime) -> list[di
             "expected": int(batch["clips_in_video"][first]),
         }
         take = pa.array(rows)
-        video_sides = {}
-        if "masks" in sides:
-            video_sides["masks"] = sides["masks"].take(take)
-        if "objects" in sides:
-            video_sides["objects"] = sides["objects"].filter(pc.equal(sides["objects"]["video_uri"], str(uri)))
-        parts.append({"video": video, "scores": table.take(take), "sides": video_sides})
+        parts.append({"video": video, "scores": table.take(take), "sides": {name: t.take(take) for name, t in sides.items()}})
     return parts
 
 
