@@ -64,3 +64,16 @@ def test_compiled_scoring_matches_eager():
         expected = model.score(clips).score
         _, score = prepare(model, InferenceOptions.resolve("cpu", compile=True), "score")
         torch.testing.assert_close(score(clips).score, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_auto_precision_follows_each_models_record():
+    """`precision: auto` on a GPU: bf16 for the models whose record prefers it, fp32 for I3D (slower in
+    bf16 on an H200) and the object scorer (ONNX and OpenCV); fp32 on a CPU whatever the record."""
+    from vad.models.backbones import backbone_meta
+    from vad.models.inference import uses_bf16
+    from vad.models.scorers import scorer_meta
+
+    assert scorer_meta("conv_ae").precision == "bf16" and uses_bf16("auto", True, scorer_meta("conv_ae").precision)
+    assert backbone_meta("i3d").precision == "fp32" and not uses_bf16("auto", True, backbone_meta("i3d").precision)
+    assert not uses_bf16("auto", True, scorer_meta("objects").precision)
+    assert not uses_bf16("auto", False, "bf16") and uses_bf16("bf16", True, "fp32") and not uses_bf16("fp32", True, "bf16")

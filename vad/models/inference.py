@@ -21,6 +21,12 @@ def pick_device(requested: str) -> str:
     return requested
 
 
+def uses_bf16(precision: str, cuda: bool, prefers: str = "bf16") -> bool:
+    """Whether a model runs in bf16 autocast: asked for (`precision: bf16`), or `auto` on CUDA for a
+    model whose record prefers it (`ModelMeta.precision`)."""
+    return precision == "bf16" or (precision == "auto" and cuda and prefers == "bf16")
+
+
 @dataclass(frozen=True)
 class InferenceOptions:
     device: str  # "cpu" | "cuda"
@@ -42,7 +48,7 @@ class InferenceOptions:
             raise ValueError("precision 'bf16' needs a CUDA device; use 'auto' or 'fp32' on CPU")
         return cls(
             device=device,
-            bf16=precision == "bf16" or (precision == "auto" and cuda and prefers == "bf16"),
+            bf16=uses_bf16(precision, cuda, prefers),
             channels_last=memory_format != "contiguous",
             compile=compile,
         )

@@ -94,7 +94,7 @@ class ObjectScorer(FittedScorer):
         if self._detector is None:
             from vad.models.scorers.objects.detector import load_detector
 
-            self._detector = load_detector(self.detector_uri, self._storage, threads=torch.get_num_threads())
+            self._detector = load_detector(self.detector_uri, self._storage, threads=torch.get_num_threads(), use_gpu=torch.cuda.is_available())
         return self._detector
 
     def flow(self) -> Flow:
@@ -231,7 +231,10 @@ class ObjectScorer(FittedScorer):
         self.object_threshold = torch.tensor(float(np.quantile(object_scores, self.mask_quantile)))
         per_object = np.where(np.isnan(v[..., 0]), 0.0, self.calibrated(np.nan_to_num(v[..., :a])).sum(-1))
         frame_scores = self._hold(per_object.max(2))
-        return frame_scores.max(1), {"val/loss": float(object_scores.mean()), "val/objects": float(len(objects))}
+        # val/loss (what the registry promotes on): how unusual held-out normal objects are to the fitted densities,
+        # the sum over the attributes in use of their mean raw score (lower: the densities generalise better)
+        used = [i for i, a in enumerate(ATTRIBUTES) if a in self.attributes]
+        return frame_scores.max(1), {"val/loss": float(objects[:, used].mean(0).sum()), "val/objects": float(len(objects))}
 
     def _hold(self, frame_scores: np.ndarray) -> np.ndarray:
         """(B, T) scores of analysed frames (others ignored) -> every frame takes its analysed frame's."""
