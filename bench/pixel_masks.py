@@ -43,6 +43,29 @@ def _clips(frames: np.ndarray, clip_len: int) -> np.ndarray:
     return frames[:n].reshape(-1, clip_len, *frames.shape[1:])
 
 
+def _fit_and_pool(name: str, model, prepare, maps_and_masks, input_text: str, seed: int) -> list[dict]:
+    """Fit `model` on 6 normal scenes (through `prepare`), calibrate on 2, score 3 test scenes; the
+    report over their anomalous frames. `maps_and_masks(out)` -> per-frame pixel scores and masks at 64x96."""
+    normal = [prepare(render_scene(seed + i, 96, *SIZE).frames) for i in range(8)]
+    test = [render_scene(100 + seed + i, 96, *SIZE, anomalies=(("fast", 20), ("wrong_way", 50))) for i in range(3)]
+    t0 = time.perf_counter()
+    fit(model, np.concatenate([_clips(f, 16) for f in normal[:6]]), val_clips=np.concatenate([_clips(f, 16) for f in normal[6:]]))
+    train_s = time.perf_counter() - t0
+    predicted, scores, truth = [], [], []
+    for scene in test:
+        clips = torch.from_numpy(_clips(prepare(scene.frames), 16))
+        with torch.inference_mode():
+            maps, masks = maps_and_masks(model.score(clips if model.meta.uint8_input else clips.float() / 255))
+        labels = scene.labels[: len(maps)]
+        predicted.append(masks[labels])
+        scores.append(maps[labels])
+        truth.append(scene.masks[: len(maps)][labels])
+    report = pixel_level_report(np.concatenate(predicted), np.concatenate(truth), pixel_scores=np.concatenate(scores), seed=seed)
+    settings = {"hparams": model.hparams(), "input": input_text, "fit": "6 normal scenes, 2 to calibrate",
+                "test": "3 scenes: a fast vehicle, a wrong-way pedestrian"}
+    return [{"scorer": name, "mode": "calibrated", "settings": settings, "train_s": train_s, **report}]
+
+
 def run_patch_knn(seed: int = 0) -> list[dict]:
     import torch.nn.functional as F
 
@@ -50,49 +73,21 @@ def run_patch_knn(seed: int = 0) -> list[dict]:
         x = F.interpolate(torch.from_numpy(frames[:, None]).float(), scale_factor=2, mode="bilinear", align_corners=False)
         return x[:, 0].clamp(0, 255).round().to(torch.uint8).numpy()
 
-    normal = [up(render_scene(seed + i, 96, *SIZE).frames) for i in range(8)]
-    test = [render_scene(100 + seed + i, 96, *SIZE, anomalies=(("fast", 20), ("wrong_way", 50))) for i in range(3)]
     model = build_scorer("patch_knn")
-    t0 = time.perf_counter()
-    fit(model, np.concatenate([_clips(f, 16) for f in normal[:6]]), val_clips=np.concatenate([_clips(f, 16) for f in normal[6:]]))
-    train_s = time.perf_counter() - t0
-    predicted, scores, truth = [], [], []
-    for scene in test:
-        clips = _clips(up(scene.frames), 16)
-        with torch.inference_mode():
-            out = model.score(torch.from_numpy(clips).float() / 255)
+
+    def maps_and_masks(out):
         maps = F.avg_pool2d(out.pixel_scores.flatten(0, 1)[:, None], 2)[:, 0].numpy()  # back to 64x96
-        labels = scene.labels[: len(maps)]
-        predicted.append(maps[labels] > float(model.pixel_threshold))
-        scores.append(maps[labels])
-        truth.append(scene.masks[: len(maps)][labels])
-    report = pixel_level_report(np.concatenate(predicted), np.concatenate(truth), pixel_scores=np.concatenate(scores), seed=seed)
-    settings = {"hparams": model.hparams(), "input": "synthetic scene 64x96 upsampled 2x to 128x192, 16-frame clips",
-                "fit": "6 normal scenes, 2 to calibrate", "test": "3 scenes: a fast vehicle, a wrong-way pedestrian"}
-    return [{"scorer": "patch_knn", "mode": "calibrated", "settings": settings, "train_s": train_s, **report}]
+        return maps, maps > float(model.pixel_threshold)
+
+    return _fit_and_pool("patch_knn", model, up, maps_and_masks, "synthetic scene 64x96 upsampled 2x to 128x192, 16-frame clips", seed)
 
 
 def run_objects(seed: int = 0) -> list[dict]:
-    normal = [render_scene(seed + i, 96, *SIZE).frames for i in range(8)]
-    test = [render_scene(100 + seed + i, 96, *SIZE, anomalies=(("fast", 20), ("wrong_way", 50))) for i in range(3)]
+    def maps_and_masks(out):
+        return out.pixel_scores.flatten(0, 1).numpy(), out.mask.flatten(0, 1).numpy()
+
     model = build_scorer("objects", detector=None, every=1)
-    t0 = time.perf_counter()
-    fit(model, np.concatenate([_clips(f, 16) for f in normal[:6]]), val_clips=np.concatenate([_clips(f, 16) for f in normal[6:]]))
-    train_s = time.perf_counter() - t0
-    predicted, scores, truth = [], [], []
-    for scene in test:
-        clips = _clips(scene.frames, 16)
-        with torch.inference_mode():
-            out = model.score(torch.from_numpy(clips))
-        maps = out.pixel_scores.flatten(0, 1).numpy()
-        labels = scene.labels[: len(maps)]
-        predicted.append(out.mask.flatten(0, 1).numpy()[labels])
-        scores.append(maps[labels])
-        truth.append(scene.masks[: len(maps)][labels])
-    report = pixel_level_report(np.concatenate(predicted), np.concatenate(truth), pixel_scores=np.concatenate(scores), seed=seed)
-    settings = {"hparams": model.hparams(), "input": "synthetic scene 64x96, 16-frame clips",
-                "fit": "6 normal scenes, 2 to calibrate", "test": "3 scenes: a fast vehicle, a wrong-way pedestrian"}
-    return [{"scorer": "objects", "mode": "calibrated", "settings": settings, "train_s": train_s, **report}]
+    return _fit_and_pool("objects", model, lambda frames: frames, maps_and_masks, "synthetic scene 64x96, 16-frame clips", seed)
 
 
 def run(epochs: int, percentile: float, seed: int = 0) -> list[dict]:

@@ -98,3 +98,15 @@ def test_atomic_writes_leave_whole_files_or_nothing(tmp_path):
 
     assert pq.read_table(target)["x"].to_pylist() == [1, 2]
     assert [p.name for p in (tmp_path / "c").iterdir()] == ["t.parquet"]
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_write_of_its_target(tmp_path):
+    """SIGKILL skips a writer's cleanup: the next write of the same file removes its temp file, and
+    nothing else (another target's temp file is another writer's, maybe still at work)."""
+    fs = pafs.LocalFileSystem()
+    folder = tmp_path / "scores"
+    folder.mkdir()
+    (folder / ".t.parquet.deadbeef.tmp").write_bytes(b"half a file")
+    (folder / ".u.parquet.0badf00d.tmp").write_bytes(b"someone else's")
+    write_parquet_atomic(fs, str(folder / "t.parquet"), pa.table({"x": [1]}))
+    assert sorted(p.name for p in folder.iterdir()) == [".u.parquet.0badf00d.tmp", "t.parquet"]

@@ -141,7 +141,9 @@ def read_bytes(uri: str, storage: StorageConfig | None = None) -> bytes:
 def open_atomic(fs: pafs.FileSystem, path: str):
     """An output stream whose file readers see only once it is complete: a local file is written
     under a temporary name and renamed into place; an S3 object only becomes visible when its
-    (multipart) upload completes. Nothing is left behind when the body raises."""
+    (multipart) upload completes. Nothing is left behind when the body raises; a temporary file of
+    the same target left by a writer that was killed (SIGKILL skips its cleanup) is removed once this
+    one is in place."""
     if not isinstance(fs, pafs.LocalFileSystem):
         with fs.open_output_stream(path) as out:
             yield out
@@ -153,6 +155,9 @@ def open_atomic(fs: pafs.FileSystem, path: str):
         with fs.open_output_stream(tmp) as out:
             yield out
         os.replace(tmp, path)
+        for stale in Path(parent).glob(f".{name}.*.tmp"):  # one writer per target: these belong to dead ones
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
