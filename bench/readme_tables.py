@@ -54,8 +54,8 @@ def describe(settings: dict) -> str:
     parts = []
     if d.get("resize"):
         parts.append(f"{d.get('clip_len', '?')}×{d['resize'][0]}×{d['resize'][1]}")
-    for key in ("widths", "layer", "bank_size"):
-        if key in hp:
+    for key in ("widths", "layer", "bank_size", "attributes", "every"):
+        if key in hp and (key != "bank_size" or "layer" in hp):  # the object scorer's bank is a detail
             value = hp[key]
             parts.append(f"{key} {'/'.join(map(str, value)) if isinstance(value, list) else value}")
     if "size" in settings:

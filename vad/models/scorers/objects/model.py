@@ -135,11 +135,10 @@ class ObjectScorer(FittedScorer):
         out = []
         for i, t in enumerate(frames):
             if self.velocity == "flow":
-                flow = None
-                if t_count > 1:
-                    flow = self.flow()(grey[t], grey[t + 1]) if t + 1 < t_count else self.flow()(grey[t - 1], grey[t])
-                else:
+                if t_count == 1:
                     flow = np.zeros((h, w, 2), np.float32)
+                else:
+                    flow = self.flow()(grey[t], grey[t + 1]) if t + 1 < t_count else self.flow()(grey[t - 1], grey[t])
                 attrs = describe(boxes[t], flow, bins=self.direction_bins, height=h, width=w)
             else:
                 later, gap = (boxes[frames[i + 1]], frames[i + 1] - t) if i + 1 < len(frames) else (boxes[frames[i - 1]], t - frames[i - 1])
