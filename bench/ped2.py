@@ -1,10 +1,14 @@
 """UCSD Ped2 benchmark: train each frame-level scorer on the 16 normal training videos, score the test
 videos of one split, write what was measured to bench/results/ and print it.
 
-    .venv/bin/python bench/ped2.py --split dev|test|all [--only conv_ae,pred] [--fast] [--seeds 0,1,2]
+    .venv/bin/python bench/ped2.py --split dev|test|all [--only conv_ae,pred] [--fast | --variant NAME] [--seeds 0,1,2]
                                    [--held-out 2] [--hparams JSON] [--epochs N] [--smoothing 1]
     .venv/bin/python bench/ped2.py --record [--only ...] [--fast]    # write the designs down (then commit)
     .venv/bin/python bench/ped2.py --split none --held-out 4         # pseudo-anomaly validation only
+
+Variants: `full` (each scorer's benchmark settings), `fast` (the CI variant), and a scorer's own
+ablations (e.g. `--variant detector_boxes` for `objects`), each a design of its own; a variant may set
+its evaluation's smoothing (`--smoothing` overrides it).
 
 Splits (`vad.datasets.ped2.SPLITS`): `dev` is test videos 01-06, read as often as needed to choose
 designs and settings; `test` is 07-12 and `all` the 12 (papers' protocol, the development half
