@@ -54,8 +54,10 @@ class Boxes:
         return Boxes(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("xyxy", "score", "classes", "source")))
 
 
+@functools.lru_cache(maxsize=2)
 def anchor_grid(side: int = INPUT_SIDE) -> tuple[np.ndarray, np.ndarray]:
-    """(cells (N, 2) x, y of each anchor point, strides (N,)) in the output's order: 52², 26², 13²."""
+    """(cells (N, 2) x, y of each anchor point, strides (N,)) in the output's order: 52², 26², 13².
+    Made once per process (every decoded frame needs it); callers must not modify the arrays."""
     cells, strides = [], []
     for stride in STRIDES:
         n = side // stride
