@@ -44,6 +44,25 @@ def cmd_score(args) -> int:
     return 0
 
 
+def cmd_fuse(args) -> int:
+    from vad.config import FuseJobConfig, load_config
+    from vad.fusion.job import run_fusion
+
+    cfg = load_config(args.config, FuseJobConfig, _overrides(args.set))
+    with job_output(cfg.work_dir, "fuse"):
+        summary = run_fusion(cfg, run_date=args.date)
+    print(json.dumps({**summary.cli(), "model_name": summary.model_name, "model_version": summary.model_version,
+                      "errors_by_stage": summary.errors_by_stage()}, indent=2))
+    if summary.failed:
+        print(
+            f"vad fuse: {len(summary.errors)} of {summary.attempted} videos could not be fused ({summary.failure_rate:.1%}); "
+            f"see the errors table (vad query \"SELECT * FROM errors WHERE run_id = '{summary.run_id}'\")",
+            file=sys.stderr,
+        )
+        return 3
+    return 0
+
+
 def cmd_train(args) -> int:
     from vad.config import TrainJobConfig, load_config
     from vad.training.job import run_training
@@ -248,11 +267,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true", help="fewer videos and epochs (for smoke tests)")
     demo.set_defaults(func=cmd_demo)
 
-    for name, func, text in (("score", cmd_score, "run the nightly scoring job"), ("train", cmd_train, "train a scorer")):
+    jobs = (("score", cmd_score, "run the nightly scoring job"), ("train", cmd_train, "train a scorer"),
+            ("fuse", cmd_fuse, "fuse several models' scores of the same videos into one model's rows (after each has scored them)"))
+    for name, func, text in jobs:
         p = sub.add_parser(name, help=text)
         p.add_argument("--config", required=True, help="job YAML file")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. scorer.batch_size=32")
-        if name == "score":
+        if name in ("score", "fuse"):
             p.add_argument("--date", default=None, help="run date (yyyy-mm-dd) for videos whose key has none; default today")
         p.set_defaults(func=func)
 

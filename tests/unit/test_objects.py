@@ -207,7 +207,7 @@ def test_a_third_fitted_scorer_needs_only_the_protocol():
 
         def calibrate_values(self, values):
             self.scale = values.max().clamp_min(1e-6)
-            return (values / self.scale).numpy(), {"val/loss": float(values.mean())}
+            return (values / self.scale).numpy()[:, None], {"val/loss": float(values.mean())}
 
         def score(self, clips):
             s = (clips.float().mean(dim=(1, 2, 3)) - self.centre).abs() / self.scale

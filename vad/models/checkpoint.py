@@ -14,6 +14,7 @@ import torch
 
 from vad.config import StorageConfig
 from vad.io.storage import read_bytes, write_bytes
+from vad.models.calibration import Calibration
 from vad.models.scorers import ClipScorer, build_scorer
 
 FORMAT = "vad-checkpoint/1"
@@ -28,13 +29,16 @@ class LoadedScorer:
     decode: dict  # clip_len, frame_step, resize, grayscale the model was trained with
     metrics: dict = field(default_factory=dict)
     model_name: str | None = None  # a fleet camera's model: its own name (e.g. vad-conv-ae.cam01)
+    calibration: Calibration | None = None  # held-out normal frame-score statistics; None: trained before they were recorded
 
 
 def checkpoint_bytes(
     model: ClipScorer, *, version: str, threshold: float, decode: dict, metrics: dict | None = None, model_name: str | None = None,
+    calibration: Calibration | None = None,
 ) -> bytes:
     """A checkpoint as bytes: a plain dict of tensors and JSON-like values (see the module doc).
-    `model_name` names a model among others of the same scorer (a fleet camera's)."""
+    `model_name` names a model among others of the same scorer (a fleet camera's); `calibration` puts its
+    frame scores on the scale fusion shares."""
     payload = {
         "format": FORMAT,
         "scorer": model.name,
@@ -44,6 +48,7 @@ def checkpoint_bytes(
         "threshold": float(threshold),
         "decode": decode,
         "metrics": {k: float(v) for k, v in (metrics or {}).items()},
+        **({"calibration": calibration.to_dict()} if calibration is not None else {}),
         "saved_at": dt.datetime.now(dt.timezone.utc).isoformat(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
@@ -61,12 +66,31 @@ def save_checkpoint(
     decode: dict,
     metrics: dict | None = None,
     storage: StorageConfig | None = None,
+    calibration: Calibration | None = None,
 ) -> None:
-    data = checkpoint_bytes(model, version=version, threshold=threshold, decode=decode, metrics=metrics)
+    data = checkpoint_bytes(model, version=version, threshold=threshold, decode=decode, metrics=metrics, calibration=calibration)
     write_bytes(uri, data, storage)
 
 
-def load_checkpoint(uri: str, storage: StorageConfig | None = None, map_location: str = "cpu") -> LoadedScorer:
+@dataclass(frozen=True)
+class CheckpointRecord:
+    """What a checkpoint says about its model, read without building it."""
+
+    scorer: str
+    version: str
+    threshold: float
+    model_name: str | None
+    calibration: Calibration | None
+
+
+def read_checkpoint_record(uri: str, storage: StorageConfig | None = None) -> CheckpointRecord:
+    """The record of the checkpoint at `uri` (a path or s3:// uri), loaded `weights_only`."""
+    payload = _payload(uri, storage)
+    calibration = Calibration.from_dict(payload["calibration"]) if payload.get("calibration") else None
+    return CheckpointRecord(payload["scorer"], str(payload["version"]), float(payload["threshold"]), payload.get("model_name"), calibration)
+
+
+def _payload(uri: str, storage: StorageConfig | None, map_location: str = "cpu") -> dict:
     try:
         data = read_bytes(uri, storage)
     except FileNotFoundError:
@@ -77,6 +101,11 @@ def load_checkpoint(uri: str, storage: StorageConfig | None = None, map_location
         raise ValueError(f"{uri}: not a loadable vad checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{uri}: not a vad checkpoint (expected format {FORMAT!r})")
+    return payload
+
+
+def load_checkpoint(uri: str, storage: StorageConfig | None = None, map_location: str = "cpu") -> LoadedScorer:
+    payload = _payload(uri, storage, map_location)
     model = build_scorer(payload["scorer"], **payload["hparams"])
     model.load_state_dict(payload["state_dict"])
     model.bind_storage(storage)  # what it reads besides the checkpoint (a detector's weights), checked now
@@ -89,6 +118,7 @@ def load_checkpoint(uri: str, storage: StorageConfig | None = None, map_location
         decode=payload["decode"],
         metrics=payload.get("metrics", {}),
         model_name=payload.get("model_name"),
+        calibration=Calibration.from_dict(payload["calibration"]) if payload.get("calibration") else None,
     )
 
 

@@ -12,6 +12,12 @@ import pyarrow as pa
 from vad.results.schema import MASKS_SCHEMA, OBJECTS_SCHEMA, SCORES_SCHEMA, SCORES_SCHEMA_VERSION
 
 
+def source_metadata(metadata: dict | None, size: int, mtime: float) -> dict:
+    """Schema metadata of a result file plus the size and mtime of the video it was made from,
+    so a run can adopt results a killed run wrote but never entered in the manifest."""
+    return {**(metadata or {}), b"vad.source_size": str(size).encode(), b"vad.source_mtime": repr(mtime).encode()}
+
+
 def encode_mask(mask: np.ndarray) -> bytes:
     """A boolean (H, W) mask as a 1-bit PNG (a few hundred bytes for a typical sparse mask)."""
     from PIL import Image

@@ -149,3 +149,20 @@ def run_report(
         with mlflow.start_run(run_id=mlflow_run_id):
             mlflow.log_artifact(str(path), artifact_path="report")
     return summary
+
+
+def review_page(cfg, summary) -> str | None:
+    """The page of a job's run (`vad score`, `vad fuse`: `cfg` with output, storage, report, ray and work_dir
+    sections; `summary` its `RunSummary`), logged to the run's MLflow run. A failure is logged, not raised:
+    the rows are written by then."""
+    try:
+        page = run_report(
+            cfg.output.uri, storage=cfg.storage, run_id=summary.run_id, top_k=cfg.report.top_k,
+            out_dir=cfg.report.out_dir or Path(cfg.work_dir) / "reports", concurrency=cfg.report.concurrency,
+            ray_address=cfg.ray.address, num_cpus=cfg.ray.num_cpus, mlflow_run_id=summary.mlflow_run_id,
+        )
+    except Exception as exc:  # noqa: BLE001
+        log.warning("the review page could not be written: %s: %s", type(exc).__name__, exc)
+        return None
+    log.info("%s", page.line())
+    return page.path

@@ -220,28 +220,10 @@ def run_scoring(cfg: ScoreJobConfig, run_date: str | None = None) -> RunSummary:
         summary = execute(cfg, plan, t0)
         report(cfg, summary, tracker)
     if cfg.report.enabled:
-        summary.report_path = _review_page(cfg, summary)
+        from vad.review.report import review_page
+
+        summary.report_path = review_page(cfg, summary)
     return summary
-
-
-def _review_page(cfg: ScoreJobConfig, summary: RunSummary) -> str | None:
-    """The night's review page (`vad.review`), logged to the run's MLflow run; a failure is logged, not raised:
-    the scores are written by then."""
-    from pathlib import Path
-
-    from vad.review.report import run_report
-
-    try:
-        page = run_report(
-            cfg.output.uri, storage=cfg.storage, run_id=summary.run_id, top_k=cfg.report.top_k,
-            out_dir=cfg.report.out_dir or Path(cfg.work_dir) / "reports", concurrency=cfg.report.concurrency,
-            ray_address=cfg.ray.address, num_cpus=cfg.ray.num_cpus, mlflow_run_id=summary.mlflow_run_id,
-        )
-    except Exception as exc:  # noqa: BLE001
-        log.warning("the review page could not be written: %s: %s", type(exc).__name__, exc)
-        return None
-    log.info("%s", page.line())
-    return page.path
 
 
 def _lost_workers() -> tuple[type[BaseException], ...]:

@@ -19,17 +19,11 @@ import pyarrow.compute as pc
 from vad.config import DecodeConfig, ScoreJobConfig, StorageConfig
 from vad.io.sources import validate_camera, validate_date
 from vad.io.storage import filesystem, parse_uri
-from vad.results.tables import explode_objects, masks_table, objects_table, scores_table
+from vad.results.tables import explode_objects, masks_table, objects_table, scores_table, source_metadata
 
 SIDE_TABLES = ("masks", "objects")  # written beside a video's scores by scorers that localise / find objects
 
 WRITTEN_COLUMNS = ("video_uri", "path", "date", "camera", "rows", "anomalies")
-
-
-def source_metadata(metadata: dict | None, size: int, mtime: float) -> dict:
-    """Schema metadata of a result file plus the size and mtime of the video it was made from,
-    so a run can adopt results a killed run wrote but never entered in the manifest."""
-    return {**(metadata or {}), b"vad.source_size": str(size).encode(), b"vad.source_mtime": repr(mtime).encode()}
 
 
 def writer_of(video_uri: str, writers: int) -> int:

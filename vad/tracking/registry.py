@@ -107,6 +107,26 @@ def promote(name: str, version: str, alias: str, tracking_uri: str) -> str | Non
     return before
 
 
+def registered_calibration(name: str, version: str, tracking_uri: str):
+    """The `vad.calibration` tag of a model version (`vad calibrate` sets it on models registered before
+    training recorded one), or None."""
+    from mlflow.tracking import MlflowClient
+
+    from vad.models.calibration import TAG, Calibration
+
+    text = MlflowClient(tracking_uri).get_model_version(name, version).tags.get(TAG)
+    return Calibration.from_json(text) if text else None
+
+
+def set_registered_calibration(name: str, version: str, calibration, tracking_uri: str) -> None:
+    """Record `calibration` on a registered model version (its checkpoint stays as it was registered)."""
+    from mlflow.tracking import MlflowClient
+
+    from vad.models.calibration import TAG
+
+    MlflowClient(tracking_uri).set_model_version_tag(name, version, TAG, calibration.to_json())
+
+
 def resolve_model_uri(uri: str, tracking_uri: str, work_dir: str) -> str:
     """`models:/name@alias` or `models:/name/version` -> a path or s3:// uri of its checkpoint."""
     return resolve_model(uri, tracking_uri, work_dir)[0]

@@ -36,6 +36,7 @@ class DistributedResult:
     val_clips: int = 0
     seconds: float = 0.0
     run_path: str = ""
+    calibration: object = None  # vad.models.calibration.Calibration of the held-out frame scores
 
 
 def clips_dataset(videos: list, cfg: TrainJobConfig):
@@ -130,6 +131,7 @@ def train_distributed(
     (`vad.training.split.split_videos`); returns the final model and threshold.
 
     `epoch_callbacks` run on every worker after each epoch's report, with its metrics."""
+    from vad.models.calibration import Calibration
     from vad.models.scorers import build_scorer
     from vad.training.local import score_clips
 
@@ -161,11 +163,13 @@ def train_distributed(
     # The threshold is a quantile of held-out normal clips' scores (training clips when there are none).
     reference = datasets["val"] if val_videos else datasets["train"].limit(512)
     clips = np.concatenate([b["frames"] for b in reference.iter_batches(batch_size=256, batch_format="numpy")])
+    frame_scores = score_clips(model, clips, field="frame_scores")
     scores = score_clips(model, clips)
+    calibration = Calibration.from_frame_scores(frame_scores, "held-out normal videos" if val_videos else "training clips (none held out)")
     if hasattr(model, "calibrate"):  # scorers with pixel masks calibrate them on the same clips
         model.calibrate(unit_clips(clips[:64]))
     return DistributedResult(
         model=model, history=history, val_scores=scores, threshold=float(np.quantile(scores, cfg.train.threshold_quantile)),
         train_clips=int(history[-1]["train/clips"]) if history else 0, val_clips=len(clips) if val_videos else 0,
-        seconds=seconds, run_path=path,
+        seconds=seconds, run_path=path, calibration=calibration,
     )

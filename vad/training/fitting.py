@@ -40,19 +40,24 @@ def _fit(model, pool: CandidatePool) -> dict[str, float]:
     return metrics
 
 
-def _finish(model, fit_metrics: dict, values: torch.Tensor, threshold_quantile: float, seconds: float, on_epoch=None):
-    """Calibrate on held-out values; the threshold is a quantile of their clip scores."""
+def _finish(model, fit_metrics: dict, values: torch.Tensor, threshold_quantile: float, seconds: float, on_epoch=None,
+            held_out: bool = True):
+    """Calibrate on held-out values; the threshold is a quantile of their clip scores (a fitted scorer's
+    clip score is its worst frame), the model's `Calibration` their frame scores' statistics."""
+    from vad.models.calibration import Calibration
     from vad.training.local import FitResult
 
-    scores, val_metrics = model.calibrate_values(values)
-    scores = np.asarray(scores, dtype=np.float64)
+    frame_scores, val_metrics = model.calibrate_values(values)
+    frame_scores = np.asarray(frame_scores, dtype=np.float64)
+    scores = frame_scores.max(axis=1)
+    calibration = Calibration.from_frame_scores(frame_scores, "held-out normal clips" if held_out else "training clips (none held out)")
     row = {"epoch": 0, **fit_metrics, **val_metrics, "val/score_mean": float(scores.mean()), **model.fit_summary()}
     row.setdefault("train/loss", float("nan"))
     row.setdefault("val/loss", float("nan"))
     if on_epoch is not None:
         on_epoch(row)
     log.info("fitted %s: train/loss %.4f, val/loss %.4f", model.name, row["train/loss"], row["val/loss"])
-    return FitResult(float(np.quantile(scores, threshold_quantile)), [row], scores, seconds)
+    return FitResult(float(np.quantile(scores, threshold_quantile)), [row], scores, seconds, calibration)
 
 
 def fit_in_process(
@@ -71,7 +76,7 @@ def fit_in_process(
         reference = val if len(val) else train[:CALIBRATION_SAMPLE]
         values = torch.cat([model.calibration_values(model_input(model, reference[i : i + batch_size], device)).cpu()
                             for i in range(0, len(reference), batch_size)])
-        return _finish(model, metrics, values, threshold_quantile, time.perf_counter() - started, on_epoch)
+        return _finish(model, metrics, values, threshold_quantile, time.perf_counter() - started, on_epoch, held_out=len(val) > 0)
 
 
 class FitPass:
@@ -144,8 +149,8 @@ def fit_with_ray_data(cfg, train_videos: list, val_videos: list, hparams: dict):
     for b in run_pass(reference, "calibration_values", state, None if val_videos else CALIBRATION_SAMPLE).iter_batches(batch_size=1024, batch_format="numpy"):
         parts.append(torch.from_numpy(np.array(b["values"])))
     values = torch.cat(parts)
-    fitted = _finish(model, metrics, values, cfg.train.threshold_quantile, time.perf_counter() - started)
+    fitted = _finish(model, metrics, values, cfg.train.threshold_quantile, time.perf_counter() - started, held_out=bool(val_videos))
     return DistributedResult(
-        model=model, history=fitted.history, val_scores=fitted.val_scores, threshold=fitted.threshold,
+        model=model, history=fitted.history, val_scores=fitted.val_scores, threshold=fitted.threshold, calibration=fitted.calibration,
         train_clips=clips, val_clips=len(values) if val_videos else 0, seconds=fitted.seconds, run_path="",
     )

@@ -106,11 +106,12 @@ def train_camera(camera: str, train_videos: list, val_videos: list, cfg: TrainJo
     metrics = {"train/loss": final["train/loss"], "val/loss": final["val/loss"], "train/seconds": result.seconds}
     data = checkpoint_bytes(
         model, version=cfg.output.version, threshold=result.threshold, decode=decode_record(cfg.decode), metrics=metrics,
-        model_name=registry_name(cfg.registry, cfg.model.name, camera),
+        model_name=registry_name(cfg.registry, cfg.model.name, camera), calibration=result.calibration,
     )
     return {
         **row, "status": "trained", "val_clips": 0 if val is None else len(val), "val_loss": final["val/loss"],
         "threshold": result.threshold, "history": result.history, "metrics": metrics, "checkpoint_bytes": data,
+        "calibration": result.calibration.metrics() if result.calibration else {},
         "seconds": time.perf_counter() - started, "note": "" if val_videos else "no held-out video: not promoted",
     }
 
@@ -226,14 +227,15 @@ def _finish_camera(result: dict, cfg: TrainJobConfig, tracker) -> dict:
     from vad.training.job import register_and_write
 
     camera = result["camera"]
-    row = {k: v for k, v in result.items() if k not in ("history", "metrics", "checkpoint_bytes")}
+    row = {k: v for k, v in result.items() if k not in ("history", "metrics", "checkpoint_bytes", "calibration")}
     if result["status"] != "trained":
         log.warning("camera %s skipped: %s", camera, result["note"])
         return row
     with tracker.child(camera, {"vad.camera": camera, "vad.job": "train"}) as child:
         for epoch_row in result["history"]:
             child.log_metrics({k: v for k, v in epoch_row.items() if k != "epoch" and not np.isnan(v)}, step=int(epoch_row["epoch"]))
-        child.log_metrics({"train/threshold": result["threshold"], "train/clips": result["clips"], "val/clips": result["val_clips"]})
+        child.log_metrics({"train/threshold": result["threshold"], "train/clips": result["clips"], "val/clips": result["val_clips"],
+                           **result["calibration"]})
         registered, checkpoint = register_and_write(child, cfg, result["checkpoint_bytes"], result["metrics"], camera)
     row |= {"checkpoint": checkpoint, "model": f"{registered.name}/{registered.version}" if registered else "", "promoted": bool(registered and registered.promoted)}
     if registered is not None and not registered.promoted and not row["note"]:

@@ -44,6 +44,7 @@ class Trained:
     seconds: float
     run_path: str
     val_scores: np.ndarray
+    calibration: object = None  # vad.models.calibration.Calibration
 
 
 def training_videos(cfg: TrainJobConfig) -> list:
@@ -95,7 +96,7 @@ def _train_clip_scorer(cfg: TrainJobConfig, videos: list, hparams: dict, tracker
         trained.model, trained.threshold, trained.history, metrics,
         {"train/clips": trained.train_clips, "val/clips": trained.val_clips,
          **{k: v for k, v in final.items() if k not in ("epoch", "train/loss", "val/loss", "val/score_mean")}},  # a fit's own (bank size, objects)
-        trained.train_clips, trained.seconds, trained.run_path, trained.val_scores,
+        trained.train_clips, trained.seconds, trained.run_path, trained.val_scores, trained.calibration,
     )
 
 
@@ -110,6 +111,7 @@ def _train_mil(cfg: TrainJobConfig, videos: list, hparams: dict, tracker, epoch_
     extra = {**trained.val_metrics, **{f"train/bags_{k}": v for k, v in trained.bags.items()}}
     return Trained(
         trained.model, trained.threshold, trained.history, metrics, extra, trained.clips, trained.seconds, trained.run_path, np.array([]),
+        trained.calibration,
     )
 
 
@@ -163,9 +165,11 @@ def run_training(cfg: TrainJobConfig, *, epoch_callbacks: list[Callable[[dict], 
         tracker.log_params(run_params(cfg, hparams, len(videos)))
         trained = train(cfg, videos, hparams, tracker, epoch_callbacks)
         data = checkpoint_bytes(
-            trained.model, version=cfg.output.version, threshold=trained.threshold, decode=decode_record(cfg.decode), metrics=trained.metrics
+            trained.model, version=cfg.output.version, threshold=trained.threshold, decode=decode_record(cfg.decode), metrics=trained.metrics,
+            calibration=trained.calibration,
         )
-        tracker.log_metrics({**trained.extra_metrics, "train/threshold": trained.threshold, "train/seconds": trained.seconds})
+        calibration = trained.calibration.metrics() if trained.calibration else {}
+        tracker.log_metrics({**trained.extra_metrics, **calibration, "train/threshold": trained.threshold, "train/seconds": trained.seconds})
         tracker.set_tag("vad.ray_train_path", trained.run_path)
         registered, checkpoint = register_and_write(tracker, cfg, data, trained.metrics)
     if registered is not None and not registered.promoted:
@@ -175,7 +179,7 @@ def run_training(cfg: TrainJobConfig, *, epoch_callbacks: list[Callable[[dict], 
             registered.name, registered.version, cfg.registry.alias, registered.reason, checkpoint, cfg.output.checkpoint,
             registered.name, registered.version,
         )
-    result = FitResult(trained.threshold, trained.history, trained.val_scores, trained.seconds)
+    result = FitResult(trained.threshold, trained.history, trained.val_scores, trained.seconds, trained.calibration)
     return TrainSummary(checkpoint, trained.clips, result, tracker.run_id, registered)
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from vad.models.calibration import Calibration
 from vad.models.scorers import ClipScorer
 from vad.training.step import optimise, train_step, unit_clips
 
@@ -25,6 +26,7 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
     val_scores: np.ndarray | None = None
     seconds: float = 0.0
+    calibration: Calibration | None = None  # held-out normal frame scores' statistics (`vad.models.calibration`)
 
 
 def _batches(clips: np.ndarray, batch_size: int, rng: np.random.Generator | None):
@@ -110,7 +112,9 @@ def fit(
         model.eval()
         model.calibrate(unit_clips(val if n_val else train[:64], device))
     threshold = float(np.quantile(reference, threshold_quantile))
-    return FitResult(threshold, history, reference, time.perf_counter() - started)
+    frames = score_clips(model, val if n_val else train[:256], batch_size, device, field="frame_scores")
+    calibration = Calibration.from_frame_scores(frames, "held-out normal clips" if n_val else "training clips (none held out)")
+    return FitResult(threshold, history, reference, time.perf_counter() - started, calibration)
 
 
 def train_mil(

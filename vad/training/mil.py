@@ -112,6 +112,7 @@ class MILResult:
     clips: int
     seconds: float
     run_path: str
+    calibration: object = None  # vad.models.calibration.Calibration: held-out normal clips' scores (every frame of a clip takes its score)
 
 
 def weak_labels(cfg: TrainJobConfig, videos: list) -> tuple[list, list]:
@@ -137,6 +138,7 @@ def train_mil_job(cfg: TrainJobConfig, videos: list, epoch_callbacks: list = ())
 
     from vad.io.storage import read_bytes
     from vad.models.backbones import build_backbone
+    from vad.models.calibration import Calibration
     from vad.models.scorers.mil.loss import mil_ranking_loss
     from vad.models.scorers.mil.model import MILScorer, segment_features
     from vad.training.split import split_videos, split_warning
@@ -182,5 +184,6 @@ def train_mil_job(cfg: TrainJobConfig, videos: list, epoch_callbacks: list = ())
     return MILResult(
         model=model, history=history, threshold=float(np.quantile(clip_scores, cfg.train.threshold_quantile)),
         val_metrics=val_metrics, seconds=seconds, clips=sum(len(f) for f in features.values()), run_path=run.path,
+        calibration=Calibration.from_frame_scores(clip_scores, "held-out normal videos" if val_n else "training clips (none held out)"),
         bags={"train_anomalous": len(train_a), "train_normal": len(train_n), "val_anomalous": len(val_a), "val_normal": len(val_n)},
     )

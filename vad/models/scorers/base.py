@@ -113,8 +113,10 @@ class FittedScorer(ClipScorer):
         raise NotImplementedError
 
     def calibrate_values(self, values: torch.Tensor) -> tuple[np.ndarray, dict[str, float]]:
-        """Set the calibration from the held-out values of every clip; returns those clips' scores
-        (what the threshold is a quantile of) and metrics (`val/loss` among them)."""
+        """Set the calibration from the held-out values of every clip; returns those clips' frame scores
+        (B, T) and metrics (`val/loss` among them). A fitted scorer's clip score is its worst frame: the
+        threshold is a quantile of the clips' worst frames, the model's `Calibration` (what fusion scales
+        by) the statistics of the frames."""
         raise NotImplementedError
 
     def fit_summary(self) -> dict[str, float]:

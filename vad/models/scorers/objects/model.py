@@ -233,7 +233,7 @@ class ObjectScorer(FittedScorer):
         # val/loss (what the registry promotes on): how unusual held-out normal objects are to the fitted densities,
         # the sum over the attributes in use of their mean raw score (lower: the densities generalise better)
         used = [i for i, a in enumerate(ATTRIBUTES) if a in self.attributes]
-        return frame_scores.max(1), {"val/loss": float(objects[:, used].mean(0).sum()), "val/objects": float(len(objects))}
+        return frame_scores, {"val/loss": float(objects[:, used].mean(0).sum()), "val/objects": float(len(objects))}
 
     def _hold(self, frame_scores: np.ndarray) -> np.ndarray:
         """(B, T) scores of analysed frames (others ignored) -> every frame takes its analysed frame's."""

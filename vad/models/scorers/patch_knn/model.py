@@ -143,8 +143,8 @@ class PatchKNN(FittedScorer):
 
     def calibrate_values(self, values: torch.Tensor) -> tuple[np.ndarray, dict[str, float]]:
         self.calibrate_distances(values)
-        scores = self.output(self.calibrated(values), self.clip_len).score.cpu().numpy()
-        return scores, {"val/loss": float(values.mean())}
+        frame_scores = self.output(self.calibrated(values), self.clip_len).frame_scores.cpu().numpy()
+        return frame_scores, {"val/loss": float(values.mean())}
 
     def fit_summary(self) -> dict[str, float]:
         return {"train/bank_patches": float(len(self.bank))}

@@ -1,0 +1,342 @@
+"""`vad fuse`: a fused model's rows, made from its members' rows of the same results root, in three steps:
+
+- `plan_fusion`: on the driver, from the manifest: each camera's members resolved (their exact model, its
+  calibration), the fused model's version for the camera (a digest of the rule and the members' versions
+  and calibrations, so a member's new champion re-fuses its camera only), and per video what to do: fuse
+  it, skip it (fused already from the same members and the same object), or record why not (a member
+  that has not scored it, scored an older copy, or has no model or calibration: `errors`, stage `member`);
+- `execute`: each video's member files read, fused (`vad.fusion.rules`) and written as the fused model's
+  `scores` file (its masks and objects beside it), the manifest entry after it;
+- `report`: the `runs` row, MLflow metrics and the CLI's JSON from one `RunSummary`, and the review page.
+
+Fusion reads and writes results only; it decodes no video, so members that need different decoding (small
+grey clips, full frames) are fused all the same. It runs on the driver, `fusion.workers` videos at once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import re
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vad.config import FuseJobConfig, FusionMemberConfig
+from vad.console import Progress
+from vad.fusion.rules import Member, covering_reason, fuse_video, fused_threshold, reason_of
+from vad.io.storage import filesystem, parse_uri, require_credentials, write_parquet_atomic
+from vad.results.ledger import ManifestKey, ManifestWriter, error_row, is_up_to_date, read_manifest, write_errors
+from vad.results.runs import write_run_record
+from vad.results.schema import MASKS_SCHEMA, OBJECTS_SCHEMA, SCORES_SCHEMA, SCORES_SCHEMA_VERSION, result_file_name
+from vad.results.tables import source_metadata
+from vad.scoring.summary import RunSummary
+from vad.tracking.runs import mlflow_run
+
+log = logging.getLogger(__name__)
+
+DECODE = "fusion"  # the manifest's decode of fused rows: they are cut as their first member's clips
+MAX_OBJECTS = 8  # objects kept per fused clip, worst first
+_PARTITION = re.compile(r"/date=(\d{4}-\d{2}-\d{2})/camera=([^/]+)/[^/]+$")
+
+
+class MemberProblem(LookupError):
+    """A member cannot take part for a camera (no model, unreadable checkpoint, no calibration)."""
+
+
+@dataclass
+class CameraFusion:
+    """The fused model of one camera: its members as resolved, version and threshold; or why it has none."""
+
+    camera: str
+    members: list[Member] = field(default_factory=list)
+    version: str = ""
+    threshold: float = float("nan")
+    problem: str | None = None
+
+
+@dataclass
+class VideoTask:
+    uri: str
+    date: str
+    camera: str
+    size: int
+    mtime: float
+    paths: list[str]  # each member's scores file, in member order
+
+
+@dataclass
+class FusePlan:
+    run_id: str
+    run_date: str
+    started_at: dt.datetime
+    name: str
+    cameras: dict[str, CameraFusion]
+    videos: int = 0  # videos a member has scored, in scope
+    todo: list[VideoTask] = field(default_factory=list)
+    up_to_date: int = 0
+    errors: list[dict] = field(default_factory=list)
+
+
+def fused_name(cfg: FuseJobConfig, labels: list[str]) -> str:
+    return cfg.fusion.name or f"fusion({','.join(labels)})"
+
+
+def fused_version(members: list[Member], rule: str, level: float) -> str:
+    """The fused model's version for a camera: changes when any member's model or calibration, the weights or the rule do."""
+    spec = {"rule": rule, "level": level,
+            "members": [[m.label, m.name, m.version, m.weight, m.calibration.to_dict()] for m in members]}
+    return "f" + hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def resolve_member(spec: FusionMemberConfig, camera: str, tracking_uri: str, cfg: FuseJobConfig) -> Member:
+    """A member's exact model for `camera` and its calibration (the registry's tag first, then the checkpoint's)."""
+    from vad.models.checkpoint import read_checkpoint_record
+    from vad.tracking.registry import registered_calibration, resolve_model
+
+    uri = spec.model.replace("{camera}", camera)
+    try:
+        location, registered, version = resolve_model(uri, tracking_uri, cfg.work_dir)
+        record = read_checkpoint_record(location, cfg.storage)
+    except (LookupError, FileNotFoundError, ValueError) as exc:
+        raise MemberProblem(f"no usable model at {uri}: {str(exc).strip().splitlines()[0]}") from None
+    name = registered or record.model_name or record.scorer
+    version = version or record.version
+    calibration = (registered_calibration(registered, version, tracking_uri) if registered else None) or record.calibration
+    if calibration is None:
+        raise MemberProblem(
+            f"{name} version {version} ({uri}) records no calibration (trained before vad recorded one): "
+            "train it again, or run `vad calibrate` over held-out normal videos of the camera"
+        )
+    return Member(spec.label or record.scorer, name, version, calibration, spec.weight)
+
+
+def plan_fusion(cfg: FuseJobConfig, run_date: str | None = None) -> FusePlan:
+    """Resolve every camera's members and decide each video's fate, from the manifest; no video is read."""
+    from vad.tracking.runs import tracking_uri
+
+    started_at = dt.datetime.now(dt.timezone.utc)
+    require_credentials(cfg.output.uri, cfg.storage)
+    manifest = read_manifest(cfg.output.uri, cfg.storage)
+    scored: dict[tuple[str, str, str], tuple] = {}  # (uri, model, version) -> (entry, date, camera)
+    cameras: set[str] = set()
+    for key, entry in manifest.items():
+        where = _PARTITION.search(entry.scores_path or "") if entry.status == "scored" else None
+        if where is None:
+            continue
+        date, camera = where.groups()
+        if (cfg.fusion.cameras and camera not in cfg.fusion.cameras) or (cfg.fusion.dates and date not in cfg.fusion.dates):
+            continue
+        scored[(key.uri, key.model_name, key.model_version)] = (entry, date, camera)
+        cameras.add(camera)
+    tracking = tracking_uri(cfg.mlflow, cfg.work_dir)
+    resolved: dict[tuple[int, str], Member | MemberProblem] = {}
+
+    def member(i: int, spec: FusionMemberConfig, camera: str):
+        uri = spec.model.replace("{camera}", camera)
+        if (i, uri) not in resolved:
+            try:
+                resolved[(i, uri)] = resolve_member(spec, camera, tracking, cfg)
+            except MemberProblem as exc:
+                resolved[(i, uri)] = exc
+        return resolved[(i, uri)]
+
+    fusions: dict[str, CameraFusion] = {}
+    labels: list[str] | None = None
+    for camera in sorted(cameras):
+        found = [member(i, spec, camera) for i, spec in enumerate(cfg.fusion.members)]
+        problems = [str(m) for m in found if isinstance(m, MemberProblem)]
+        members = [m for m in found if isinstance(m, Member)]
+        if problems:
+            fusions[camera] = CameraFusion(camera, members, problem="; ".join(problems))
+            continue
+        labels = labels or [m.label for m in members]
+        fusions[camera] = CameraFusion(
+            camera, members, fused_version(members, cfg.fusion.rule, cfg.fusion.threshold_quantile),
+            fused_threshold(members, cfg.fusion.rule, cfg.fusion.threshold_quantile),
+        )
+    labels = labels or [spec.label or f"member{i + 1}" for i, spec in enumerate(cfg.fusion.members)]
+    if len(set(labels)) < len(labels):
+        raise ValueError(f"fusion members share a label ({', '.join(labels)}): give each a fusion.members[].label")
+    plan = FusePlan(uuid.uuid4().hex[:16], run_date or started_at.date().isoformat(), started_at, fused_name(cfg, labels), fusions)
+    for camera, fusion in sorted(fusions.items()):
+        uris = sorted({uri for (uri, name, version), (_, _, cam) in scored.items()
+                       if cam == camera and any((name, version) == (m.name, m.version) for m in fusion.members)})
+        for uri in uris:
+            plan.videos += 1
+            _decide(plan, fusion, uri, scored, manifest, cfg.run.incremental)
+    log.info(
+        "fusion %s: %d cameras, %d videos scored by a member, %d to fuse, %d up to date, %d not fusable (errors)",
+        plan.name, len(fusions), plan.videos, len(plan.todo), plan.up_to_date, len(plan.errors),
+    )
+    return plan
+
+
+def _decide(plan: FusePlan, fusion: CameraFusion, uri: str, scored: dict, manifest: dict, incremental: bool) -> None:
+    if fusion.problem:
+        plan.errors.append(error_row(uri, "member", error_class="MemberUnavailable", message=fusion.problem))
+        return
+    found = [scored.get((uri, m.name, m.version)) for m in fusion.members]
+    missing = [m for m, f in zip(fusion.members, found) if f is None]
+    if missing:
+        names = ", ".join(f"{m.label} ({m.name} version {m.version})" for m in missing)
+        plan.errors.append(error_row(uri, "member", error_class="MemberMissing",
+                                     message=f"not scored by {names}: score it with that model, then fuse again"))
+        return
+    entries = [f[0] for f in found]
+    if len({(e.size, round(e.mtime, 3)) for e in entries}) > 1:
+        plan.errors.append(error_row(uri, "member", error_class="MemberStale", message=(
+            "the members scored different copies of the video (size, mtime: "
+            + "; ".join(f"{m.label} {e.size}, {e.mtime:.3f}" for m, e in zip(fusion.members, entries)) + "): score it again with each")))
+        return
+    size, mtime = entries[0].size, entries[0].mtime
+    if incremental and is_up_to_date(manifest.get(ManifestKey(uri, plan.name, fusion.version, DECODE)), size, mtime):
+        plan.up_to_date += 1
+        return
+    plan.todo.append(VideoTask(uri, found[0][1], fusion.camera, size, mtime, [e.scores_path for e in entries]))
+
+
+def side_path(scores_path: str, table: str) -> str:
+    """The `masks` / `objects` file beside a scores file (same partition, same name)."""
+    head, sep, tail = scores_path.rpartition("/scores/date=")
+    return f"{head}/{table}/date={tail}" if sep else scores_path
+
+
+def _read(fs, path: str, schema: pa.Schema | None = None) -> pa.Table | None:
+    from pyarrow.fs import FileType
+
+    if schema is not None and fs.get_file_info(path).type != FileType.File:
+        return None
+    with fs.open_input_file(path) as handle:
+        return pq.read_table(handle)
+
+
+def fuse_one(task: VideoTask, fusion: CameraFusion, plan: FusePlan, rule: str, output_uri: str, fs) -> dict:
+    """Read, fuse and write one video; returns the written row (path, rows, anomalies)."""
+    tables = [_read(fs, p).sort_by("clip_index") for p in task.paths]
+    fused = fuse_video(tables, fusion.members, rule)
+    reference = tables[0]
+    ref = reference.to_pydict()
+    n = reference.num_rows
+    per_member = [t.select(["start_frame", "end_frame", "score", "reason"]).to_pydict() for t in tables]
+    reasons = [
+        reason_of(fusion.members[lead], float(value), covering_reason(per_member[lead], int(frame)))
+        for lead, value, frame in zip(fused.leader, fused.leader_value, fused.worst_frame)
+    ]
+    scored_at = dt.datetime.now(dt.timezone.utc)
+    columns = {
+        "schema_version": pa.array(np.full(n, SCORES_SCHEMA_VERSION, np.int16)), "run_id": pa.array([plan.run_id] * n),
+        "model_name": pa.array([plan.name] * n), "model_version": pa.array([fusion.version] * n),
+        "model_fallback": pa.array(np.any([np.asarray(t["model_fallback"]) for t in tables], axis=0)) if n else pa.array([], pa.bool_()),
+        "score": pa.array(fused.scores, pa.float32()), "threshold": pa.array(np.full(n, fusion.threshold), pa.float32()),
+        "is_anomaly": pa.array(fused.scores > fusion.threshold),
+        "frame_scores": pa.array([list(map(float, f)) for f in fused.frame_scores], SCORES_SCHEMA.field("frame_scores").type),
+        "reason": pa.array(reasons, pa.string()), "scored_at": pa.array([scored_at] * n, SCORES_SCHEMA.field("scored_at").type),
+    }
+    scores = pa.Table.from_arrays([columns.get(f.name, reference[f.name]).cast(f.type) for f in SCORES_SCHEMA], schema=SCORES_SCHEMA)
+    scores = scores.replace_schema_metadata(source_metadata(scores.schema.metadata, task.size, task.mtime))
+    name = result_file_name(task.uri, plan.name, fusion.version, DECODE)
+    root = parse_uri(output_uri)
+    masks = _read(fs, side_path(task.paths[0], "masks"), MASKS_SCHEMA)
+    if masks is not None:  # the first member's clips are the fused clips: its masks are theirs
+        masks = masks.set_column(masks.schema.get_field_index("run_id"), "run_id", pa.array([plan.run_id] * masks.num_rows))
+        write_parquet_atomic(fs, root.join("masks", f"date={task.date}", f"camera={task.camera}", name).path, masks.cast(MASKS_SCHEMA))
+    objects = _fused_objects(fs, task, ref, plan, fusion)
+    if objects is not None:
+        write_parquet_atomic(fs, root.join("objects", f"date={task.date}", f"camera={task.camera}", name).path, objects)
+    path = root.join("scores", f"date={task.date}", f"camera={task.camera}", name).path
+    write_parquet_atomic(fs, path, scores)  # last: a scores file means the video is complete
+    return {"path": path, "rows": n, "anomalies": int(np.sum(fused.scores > fusion.threshold))}
+
+
+def _fused_objects(fs, task: VideoTask, ref: dict, plan: FusePlan, fusion: CameraFusion) -> pa.Table | None:
+    """The members' objects, each put in the fused clip whose frames hold it, relabelled as the fused model's."""
+    found = [t for t in (_read(fs, side_path(p, "objects"), OBJECTS_SCHEMA) for p in task.paths) if t is not None and t.num_rows]
+    if not found:
+        return None
+    rows = pa.concat_tables(found).to_pylist()
+    starts = np.asarray(ref["start_frame"])
+    by_clip: dict[int, list[dict]] = {}
+    for row in rows:
+        i = int(np.searchsorted(starts, row["frame"], side="right")) - 1
+        if i < 0 or row["frame"] > ref["end_frame"][i]:
+            continue
+        by_clip.setdefault(i, []).append(row)
+    out = []
+    for i, members in sorted(by_clip.items()):
+        for row in sorted(members, key=lambda r: -(r["score"] or 0))[:MAX_OBJECTS]:
+            out.append({**row, "run_id": plan.run_id, "clip_id": ref["clip_id"][i], "clip_index": ref["clip_index"][i],
+                        "model_name": plan.name, "model_version": fusion.version})
+    return pa.Table.from_pylist(out, schema=OBJECTS_SCHEMA) if out else None
+
+
+def execute(cfg: FuseJobConfig, plan: FusePlan, t0: float) -> RunSummary:
+    """Fuse `plan.todo` (`fusion.workers` at once) and write the fused files, manifest and errors."""
+    manifest_out = ManifestWriter(cfg.output.uri, plan.run_date, plan.run_id, cfg.storage, flush_s=cfg.run.manifest_flush_s)
+    fs = filesystem(parse_uri(cfg.output.uri), cfg.storage)
+    errors = list(plan.errors)
+    files, clips, anomalies = [], 0, 0
+    progress = Progress("fusing", len(plan.todo), "videos")
+
+    def work(task: VideoTask):
+        try:
+            return task, fuse_one(task, plan.cameras[task.camera], plan, cfg.fusion.rule, cfg.output.uri, fs), None
+        except Exception as exc:  # noqa: BLE001 - one bad file is that video's error row, not the night's end
+            log.warning("could not fuse %s: %s: %s", task.uri, type(exc).__name__, exc)
+            return task, None, exc
+
+    try:
+        with ThreadPoolExecutor(cfg.fusion.workers) as pool:
+            for done, (task, row, exc) in enumerate(pool.map(work, plan.todo), 1):
+                if exc is not None:
+                    errors.append(error_row(task.uri, "fuse", exc, size=task.size))
+                else:
+                    files.append(row["path"])
+                    clips += row["rows"]
+                    anomalies += row["anomalies"]
+                    key = ManifestKey(task.uri, plan.name, plan.cameras[task.camera].version, DECODE)
+                    manifest_out.add(uri=task.uri, size=task.size, mtime=task.mtime, key=key, status="scored", clips=row["rows"], scores_path=row["path"])
+                progress.update(done, f"{clips} clips")
+    finally:
+        progress.close()
+        manifest_out.flush()
+    write_errors(cfg.output.uri, plan.run_date, plan.run_id, errors, cfg.storage)
+    return RunSummary(
+        plan.run_id, plan.run_date, plan.videos, clips, anomalies, files, wall_s=time.perf_counter() - t0, up_to_date=plan.up_to_date,
+        errors=errors, attempted=len(plan.todo) + len(plan.errors), max_failure_rate=cfg.run.max_failure_rate,
+        started_at=plan.started_at, finished_at=dt.datetime.now(dt.timezone.utc), source_uri=cfg.output.uri,
+        model_name=plan.name, model_version=_versions(plan),
+    )
+
+
+def _versions(plan: FusePlan) -> str:
+    versions = sorted({c.version for c in plan.cameras.values() if c.version})
+    return versions[0] if len(versions) == 1 else f"{len(versions)} versions"
+
+
+def run_fusion(cfg: FuseJobConfig, run_date: str | None = None) -> RunSummary:
+    """Fuse every video the members have scored and the fused model has not (or not from these members)."""
+    t0 = time.perf_counter()
+    plan = plan_fusion(cfg, run_date)
+    with mlflow_run(cfg.mlflow, cfg.work_dir, cfg.run_name or f"fuse-{plan.run_date}", {"vad.run_id": plan.run_id, "vad.job": "fuse"}) as tracker:
+        tracker.log_params({"fusion.name": plan.name, "fusion.rule": cfg.fusion.rule, "fusion.threshold_quantile": cfg.fusion.threshold_quantile,
+                            **{f"fusion.member{i + 1}": f"{m.model} x{m.weight:g}" for i, m in enumerate(cfg.fusion.members)},
+                            "output.uri": cfg.output.uri})
+        summary = execute(cfg, plan, t0)
+        write_run_record(cfg.output.uri, summary.runs_row(), cfg.storage)
+        tracker.log_metrics(summary.metrics())
+        summary.mlflow_run_id = tracker.run_id
+    log.info("fusion run %s: %d videos fused (%d clips, %d flagged), %d up to date, %d errors",
+             plan.run_id, len(summary.files), summary.clips, summary.anomalous_clips, summary.up_to_date, len(summary.errors))
+    if cfg.report.enabled and summary.files:
+        from vad.review.report import review_page
+
+        summary.report_path = review_page(cfg, summary)
+    return summary
