@@ -61,6 +61,7 @@ class BenchResult:
     split: str | None = None  # the Ped2 split scored (None: the test folder was not read)
     labels: dict = field(default_factory=dict)  # video -> frame labels, the split's videos only
     scores: dict = field(default_factory=dict)  # video -> frame scores as the scorer gives them
+    calibration: object = None  # vad.models.calibration.Calibration of the held-out training clips' frame scores
 
     def reports(self, normalisations: tuple[str, ...], smoothing: int = 1) -> dict[str, dict[str, dict]]:
         """{split: {normalisation: frame-level report}} for every split inside the one scored (an `all`
@@ -186,7 +187,7 @@ def benchmark_scorer(
         score_s = time.perf_counter() - t0
     return BenchResult(
         name, result.seconds, n_clips / score_s if score_s else float("nan"), len(train), n_clips,
-        result.history[-1]["train/loss"], val, normalise, split, labels, scores,
+        result.history[-1]["train/loss"], val, normalise, split, labels, scores, result.calibration,
     )
 
 

@@ -167,3 +167,82 @@ def test_ped2_frame_folders_through_vad_train_and_vad_score(ray_local, tmp_path)
     assert labels[start : end + 1].any() and reason, top
     _, bikes = run_query(str(out), "SELECT count(*) FROM objects WHERE label = 'bicycle' AND frame >= 60")
     assert bikes[0][0] > 0
+
+
+@pytest.fixture(scope="module")
+def fused(night, checkpoint, s3):
+    """The same night scored by the suite's conv_ae too (registered: models:/vad-conv-ae@champion) and the two
+    fused: the object models (one per camera) first, so the fused clips are theirs."""
+    from vad.config import FuseJobConfig, FusionConfig, FusionMemberConfig
+    from vad.fusion.job import run_fusion
+    from helpers import DECODE as GRAY
+
+    job, _, out = night
+    fleet_work = Path(job.scorer.checkpoint).parent
+    registered = "models:/vad-conv-ae@champion"
+    conv = job.model_copy(update={"scorer": ScorerConfig(name="conv_ae", checkpoint=registered, batch_size=4, device="cpu"),
+                                  "decode": GRAY, "work_dir": str(checkpoint["work"])})
+    assert not run_scoring(conv, run_date="2026-11-24").errors
+    cfg = FuseJobConfig(
+        output=job.output, storage=job.storage, mlflow=MlflowConfig(enabled=False), work_dir=str(checkpoint["work"]),
+        fusion=FusionConfig(members=[FusionMemberConfig(model=str(fleet_work / "{camera}.pt")), FusionMemberConfig(model=registered)]),
+    )
+    return cfg, run_fusion(cfg, run_date="2026-11-25"), out
+
+
+def test_two_models_of_the_night_are_fused_and_the_objects_reason_survives(fused, night, archive):
+    from sklearn.metrics import roc_auc_score
+
+    cfg, summary, _ = fused
+    assert not summary.errors and summary.model_name == "fusion(objects,conv_ae)" and summary.clips > 0
+    results = cfg.output.uri
+    _, rows = run_query(results, """
+        SELECT f.clip_id, f.reason, o.reason, f.score, f.threshold, f.video_uri, f.start_frame, f.end_frame
+        FROM scores f JOIN scores o USING (clip_id)
+        WHERE f.model_name = 'fusion(objects,conv_ae)' AND o.model_name LIKE 'vad-objects.%'""")
+    assert len(rows) == summary.clips  # every fused clip is an object model's clip
+    led_by_objects = [r for r in rows if r[1].startswith("objects: ")]
+    assert led_by_objects and all(r[1] == f"objects: {r[2]}" for r in led_by_objects if r[2])
+    assert all(r[1].startswith("conv_ae: ") for r in rows if r not in led_by_objects)
+    labels = [bool(archive["labels"][uri.split("footage/", 1)[1]][start : end + 1].any()) for *_, uri, start, end in rows]
+    assert roc_auc_score(labels, [r[3] for r in rows]) > 0.7
+    _, copied = run_query(results, "SELECT count(*) FROM objects WHERE model_name = 'fusion(objects,conv_ae)'")
+    assert copied[0][0] > 0
+    from vad.fusion.job import run_fusion
+
+    again = run_fusion(cfg, run_date="2026-11-26")
+    assert again.files == [] and again.up_to_date == len(summary.files)
+
+
+def test_a_calibration_round_trips_through_the_registry(fused, checkpoint):
+    from vad.fusion.job import resolve_member
+    from vad.models.calibration import Calibration
+    from vad.models.checkpoint import load_checkpoint
+    from vad.tracking.registry import set_registered_calibration
+    from vad.tracking.runs import tracking_uri
+
+    cfg, _, _ = fused
+    spec = cfg.fusion.members[1]
+    member = resolve_member(spec, "cam01", tracking_uri(cfg.mlflow, cfg.work_dir), cfg)
+    trained = load_checkpoint(checkpoint["uri"], cfg.storage).calibration
+    assert member.name == "vad-conv-ae" and trained is not None and member.calibration == trained
+    later = Calibration.from_frame_scores(np.linspace(0.0, 1.0, 101), "set after registration")
+    set_registered_calibration(member.name, member.version, later, tracking_uri(cfg.mlflow, cfg.work_dir))
+    try:
+        assert resolve_member(spec, "cam01", tracking_uri(cfg.mlflow, cfg.work_dir), cfg).calibration == later
+    finally:
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient(tracking_uri(cfg.mlflow, cfg.work_dir)).delete_model_version_tag(member.name, member.version, "vad.calibration")
+
+
+def test_the_review_page_shows_the_fused_model_in_chromium(fused, s3):
+    from vad.review.report import run_report
+
+    cfg, summary, out = fused
+    if not summary.anomalous_clips:
+        pytest.fail("the fused night needs flagged clips")
+    page = run_report(cfg.output.uri, storage=s3.storage_config(), run_id=summary.run_id, top_k=3, out_dir=out / "fused-pages")
+    dom = render_in_browser(Path(page.path))
+    assert dom.count("fusion(objects,conv_ae), version f") == page.shown > 0 and 'data-images-broken="0"' in dom
+    assert dom.count('class="reason"') == page.shown

@@ -215,4 +215,4 @@ def test_a_member_without_a_calibration_is_said_plainly(results):
     assert len(summary.files) == 2  # cam01 is fused all the same
     [error] = summary.errors
     assert error["stage"] == "member" and error["error_class"] == "MemberUnavailable"
-    assert "records no calibration" in error["message"] and "vad calibrate" in error["message"]
+    assert "records no calibration" in error["message"] and "train it again" in error["message"]

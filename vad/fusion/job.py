@@ -113,7 +113,7 @@ def resolve_member(spec: FusionMemberConfig, camera: str, tracking_uri: str, cfg
     if calibration is None:
         raise MemberProblem(
             f"{name} version {version} ({uri}) records no calibration (trained before vad recorded one): "
-            "train it again, or run `vad calibrate` over held-out normal videos of the camera"
+            "train it again (`vad train` records one from its held-out videos); it cannot be fused without one"
         )
     return Member(spec.label or record.scorer, name, version, calibration, spec.weight)
 

@@ -1,5 +1,5 @@
 """What puts a model's frame scores on a scale other models share: statistics of its frame scores on
-held-out normal footage, recorded when it is trained or fitted (or later by `vad calibrate`).
+held-out normal footage, recorded when it is trained or fitted.
 
 Scores of different scorers mean different things (a reconstruction error, -PSNR, a calibrated density);
 `Calibration.scale` maps a model's scores so that its held-out normal minimum is 0 and their 99.9th
@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-TAG = "vad.calibration"  # the registry tag of a model version that was calibrated after it was registered
+TAG = "vad.calibration"  # a registered model version's tag: a calibration set after registration, read before its checkpoint's
 LEVELS = (0.5, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999)
 HIGH = 0.999  # the quantile that `scale` maps to 1
 

@@ -108,8 +108,8 @@ def promote(name: str, version: str, alias: str, tracking_uri: str) -> str | Non
 
 
 def registered_calibration(name: str, version: str, tracking_uri: str):
-    """The `vad.calibration` tag of a model version (`vad calibrate` sets it on models registered before
-    training recorded one), or None."""
+    """The `vad.calibration` tag of a model version (a calibration recorded after registration; fusion reads
+    it before the checkpoint's), or None."""
     from mlflow.tracking import MlflowClient
 
     from vad.models.calibration import TAG, Calibration
