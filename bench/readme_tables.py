@@ -163,6 +163,44 @@ def ablation_table(benchmark: str, scorer: str, records, designs: Path, ledger: 
     return "\n".join(lines)
 
 
+def fusion_table(records, designs: Path, ledger: Path, published: dict) -> str:
+    """Each recorded fusion design's run: the fused model, then each member alone from the same fits (their
+    records share the fusion design's digest), scores as given (`none`)."""
+    runs = _test_runs(ledger)
+    lines = ["| model | members, rule | **test 07–12** micro AUC | macro AUC | EER | all 12: micro AUC | macro AUC | EER "
+             "| dev 01–06: micro AUC | fit (s) | published, all 12 |", "|---" * 11 + "|"]
+    fusions = sorted({r.key for r in records if r.benchmark == "ped2_fusion" and r.scorer == "fusion"})
+    for key in fusions:
+        wanted = current_digest(key, designs)
+        mine = [r for r in records if r.benchmark == "ped2_fusion" and r.design_digest == wanted]
+        if not mine:
+            continue
+        tested = runs.get((key, wanted), 0)
+        for scorer in dict.fromkeys(["fusion", *(r.scorer for r in mine)]):
+            test, every, dev = (next((r for r in mine if r.scorer == scorer and r.split == s), None) for s in ("test", "all", "dev"))
+            anyone = test or every or dev
+            if anyone is None:
+                continue
+
+            def fig(r, metric):
+                return cell(r.figures[r.normalisation][metric]) if r else "–"
+
+            if scorer == "fusion":
+                spec = anyone.settings
+                what = " + ".join(f"{m['scorer']} ({m['variant']}, ×{m['weight']:g})" for m in spec["members"])
+                what += f", {spec['rule']}, smoothing {spec['smoothing']}"
+                name = f"**fusion** {anyone.variant}" + (f" (tested {tested}×)" if tested > 1 else "")
+            else:
+                what, name = "alone, the same fit, calibrated", f"{scorer} ({anyone.variant.split(' ')[0]})"
+            pub = published.get("fusion" if scorer == "fusion" else scorer, {})
+            lines.append(
+                f"| {name} | {what} | **{fig(test, 'auc_micro')}** | {fig(test, 'auc_macro')} | {fig(test, 'eer')} "
+                f"| {fig(every, 'auc_micro')} | {fig(every, 'auc_macro')} | {fig(every, 'eer')} | {fig(dev, 'auc_micro')} "
+                f"| {seconds(anyone.fit_s)} | {_published(pub)} |"
+            )
+    return "\n".join(lines)
+
+
 def changes(base: dict, other: dict) -> str:
     """The settings `other` changes from `base`, as `name value` (hparams and the evaluation's smoothing)."""
     hp, hp0 = other.get("hparams") or {}, base.get("hparams") or {}
@@ -224,6 +262,7 @@ def tables(results_dir: Path = RESULTS_DIR, designs: Path = DESIGNS_FILE, ledger
         "ped2-fast": frame_table("ped2", "fast", records, designs, ledger, {}),
         "ped2-mil": mil_table(records, designs, ledger, published),
         "ped2-objects": ablation_table("ped2", "objects", records, designs, ledger),
+        "ped2-fusion": fusion_table(records, designs, ledger, published),
         "pixel-masks": pixel_table(results_dir),
     }
 

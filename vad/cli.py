@@ -63,6 +63,17 @@ def cmd_fuse(args) -> int:
     return 0
 
 
+def cmd_calibrate(args) -> int:
+    from vad.config import ScoreJobConfig, load_config
+    from vad.fusion.calibrate import run_calibration
+
+    cfg = load_config(args.config, ScoreJobConfig, _overrides(args.set))
+    with job_output(cfg.work_dir, "calibrate"):
+        done = run_calibration(cfg, args.source)
+    print(json.dumps([c.row() for c in done], indent=2))
+    return 0
+
+
 def cmd_train(args) -> int:
     from vad.config import TrainJobConfig, load_config
     from vad.training.job import run_training
@@ -274,8 +285,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", required=True, help="job YAML file")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. scorer.batch_size=32")
         if name in ("score", "fuse"):
-            p.add_argument("--date", default=None, help="run date (yyyy-mm-dd) for videos whose key has none; default today")
+            p.add_argument("--date", default=None, help=(
+                "run date (yyyy-mm-dd) for videos whose key has none; default today" if name == "score"
+                else "run date (yyyy-mm-dd) of the runs row, errors and manifest; default today"))
         p.set_defaults(func=func)
+    calibrate = sub.add_parser("calibrate", help="record a calibration for models trained without one, from held-out normal videos")
+    calibrate.add_argument("--config", required=True, help="the scoring job YAML of the model(s) (scorer.checkpoint; a fleet's template)")
+    calibrate.add_argument("--source", required=True, help="held-out normal videos of the model's cameras (folder or s3:// uri)")
+    calibrate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    calibrate.set_defaults(func=cmd_calibrate)
 
     promote = sub.add_parser("promote", help="point a registry alias (default @champion) at a model version by hand")
     promote.add_argument("name", help="registered model, e.g. vad-conv-ae")

@@ -90,6 +90,16 @@ def read_checkpoint_record(uri: str, storage: StorageConfig | None = None) -> Ch
     return CheckpointRecord(payload["scorer"], str(payload["version"]), float(payload["threshold"]), payload.get("model_name"), calibration)
 
 
+def add_calibration(uri: str, calibration: Calibration, storage: StorageConfig | None = None) -> None:
+    """Record `calibration` in the checkpoint at `uri` (rewritten whole, atomically; the model, its version and
+    everything else unchanged): for models trained before calibrations were recorded."""
+    payload = _payload(uri, storage)
+    payload["calibration"] = calibration.to_dict()
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_bytes(uri, buffer.getvalue(), storage)
+
+
 def _payload(uri: str, storage: StorageConfig | None, map_location: str = "cpu") -> dict:
     try:
         data = read_bytes(uri, storage)
