@@ -134,7 +134,7 @@ def test_run(name: str, split: str, again: str | None, command: str) -> None:
     labels = fitted[0][4]
     fused = fused_scores([(f[3], f[5], f[2]) for f in fitted], spec["rule"])
     runs = [("fusion", name, fused, spec["smoothing"], [f[6] for f in fitted])]
-    runs += [(f[0], f"{f[1]} alone in {name}", {v: f[5].scale(s) for v, s in f[3].items()}, ped2_smoothing(f[0], f[1]), [f[6]]) for f in fitted]
+    runs += [(f[0], f"{f[1]}.alone", {v: f[5].scale(s) for v, s in f[3].items()}, ped2_smoothing(f[0], f[1]), [f[6]]) for f in fitted]
     records = []
     for scorer, variant, scores, smoothing, fit_s in runs:
         for sub, figures in report(labels, scores, split, smoothing).items():
@@ -151,7 +151,7 @@ def test_run(name: str, split: str, again: str | None, command: str) -> None:
                             for m in ("auc_micro", "auc_macro", "eer")})
     for r in records:
         write_record(r)
-        print(f"{r.scorer:8s} {r.variant:28s} {r.split:4s} micro {100 * r.mean('auc_micro'):.1f}  macro {100 * r.mean('auc_macro'):.1f}  "
+        print(f"{r.scorer:8s} {r.variant:14s} {r.split:4s} micro {100 * r.mean('auc_micro'):.1f}  macro {100 * r.mean('auc_macro'):.1f}  "
               f"EER {100 * r.mean('eer'):.1f}")
 
 

@@ -191,7 +191,7 @@ def fusion_table(records, designs: Path, ledger: Path, published: dict) -> str:
                 what += f", {spec['rule']}, smoothing {spec['smoothing']}"
                 name = f"**fusion** {anyone.variant}" + (f" (tested {tested}×)" if tested > 1 else "")
             else:
-                what, name = "alone, the same fit, calibrated", f"{scorer} ({anyone.variant.split(' ')[0]})"
+                what, name = "alone, the same fit, calibrated", f"{scorer} ({anyone.variant.split('.')[0]})"
             pub = published.get("fusion" if scorer == "fusion" else scorer, {})
             lines.append(
                 f"| {name} | {what} | **{fig(test, 'auc_micro')}** | {fig(test, 'auc_macro')} | {fig(test, 'eer')} "
