@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vad.config import ScoreJobConfig, TrainJobConfig, parse_config
+from vad.config import FuseJobConfig, ScoreJobConfig, TrainJobConfig, parse_config
 
 ROOT = Path(__file__).parents[2]
 INFRA = ROOT / "infra"
@@ -40,10 +40,12 @@ def test_infra_never_imports_vad():
             assert not re.search(r"^\s*(from|import)\s+vad\b", text, re.M), path
 
 
-@pytest.mark.parametrize("name, config_model", [("score.yaml", ScoreJobConfig), ("train.yaml", TrainJobConfig)])
+@pytest.mark.parametrize("name, config_model", [("score.yaml", ScoreJobConfig), ("train.yaml", TrainJobConfig), ("fuse.yaml", FuseJobConfig)])
 def test_cluster_configs_are_valid_job_configs(name, config_model):
     cfg = parse_config(configmap_configs()[name], config_model, f"configmap {name}")
-    if config_model is ScoreJobConfig:
+    if config_model is FuseJobConfig:
+        assert cfg.ray.address == "auto" and (ROOT / "jobs" / "fuse.py").is_file()
+    elif config_model is ScoreJobConfig:
         assert cfg.ray.address == "auto" and cfg.scorer.num_gpus == 1
     else:
         assert cfg.distributed.use_gpu and cfg.distributed.ray_address == "auto"
