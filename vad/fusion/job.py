@@ -156,6 +156,7 @@ def plan_fusion(cfg: FuseJobConfig, run_date: str | None = None) -> FusePlan:
         members = [m for m in found if isinstance(m, Member)]
         if problems:
             fusions[camera] = CameraFusion(camera, members, problem="; ".join(problems))
+            log.warning("camera %s is not fused: %s", camera, fusions[camera].problem)
             continue
         labels = labels or [m.label for m in members]
         fusions[camera] = CameraFusion(

@@ -133,7 +133,7 @@ def train_distributed(
     `epoch_callbacks` run on every worker after each epoch's report, with its metrics."""
     from vad.models.calibration import Calibration
     from vad.models.scorers import build_scorer
-    from vad.training.local import score_clips
+    from vad.training.local import score_clips_and_frames
 
     run = ray_train.claim_run(cfg)
     train = clips_dataset(train_videos, cfg)
@@ -163,8 +163,7 @@ def train_distributed(
     # The threshold is a quantile of held-out normal clips' scores (training clips when there are none).
     reference = datasets["val"] if val_videos else datasets["train"].limit(512)
     clips = np.concatenate([b["frames"] for b in reference.iter_batches(batch_size=256, batch_format="numpy")])
-    frame_scores = score_clips(model, clips, field="frame_scores")
-    scores = score_clips(model, clips)
+    scores, frame_scores = score_clips_and_frames(model, clips)
     calibration = Calibration.from_frame_scores(frame_scores, "held-out normal videos" if val_videos else "training clips (none held out)")
     if hasattr(model, "calibrate"):  # scorers with pixel masks calibrate them on the same clips
         model.calibrate(unit_clips(clips[:64]))

@@ -47,6 +47,20 @@ def score_clips(
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
 
+def score_clips_and_frames(model: ClipScorer, clips: np.ndarray, batch_size: int = 32, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """(clip scores (N,), frame scores (N, T)) of uint8 clips, in one pass."""
+    model.eval()
+    scores, frames = [], []
+    with torch.inference_mode():
+        for batch in _batches(clips, batch_size, None):
+            out = model.score(batch.to(device))
+            scores.append(out.score.float().cpu().numpy())
+            frames.append(out.frame_scores.float().cpu().numpy())
+    if not scores:
+        return np.zeros(0, np.float32), np.zeros((0, 0), np.float32)
+    return np.concatenate(scores), np.concatenate(frames)
+
+
 def validation_loss(model: ClipScorer, clips: np.ndarray, batch_size: int = 32, device: str = "cpu") -> float:
     """The training loss on held-out clips (what the registry promotes on); NaN without any."""
     if len(clips) == 0:
