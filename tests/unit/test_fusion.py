@@ -216,3 +216,25 @@ def test_a_member_without_a_calibration_is_said_plainly(results):
     [error] = summary.errors
     assert error["stage"] == "member" and error["error_class"] == "MemberUnavailable"
     assert "records no calibration" in error["message"] and "train it again" in error["message"]
+
+
+def test_vad_fuse_on_the_command_line(results, capsys):
+    import json
+
+    import yaml
+
+    from vad.cli import main
+
+    cfg, _, tmp_path = results
+    write_member_rows(cfg.output.uri, "conv_ae", "1", "s3://archive/cam02/2026-11-24/late.mp4", "cam02", [[1.0, 2.0, 3.0, 4.0]])
+    data = cfg.model_dump(mode="json")
+    data["storage"].pop("access_key_id"), data["storage"].pop("secret_access_key")
+    path = tmp_path / "fuse.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["fuse", "--config", str(path), "--date", "2026-11-25", "--set", "run.max_failure_rate=0.5"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert (printed["files"], printed["clips"], printed["errors"], printed["model_name"]) == (3, 6, 1, "fusion(a,b)")
+    assert printed["errors_by_stage"] == {"member": 1}
+    # the late video is still not fusable: with no failures allowed the command says so and exits 3
+    assert main(["fuse", "--config", str(path), "--set", "run.max_failure_rate=0"]) == 3
+    assert "could not be fused" in capsys.readouterr().err
