@@ -303,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--work-dir", default="vad-work")
     promote.set_defaults(func=cmd_promote)
 
-    query = sub.add_parser("query", help="run SQL (DuckDB) over the results; views: scores, masks, runs, errors, manifest, scores_regularity")
+    query = sub.add_parser("query", help="run SQL (DuckDB) over the results; views: scores, masks, objects, events, runs, errors, manifest, scores_regularity")
     query.add_argument("sql", help="the SQL statement, or - to read it from stdin")
     query.add_argument("--results", default="vad-work/demo/results", help="results root (folder or s3:// uri)")
     query.add_argument("--format", choices=["table", "csv", "json"], default="table")

@@ -183,12 +183,19 @@ class _JobConfig(_Section):
     mlflow: MlflowConfig = MlflowConfig()
 
 
+class AlertsConfig(_Section):
+    """How flagged clips become events, what a person reviews."""
+
+    merge_gap_s: float = Field(2.0, ge=0, description="flagged clips of a video at most this many seconds apart are one event")
+
+
 class ScoreJobConfig(_JobConfig):
     output: OutputConfig
     scorer: ScorerConfig
     ray: RayConfig = RayConfig()
     run: RunPolicyConfig = RunPolicyConfig()
     report: ReportConfig = ReportConfig()
+    alerts: AlertsConfig = AlertsConfig()
     run_name: str | None = Field(None, description="MLflow run name; null = score-<date>")
     work_dir: str = Field("vad-work", description="local folder for the MLflow db and temp files")
 
@@ -235,6 +242,7 @@ class FuseJobConfig(_Section):
     mlflow: MlflowConfig = MlflowConfig()
     run: RunPolicyConfig = RunPolicyConfig()
     report: ReportConfig = ReportConfig()
+    alerts: AlertsConfig = AlertsConfig()
     ray: RayConfig = RayConfig()
     run_name: str | None = Field(None, description="MLflow run name; null = fuse-<date>")
     work_dir: str = Field("vad-work", description="local folder for the MLflow db and temp files")

@@ -108,6 +108,12 @@ def test_the_night_has_objects_and_reasons_in_sql(night, archive):
         scores.append(score)
     assert 0 < sum(labels) < len(labels)
     assert roc_auc_score(labels, scores) > 0.7
+    # the flagged clips, merged into events: each flagged clip in exactly one, its peak's reason carried
+    _, events = run_query(results, "SELECT count(*), sum(e.clips), bool_and(e.reason = s.reason) FROM events e "
+                                   "JOIN scores s ON s.clip_id = e.peak_clip_id")
+    assert events[0] == (summary.events, summary.anomalous_clips, True) and 0 < summary.events <= summary.anomalous_clips
+    _, runs = run_query(results, "SELECT events FROM runs")
+    assert runs == [(summary.events,)]
 
 
 def test_the_review_page_boxes_the_objects_in_chromium(night, s3):

@@ -33,6 +33,7 @@ from vad.config import FuseJobConfig, FusionMemberConfig
 from vad.console import Progress
 from vad.fusion.rules import Member, covering_reason, fuse_video, fused_threshold, reason_of
 from vad.io.storage import filesystem, parse_uri, require_credentials, write_parquet_atomic
+from vad.results.events import events_table
 from vad.results.ledger import ManifestKey, ManifestWriter, error_row, is_up_to_date, read_manifest, write_errors
 from vad.results.runs import write_run_record
 from vad.results.schema import MASKS_SCHEMA, OBJECTS_SCHEMA, SCORES_SCHEMA, SCORES_SCHEMA_VERSION, result_file_name
@@ -219,7 +220,7 @@ def _read(fs, path: str, schema: pa.Schema | None = None) -> pa.Table | None:
         return pq.read_table(handle)
 
 
-def fuse_one(task: VideoTask, fusion: CameraFusion, plan: FusePlan, rule: str, output_uri: str, fs) -> dict:
+def fuse_one(task: VideoTask, fusion: CameraFusion, plan: FusePlan, rule: str, output_uri: str, fs, merge_gap_s: float = 2.0) -> dict:
     """Read, fuse and write one video; returns the written row (path, rows, anomalies)."""
     tables = [_read(fs, p).sort_by("clip_index") for p in task.paths]
     fused = fuse_video(tables, fusion.members, rule)
@@ -252,9 +253,11 @@ def fuse_one(task: VideoTask, fusion: CameraFusion, plan: FusePlan, rule: str, o
     objects = _fused_objects(fs, task, ref, plan, fusion)
     if objects is not None:
         write_parquet_atomic(fs, root.join("objects", f"date={task.date}", f"camera={task.camera}", name).path, objects)
+    events = events_table(scores, merge_gap_s)
+    write_parquet_atomic(fs, root.join("events", f"date={task.date}", f"camera={task.camera}", name).path, events)
     path = root.join("scores", f"date={task.date}", f"camera={task.camera}", name).path
     write_parquet_atomic(fs, path, scores)  # last: a scores file means the video is complete
-    return {"path": path, "rows": n, "anomalies": int(np.sum(fused.scores > fusion.threshold))}
+    return {"path": path, "rows": n, "anomalies": int(np.sum(fused.scores > fusion.threshold)), "events": events.num_rows}
 
 
 def _fused_objects(fs, task: VideoTask, ref: dict, plan: FusePlan, fusion: CameraFusion) -> pa.Table | None:
@@ -283,12 +286,12 @@ def execute(cfg: FuseJobConfig, plan: FusePlan, t0: float) -> RunSummary:
     manifest_out = ManifestWriter(cfg.output.uri, plan.run_date, plan.run_id, cfg.storage, flush_s=cfg.run.manifest_flush_s)
     fs = filesystem(parse_uri(cfg.output.uri), cfg.storage)
     errors = list(plan.errors)
-    files, clips, anomalies = [], 0, 0
+    files, clips, anomalies, events = [], 0, 0, 0
     progress = Progress("fusing", len(plan.todo), "videos")
 
     def work(task: VideoTask):
         try:
-            return task, fuse_one(task, plan.cameras[task.camera], plan, cfg.fusion.rule, cfg.output.uri, fs), None
+            return task, fuse_one(task, plan.cameras[task.camera], plan, cfg.fusion.rule, cfg.output.uri, fs, cfg.alerts.merge_gap_s), None
         except Exception as exc:  # noqa: BLE001 - one bad file is that video's error row, not the night's end
             log.warning("could not fuse %s: %s: %s", task.uri, type(exc).__name__, exc)
             return task, None, exc
@@ -302,6 +305,7 @@ def execute(cfg: FuseJobConfig, plan: FusePlan, t0: float) -> RunSummary:
                     files.append(row["path"])
                     clips += row["rows"]
                     anomalies += row["anomalies"]
+                    events += row["events"]
                     key = ManifestKey(task.uri, plan.name, plan.cameras[task.camera].version, DECODE)
                     manifest_out.add(uri=task.uri, size=task.size, mtime=task.mtime, key=key, status="scored", clips=row["rows"], scores_path=row["path"])
                 progress.update(done, f"{clips} clips")
@@ -313,7 +317,7 @@ def execute(cfg: FuseJobConfig, plan: FusePlan, t0: float) -> RunSummary:
         plan.run_id, plan.run_date, plan.videos, clips, anomalies, files, wall_s=time.perf_counter() - t0, up_to_date=plan.up_to_date,
         errors=errors, attempted=len(plan.todo) + len(plan.errors), max_failure_rate=cfg.run.max_failure_rate,
         started_at=plan.started_at, finished_at=dt.datetime.now(dt.timezone.utc), source_uri=cfg.output.uri,
-        model_name=plan.name, model_version=_versions(plan),
+        model_name=plan.name, model_version=_versions(plan), events=events,
     )
 
 

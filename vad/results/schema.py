@@ -8,8 +8,8 @@ import pyarrow as pa
 
 # 2: runs gained errors/up_to_date/failure_rate; errors and manifest tables. 3: runs.skipped, masks.heatmap_png and
 # heatmap_scale. 4: scores.model_fallback; model_name/model_version name the registered model when scored from the registry.
-# 5: scores.reason; the objects table
-SCORES_SCHEMA_VERSION = 5
+# 5: scores.reason; the objects table. 6: the events table; runs.events
+SCORES_SCHEMA_VERSION = 6
 
 # Partition keys live in the hive path (date=YYYY-MM-DD/camera=ID/), not inside the files.
 PARTITION_SCHEMA = pa.schema([("date", pa.date32()), ("camera", pa.string())])
@@ -62,13 +62,24 @@ OBJECTS_SCHEMA = _table("objects", [
     ("model_name", _STR), ("model_version", _STR),
 ])
 
+# A video's flagged clips of one model merged into events (gaps of at most alerts.merge_gap_s): what a person reviews.
+EVENTS_SCHEMA = _table("events", [
+    ("event_id", _STR),  # stable: the same video, model and first clip give the same id on every run
+    ("video_uri", _STR), ("model_name", _STR), ("model_version", _STR),
+    ("start_frame", _I64), ("end_frame", _I64), ("start_time_s", _F64), ("end_time_s", _F64),  # end_frame inclusive
+    ("clips", _I32),  # flagged clips merged into it
+    ("peak_score", _F32), ("peak_clip_id", _STR), ("peak_frame", _I64),  # the highest-scoring clip (joins scores.clip_id) and frame
+    ("threshold", _F32), ("reason", _STR),  # the peak clip's threshold and reason (scorers that explain)
+    ("scored_at", _UTC),
+])
+
 RUNS_SCHEMA = _table("runs", [
     ("run_date", pa.date32()), ("started_at", _UTC), ("finished_at", _UTC),
     ("source_uri", _STR), ("model_name", _STR), ("model_version", _STR),
     # up_to_date: skipped, already scored by this model and the object unchanged
     # rejected: video objects that cannot be taken (errors); skipped: objects that are not video
     ("videos", _I64), ("rejected", _I64), ("skipped", _I64), ("up_to_date", _I64), ("errors", _I64), ("failure_rate", _F64),
-    ("clips", _I64), ("anomalous_clips", _I64), ("wall_s", _F64), ("clips_per_s", _F64),
+    ("clips", _I64), ("anomalous_clips", _I64), ("events", _I64), ("wall_s", _F64), ("clips_per_s", _F64),
 ])
 
 # One row per object the job could not score: listing, reading, decoding, scoring or writing.

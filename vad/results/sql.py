@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from vad.config import StorageConfig
 from vad.io.storage import filesystem, parse_uri
-from vad.results.schema import ERRORS_SCHEMA, MANIFEST_SCHEMA, MASKS_SCHEMA, OBJECTS_SCHEMA, PARTITION_SCHEMA, RUNS_SCHEMA, SCORES_SCHEMA
+from vad.results.schema import ERRORS_SCHEMA, EVENTS_SCHEMA, MANIFEST_SCHEMA, MASKS_SCHEMA, OBJECTS_SCHEMA, PARTITION_SCHEMA, RUNS_SCHEMA, SCORES_SCHEMA
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -28,11 +28,12 @@ TABLES = {
     "scores": SCORES_SCHEMA,
     "masks": MASKS_SCHEMA,
     "objects": OBJECTS_SCHEMA,
+    "events": EVENTS_SCHEMA,
     "runs": RUNS_SCHEMA,
     "errors": ERRORS_SCHEMA,
     "manifest": MANIFEST_SCHEMA,
 }
-PARTITIONED_BY_CAMERA = ("scores", "masks", "objects")
+PARTITIONED_BY_CAMERA = ("scores", "masks", "objects", "events")
 
 # Per-video regularity score of Hasan et al. 2016 over the clip scores.
 REGULARITY_VIEW = """
@@ -68,7 +69,7 @@ def pa_schema_with(schema, partition_schema):
 
 
 def connect(results_uri: str, storage: StorageConfig | None = None, exclude: frozenset[str] = frozenset()) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB with views `scores`, `masks`, `objects`, `runs`, `errors`, `manifest` and
+    """An in-memory DuckDB with views `scores`, `masks`, `objects`, `events`, `runs`, `errors`, `manifest` and
     `scores_regularity` over the results (less the files in `exclude`)."""
     root = parse_uri(results_uri)
     fs = filesystem(root, storage)

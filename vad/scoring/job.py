@@ -171,7 +171,7 @@ def execute(cfg: ScoreJobConfig, plan: Plan, t0: float) -> RunSummary:
     manifest_out = ManifestWriter(cfg.output.uri, plan.run_date, plan.run_id, cfg.storage, flush_s=cfg.run.manifest_flush_s)
     for video, path, rows in plan.adopted:
         manifest_out.add(uri=video.uri, size=video.size, mtime=video.mtime, key=plan.key(video), status="scored", clips=rows, scores_path=path)
-    files, clips, anomalies = [], 0, 0
+    files, clips, anomalies, events = [], 0, 0, 0
     if plan.todo:
         ensure_ray(cfg.ray.address, cfg.ray.num_cpus)
         written, stage_errors = _score_videos(cfg, plan, manifest_out)
@@ -179,6 +179,7 @@ def execute(cfg: ScoreJobConfig, plan: Plan, t0: float) -> RunSummary:
             files.append(row["path"])
             clips += int(row["rows"])
             anomalies += int(row["anomalies"])
+            events += int(row["events"])
         errors += stage_errors
     by_uri = {v.uri: v for v in plan.videos} | {r.uri: r for r in plan.rejected}
     for row in errors:
@@ -193,6 +194,7 @@ def execute(cfg: ScoreJobConfig, plan: Plan, t0: float) -> RunSummary:
         attempted=len(plan.todo) + len(plan.new_rejected) + len(plan.unrouted),
         max_failure_rate=cfg.run.max_failure_rate, started_at=plan.started_at, finished_at=dt.datetime.now(dt.timezone.utc),
         source_uri=cfg.source.uri, model_name=plan.model_name, model_version=plan.model_version, skipped=len(plan.skipped),
+        events=events,
     )
 
 

@@ -32,6 +32,7 @@ class RunSummary:
     model_version: str = ""
     skipped: int = 0  # objects that are not video (labels, checksums, thumbnails): never failures
     report_path: str | None = None  # the review page, when report.enabled
+    events: int = 0  # flagged clips merged into events (what a person reviews)
 
     @property
     def clips_per_s(self) -> float:
@@ -57,6 +58,7 @@ class RunSummary:
             "failure_rate": self.failure_rate,
             "clips": self.clips,
             "anomalous_clips": self.anomalous_clips,
+            "events": self.events,
             "files": len(self.files),
             "wall_s": self.wall_s,
             "clips_per_s": self.clips_per_s,

@@ -19,11 +19,12 @@ import pyarrow.compute as pc
 from vad.config import DecodeConfig, ScoreJobConfig, StorageConfig
 from vad.io.sources import validate_camera, validate_date
 from vad.io.storage import filesystem, parse_uri
+from vad.results.events import events_table
 from vad.results.tables import explode_objects, masks_table, objects_table, scores_table, source_metadata
 
 SIDE_TABLES = ("masks", "objects")  # written beside a video's scores by scorers that localise / find objects
 
-WRITTEN_COLUMNS = ("video_uri", "path", "date", "camera", "rows", "anomalies")
+WRITTEN_COLUMNS = ("video_uri", "path", "date", "camera", "rows", "anomalies", "events")
 
 
 def writer_of(video_uri: str, writers: int) -> int:
@@ -37,10 +38,12 @@ class WriteScores:
     and decode. A re-run therefore overwrites rather than duplicates, and a video whose decoding or
     scoring failed part-way is never written. Clips delivered twice (retried tasks) are kept once."""
 
-    def __init__(self, *, output_uri: str, storage: StorageConfig | None, decode: DecodeConfig, errors=None):
+    def __init__(self, *, output_uri: str, storage: StorageConfig | None, decode: DecodeConfig, errors=None, merge_gap_s: float = 2.0):
         from vad.results.schema import signature_of
 
         self.root = parse_uri(output_uri).join("scores")
+        self.events_root = parse_uri(output_uri).join("events")
+        self.merge_gap_s = merge_gap_s
         self.side_roots = {name: parse_uri(output_uri).join(name) for name in SIDE_TABLES}
         self.fs = filesystem(self.root, storage)
         self.decode_signature = signature_of(decode)
@@ -97,6 +100,8 @@ class WriteScores:
                 rows = pa.concat_tables([sides[table] for _, sides in parts]).take(order)
                 rows = explode_objects(rows) if table == "objects" else rows
                 write_parquet_atomic(self.fs, self.side_roots[table].join(f"date={date}", f"camera={camera}", name).path, rows)
+            events = events_table(scores, self.merge_gap_s)  # always written: a re-run's none replace an earlier run's
+            write_parquet_atomic(self.fs, self.events_root.join(f"date={date}", f"camera={camera}", name).path, events)
             write_parquet_atomic(self.fs, path, scores)  # last: a scores file means the video is complete
         except Exception as exc:
             if self.errors is None:
@@ -104,7 +109,8 @@ class WriteScores:
             report_errors(self.errors, [error_row(uri, "write", exc)])
             return None
         anomalies = int(pc.sum(scores["is_anomaly"]).as_py() or 0)
-        return {"video_uri": uri, "path": path, "date": date, "camera": camera, "rows": scores.num_rows, "anomalies": anomalies}
+        return {"video_uri": uri, "path": path, "date": date, "camera": camera, "rows": scores.num_rows, "anomalies": anomalies,
+                "events": events.num_rows}
 
 
 def video_parts(batch: dict[str, np.ndarray], scored_at: dt.datetime) -> list[dict]:
@@ -140,7 +146,7 @@ def route_to_writers(batch: dict[str, np.ndarray], *, writers: list) -> dict[str
         by_writer.setdefault(writer_of(part["video"]["uri"], len(writers)), []).append(part)
     written = [row for rows in ray.get([writers[w].add.remote(parts) for w, parts in by_writer.items()]) for row in rows]
     return {
-        name: np.array([row[name] for row in written], dtype=np.int64 if name in ("rows", "anomalies") else object)
+        name: np.array([row[name] for row in written], dtype=np.int64 if name in ("rows", "anomalies", "events") else object)
         for name in WRITTEN_COLUMNS
     }
 
@@ -152,7 +158,8 @@ def start_writers(cfg: ScoreJobConfig, errors=None) -> list:
     import ray
 
     actor = ray.remote(num_cpus=0.1, max_restarts=-1, max_task_retries=-1)(WriteScores)
-    return [actor.remote(output_uri=cfg.output.uri, storage=cfg.storage, decode=cfg.decode, errors=errors) for _ in range(cfg.output.writers)]
+    return [actor.remote(output_uri=cfg.output.uri, storage=cfg.storage, decode=cfg.decode, errors=errors, merge_gap_s=cfg.alerts.merge_gap_s)
+            for _ in range(cfg.output.writers)]
 
 
 ROUTING_BATCH = 256  # clips per routing task: a task per 32-clip block costs ~3x more (bench/fleet.py)

@@ -1,0 +1,83 @@
+"""Events: a video's flagged clips merged by time (gaps, overlaps, a video with none), their peaks and ids,
+and the writer's events file, which a re-run replaces."""
+
+import datetime as dt
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from vad.config import DecodeConfig
+from vad.results.events import event_id, events_table, merge_flagged
+from vad.results.schema import EVENTS_SCHEMA
+from vad.results.sql import run_query
+from vad.results.tables import scores_table
+from vad.scoring.writer import WriteScores, video_parts
+
+URI = "/archive/cam01/2026-11-24/v.mp4"
+
+
+def batch(flagged: list[bool], scores: list[float] | None = None, *, clip_s: float = 1.0, stride_s: float = 1.0, reasons=None) -> dict:
+    """One video's scored clips: clip i covers [i * stride_s, i * stride_s + clip_s) seconds, 10 frames per second."""
+    n = len(flagged)
+    scores = scores or [2.0 if f else 0.5 for f in flagged]
+    starts = np.arange(n) * stride_s
+    frame_scores = np.zeros((n, 4), np.float32)
+    frame_scores[:, 2] = scores  # each clip's peak frame is its 3rd
+    return {
+        "run_id": np.array(["r"] * n, dtype=object), "clip_id": np.array([f"c{i}" for i in range(n)], dtype=object),
+        "video_uri": np.array([URI] * n, dtype=object), "clip_index": np.arange(n, dtype=np.int32),
+        "start_frame": (starts * 10).astype(np.int64), "end_frame": ((starts + clip_s) * 10 - 1).astype(np.int64),
+        "frame_step": np.full(n, int(clip_s * 10 / 4), np.int16), "start_time_s": starts, "end_time_s": starts + clip_s,
+        "model_name": np.array(["m"] * n, dtype=object), "model_version": np.array(["1"] * n, dtype=object),
+        "model_fallback": np.zeros(n, bool), "score": np.array(scores, np.float32), "threshold": np.ones(n, np.float32),
+        "is_anomaly": np.array(flagged), "frame_scores": frame_scores,
+        "reason": np.array(reasons or [f"clip {i}" for i in range(n)], dtype=object),
+        "date": np.array(["2026-11-24"] * n, dtype=object), "camera": np.array(["cam01"] * n, dtype=object),
+        "video_size": np.full(n, 10), "video_mtime": np.full(n, 1.0), "clips_in_video": np.full(n, n),
+    }
+
+
+def test_flagged_clips_merge_across_small_gaps_and_overlaps():
+    start = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 9.0])
+    end = start + 1.0
+    flagged = np.array([True, True, False, True, False, False, True, True])
+    # clips 0-1 touch; clip 3 starts 1 s after clip 1 ends (gap 1 s): joins at merge_gap 1, not at 0.5
+    assert merge_flagged(start, end, flagged, 1.0) == [[0, 1, 3], [6], [7]]
+    assert merge_flagged(start, end, flagged, 0.5) == [[0, 1], [3], [6], [7]]
+    assert merge_flagged(start, end, flagged, 2.0) == [[0, 1, 3, 6, 7]]
+    overlapping = np.array([0.0, 0.5, 1.0])  # 1-s clips every 0.5 s: always one event
+    assert merge_flagged(overlapping, overlapping + 1.0, np.array([True, False, True]), 0.0) == [[0, 2]]
+    assert merge_flagged(start, end, np.zeros(8, bool), 1.0) == []
+
+
+def test_an_event_has_its_span_peak_reason_and_a_stable_id():
+    rows = batch([False, True, True, False, False, True], scores=[0.1, 3.0, 5.0, 0.2, 0.3, 4.0])
+    table = events_table(scores_table(rows, dt.datetime(2026, 11, 25, tzinfo=dt.timezone.utc)), merge_gap_s=1.5)
+    assert table.schema.equals(EVENTS_SCHEMA, check_metadata=False)
+    first, second = table.to_pylist()
+    assert (first["start_time_s"], first["end_time_s"], first["clips"]) == (1.0, 3.0, 2)
+    assert (first["start_frame"], first["end_frame"]) == (10, 29)
+    assert (first["peak_score"], first["peak_clip_id"], first["reason"]) == (5.0, "c2", "clip 2")
+    assert first["peak_frame"] == 20 + 2 * 2  # clip 2's 3rd frame, frame_step 2
+    assert (second["clips"], second["peak_clip_id"]) == (1, "c5")
+    assert first["event_id"] == event_id(URI, "m", "1", "c1") != event_id(URI, "m", "2", "c1")  # a new model version: new ids
+    again = events_table(scores_table(rows, dt.datetime(2026, 11, 26, tzinfo=dt.timezone.utc)), merge_gap_s=1.5)
+    assert again["event_id"].to_pylist() == table["event_id"].to_pylist()
+    none = events_table(scores_table(batch([False, False]), dt.datetime(2026, 11, 25, tzinfo=dt.timezone.utc)), merge_gap_s=1.5)
+    assert none.num_rows == 0 and none.schema.equals(EVENTS_SCHEMA)
+
+
+def test_the_writer_writes_the_events_beside_the_scores_and_a_re_run_replaces_them(tmp_path):
+    now = dt.datetime.now(dt.timezone.utc)
+    writer = WriteScores(output_uri=str(tmp_path), storage=None, decode=DecodeConfig(clip_len=4, stride=4), merge_gap_s=0.5)
+    [written] = writer.add(video_parts(batch([True, True, False, False, True]), now))
+    assert written["events"] == 2 and written["anomalies"] == 3
+    events = pq.read_table(written["path"].replace("/scores/", "/events/"))
+    assert events["clips"].to_pylist() == [2, 1]
+    _, rows = run_query(str(tmp_path), "SELECT camera, count(*) FROM events GROUP BY camera")
+    assert rows == [("cam01", 2)]
+    # the same video scored again with nothing flagged (say, a new threshold): its events are gone, not kept
+    [rewritten] = writer.add(video_parts(batch([False] * 5), now))
+    assert rewritten["events"] == 0
+    _, rows = run_query(str(tmp_path), "SELECT count(*) FROM events")
+    assert rows == [(0,)]
