@@ -90,6 +90,7 @@ def cmd_train(args) -> int:
                 "checkpoint": summary.checkpoint,
                 "clips": summary.clips,
                 "threshold": summary.result.threshold,
+                **({"alert_budget": summary.budget.to_dict() | {"events_per_hour": summary.budget.events_per_hour}} if summary.budget else {}),
                 "mlflow_run_id": summary.mlflow_run_id,
                 "registered": f"models:/{registered.name}/{registered.version}" if registered else None,
                 "promoted": registered.promoted if registered else False,

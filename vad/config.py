@@ -387,6 +387,18 @@ class RegistryConfig(_Section):
     lower_is_better: bool = Field(True, description="direction of the metric")
 
 
+class TrainAlertsConfig(_Section):
+    """A threshold from a false-alarm budget instead of a quantile."""
+
+    max_false_per_hour: float | None = Field(
+        None, gt=0,
+        description="null = the threshold is train.threshold_quantile's; a number = the threshold at which the held-out normal "
+        "videos raise at most this many events per hour (per camera in a fleet)",
+    )
+    merge_gap_s: float = Field(2.0, ge=0, description="how events are counted: as the scoring job's alerts.merge_gap_s (keep them equal)")
+    min_held_out_hours: float = Field(1.0, gt=0, description="less held-out normal footage than this: the budget threshold is set with a warning")
+
+
 class TrainOutputConfig(_Section):
     checkpoint: str = Field(..., description="where to write the checkpoint (path or s3:// uri)")
     version: str = Field("1", description="model version recorded in every score row")
@@ -398,6 +410,7 @@ class TrainJobConfig(_JobConfig):
     train: TrainLoopConfig = TrainLoopConfig()
     distributed: DistributedConfig = DistributedConfig()
     registry: RegistryConfig = RegistryConfig()
+    alerts: TrainAlertsConfig = TrainAlertsConfig()
     decode: DecodeConfig = DecodeConfig(stride=4)
     mlflow: MlflowConfig = MlflowConfig(experiment="vad-train")
     run_name: str | None = Field(None, description="Ray Train run name; naming an unfinished run again resumes it; null = a fresh one")

@@ -5,6 +5,7 @@ import datetime as dt
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 
 from vad.config import DecodeConfig
 from vad.results.events import event_id, events_table, merge_flagged
@@ -81,3 +82,40 @@ def test_the_writer_writes_the_events_beside_the_scores_and_a_re_run_replaces_th
     assert rewritten["events"] == 0
     _, rows = run_query(str(tmp_path), "SELECT count(*) FROM events")
     assert rows == [(0,)]
+
+
+def test_the_vectorised_count_agrees_with_the_merge():
+    from vad.results.events import count_events
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n = int(rng.integers(1, 30))
+        start = np.sort(rng.uniform(0, 60, n))
+        end = start + rng.uniform(0.5, 3.0, n)
+        flagged = rng.random(n) < 0.4
+        gap = float(rng.choice([0.0, 1.0, 2.5]))
+        assert count_events(flagged, start, end, gap) == len(merge_flagged(start, end, flagged, gap))
+
+
+def test_the_budget_threshold_is_lowered_until_one_more_step_would_break_the_budget():
+    from vad.results.events import budget_threshold
+
+    rng = np.random.default_rng(1)
+    # two hours of held-out normal footage: two videos of 1-s clips every second, noise scores, 5 bursts each
+    video = np.repeat(["a", "b"], 3600)
+    start = np.tile(np.arange(3600.0), 2)
+    scores = rng.normal(0.0, 1.0, 7200)
+    for burst in rng.choice(7190, 10, replace=False):
+        scores[burst : burst + 5] += 6.0
+    budget = budget_threshold(scores, video, start, start + 1.0, max_false_per_hour=1.0, merge_gap_s=2.0, candidates=10_000)
+    assert budget.held_out_hours == pytest.approx(2.0) and budget.events <= 2 and budget.events_per_hour <= 1.0
+    flagged = scores > budget.threshold
+    counted = sum(len(merge_flagged(start[video == v], start[video == v] + 1.0, flagged[video == v], 2.0)) for v in ("a", "b"))
+    assert counted == budget.events
+    lower = np.max(scores[scores < budget.threshold])  # the next lower candidate (every score is one here) breaks the budget
+    below = scores > lower
+    assert sum(len(merge_flagged(start[video == v], start[video == v] + 1.0, below[video == v], 2.0)) for v in ("a", "b")) > 2
+    # flagging everything would also fit (one long event per video: 2 in 2 hours), but is not where lowering stops
+    assert np.count_nonzero(scores > np.min(scores)) == scores.size - 1 and budget.threshold > np.min(scores)
+    looser = budget_threshold(scores, video, start, start + 1.0, max_false_per_hour=20.0, merge_gap_s=2.0)
+    assert looser.threshold < budget.threshold and looser.events <= 40

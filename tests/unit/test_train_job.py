@@ -97,3 +97,50 @@ def test_a_fleet_run_resumes_until_it_has_finished(tmp_path):
     assert FleetState(path).rows == {"cam01": {"camera": "cam01", "status": "trained"}}  # killed here: picked up again
     state.finish()
     assert FleetState(path).rows == {}  # a finished run is not resumed: the same command trains anew
+
+
+def test_a_camera_threshold_set_from_a_false_alarm_budget_holds_on_its_held_out_videos(tmp_path, caplog):
+    """A camera's model fitted on synthetic normal footage with alerts.max_false_per_hour: its held-out normal
+    videos, scored at the threshold it carries, raise no more events than the budget allows; the checkpoint
+    records the budget and the held-out hours, and so little held-out footage is said plainly."""
+    import io
+    import logging
+
+    import numpy as np
+    import torch
+
+    from vad.config import DecodeConfig, SourceConfig
+    from vad.io.sources import list_videos
+    from vad.models.scorers import build_scorer
+    from vad.results.events import merge_flagged
+    from vad.testing.synthetic import generate_dataset
+    from vad.training.fleet import decode_clips, train_camera
+    from vad.training.local import score_clips
+
+    generate_dataset(tmp_path / "footage", cameras=1, train_per_camera=4, test_per_camera=0, num_frames=100, seed=5)
+    videos, _ = list_videos(SourceConfig(uri=str(tmp_path / "footage")))
+    train_videos, held_out = videos[:2], videos[2:]
+    cfg = TrainJobConfig.model_validate({
+        "source": {"uri": str(tmp_path / "footage")}, "output": {"checkpoint": str(tmp_path / "{camera}.pt")},
+        "model": {"name": "conv_ae", "hparams": {"widths": [8, 8, 4]}}, "train": {"epochs": 1, "batch_size": 8, "device": "cpu"},
+        "decode": DecodeConfig(clip_len=8, stride=2, resize=(32, 40)).model_dump(), "mlflow": {"enabled": False},
+        "alerts": {"max_false_per_hour": 2000.0, "merge_gap_s": 0.0},
+    })
+    with caplog.at_level(logging.WARNING, logger="vad.training.alerts"):
+        result = train_camera("cam01", train_videos, held_out, cfg, {"clip_len": 8, "widths": [8, 8, 4]}, threads=1)
+    payload = torch.load(io.BytesIO(result["checkpoint_bytes"]), weights_only=True)
+    budget = payload["alert_budget"]
+    meta: dict = {}
+    clips = decode_clips(held_out, cfg, meta=meta)
+    hours = sum(meta["end_time_s"][meta["video_uri"] == v].max() - meta["start_time_s"][meta["video_uri"] == v].min()
+                for v in set(meta["video_uri"])) / 3600
+    assert budget["max_false_per_hour"] == 2000.0 and budget["held_out_hours"] == pytest.approx(hours)
+    assert payload["threshold"] == budget["threshold"] == result["threshold"]
+    model = build_scorer("conv_ae", clip_len=8, widths=[8, 8, 4])
+    model.load_state_dict(payload["state_dict"])
+    flagged = score_clips(model, clips) > payload["threshold"]
+    events = sum(len(merge_flagged(meta["start_time_s"][meta["video_uri"] == v], meta["end_time_s"][meta["video_uri"] == v],
+                                   flagged[meta["video_uri"] == v], 0.0)) for v in set(meta["video_uri"]))
+    assert events == budget["events"] <= 2000.0 * hours
+    assert budget["events"] >= 1 and payload["threshold"] < np.max(score_clips(model, clips))  # ~4 events allowed in ~8 s: some are raised
+    assert "only 0.00 hours of held-out normal footage" in caplog.text

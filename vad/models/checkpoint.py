@@ -30,11 +30,12 @@ class LoadedScorer:
     metrics: dict = field(default_factory=dict)
     model_name: str | None = None  # a fleet camera's model: its own name (e.g. vad-conv-ae.cam01)
     calibration: Calibration | None = None  # held-out normal frame-score statistics; None: trained before they were recorded
+    alert_budget: dict | None = None  # the threshold's false-alarm budget, when it came from one (max_false_per_hour, held_out_hours, ...)
 
 
 def checkpoint_bytes(
     model: ClipScorer, *, version: str, threshold: float, decode: dict, metrics: dict | None = None, model_name: str | None = None,
-    calibration: Calibration | None = None,
+    calibration: Calibration | None = None, budget=None,
 ) -> bytes:
     """A checkpoint as bytes: a plain dict of tensors and JSON-like values (see the module doc).
     `model_name` names a model among others of the same scorer (a fleet camera's); `calibration` puts its
@@ -49,6 +50,8 @@ def checkpoint_bytes(
         "decode": decode,
         "metrics": {k: float(v) for k, v in (metrics or {}).items()},
         **({"calibration": calibration.to_dict()} if calibration is not None else {}),
+        # the threshold's false-alarm budget (`vad.results.events.Budget`) and the held-out hours it was measured on
+        **({"alert_budget": budget.to_dict()} if budget is not None else {}),
         "saved_at": dt.datetime.now(dt.timezone.utc).isoformat(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
@@ -129,6 +132,7 @@ def load_checkpoint(uri: str, storage: StorageConfig | None = None, map_location
         metrics=payload.get("metrics", {}),
         model_name=payload.get("model_name"),
         calibration=Calibration.from_dict(payload["calibration"]) if payload.get("calibration") else None,
+        alert_budget=payload.get("alert_budget"),
     )
 
 

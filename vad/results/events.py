@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -60,3 +61,64 @@ def events_table(scores: pa.Table, merge_gap_s: float, scored_at: dt.datetime | 
             "scored_at": scored_at or dt.datetime.now(dt.timezone.utc),
         })
     return pa.Table.from_pylist(rows, schema=EVENTS_SCHEMA) if rows else EVENTS_SCHEMA.empty_table()
+
+
+def count_events(flagged: np.ndarray, start_s: np.ndarray, end_s: np.ndarray, merge_gap_s: float) -> int:
+    """How many events `merge_flagged` makes of one video's clips (in time order), vectorised for scanning
+    many thresholds."""
+    idx = np.flatnonzero(flagged)
+    if idx.size == 0:
+        return 0
+    reach = np.maximum.accumulate(end_s[idx])  # the running end of the flagged clips so far
+    joins = start_s[idx[1:]] - reach[:-1] <= merge_gap_s
+    return int(idx.size - np.count_nonzero(joins))
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A threshold set from a false-alarm budget on held-out normal footage, and what it was measured on."""
+
+    max_false_per_hour: float
+    threshold: float
+    held_out_hours: float
+    events: int  # events the held-out normal footage raises at that threshold
+    merge_gap_s: float
+
+    @property
+    def events_per_hour(self) -> float:
+        return self.events / self.held_out_hours if self.held_out_hours > 0 else float("inf")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def budget_threshold(scores, video, start_s, end_s, max_false_per_hour: float, merge_gap_s: float, candidates: int = 2000) -> Budget:
+    """The threshold at which held-out normal clips (`scores`, their video ids and times) raise at most
+    `max_false_per_hour` events per hour of that footage (events as `merge_flagged` makes them): lowered from
+    the top (nothing flagged) through the candidates (the clips' scores, at most `candidates` of their
+    quantiles) until one step more would break the budget. Lowering a threshold can merge events as well
+    as add them (flag everything and each video is one long event): the first breach, not the lowest
+    threshold that happens to fit, is where it stops."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.size == 0:
+        raise ValueError("no held-out clips to set a budget threshold on")
+    video, start_s, end_s = np.asarray(video), np.asarray(start_s, dtype=np.float64), np.asarray(end_s, dtype=np.float64)
+    order = np.lexsort((start_s, video))  # each video's clips in time order, videos contiguous
+    scores, video, start_s, end_s = scores[order], video[order], start_s[order], end_s[order]
+    hours = sum(float(end_s[video == v].max() - start_s[video == v].min()) for v in np.unique(video)) / 3600.0
+    allowed = max_false_per_hour * hours
+    values = np.unique(scores)
+    if values.size > candidates:
+        values = np.unique(np.quantile(scores, np.linspace(0.0, 1.0, candidates)))
+    best = Budget(max_false_per_hour, float(values[-1]), hours, 0, merge_gap_s)  # `score > threshold` flags: the top flags nothing
+    for threshold in values[::-1][1:]:
+        events = _events_by_video(scores > threshold, video, start_s, end_s, merge_gap_s)
+        if events > allowed:
+            break
+        best = Budget(max_false_per_hour, float(threshold), hours, events, merge_gap_s)
+    return best
+
+
+def _events_by_video(flagged, video, start_s, end_s, merge_gap_s: float) -> int:
+    bounds = np.flatnonzero(np.r_[True, video[1:] != video[:-1], True])
+    return sum(count_events(flagged[a:b], start_s[a:b], end_s[a:b], merge_gap_s) for a, b in zip(bounds[:-1], bounds[1:]))

@@ -37,11 +37,13 @@ class DistributedResult:
     seconds: float = 0.0
     run_path: str = ""
     calibration: object = None  # vad.models.calibration.Calibration of the held-out frame scores
+    budget: object = None  # vad.results.events.Budget, when the threshold came from alerts.max_false_per_hour
 
 
-def clips_dataset(videos: list, cfg: TrainJobConfig):
-    """A Ray Dataset with one `frames` row per clip, decoded by the scoring pipeline's stage, its
-    blocks in order (so a seeded run and its resumption see the same clips in the same order)."""
+def clips_dataset(videos: list, cfg: TrainJobConfig, columns: tuple[str, ...] = ("frames",)):
+    """A Ray Dataset with one row per clip (`columns`: its frames, and e.g. its video and times), decoded by
+    the scoring pipeline's stage, its blocks in order (so a seeded run and its resumption see the same clips
+    in the same order)."""
     import ray
 
     from vad.scoring.stages import decode_tasks, decode_videos
@@ -50,7 +52,7 @@ def clips_dataset(videos: list, cfg: TrainJobConfig):
     ds = ray.data.from_items(tasks, override_num_blocks=max(1, min(len(tasks), 1000)))
     ds.context.execution_options.preserve_order = True  # this dataset's own context, not the process's
     ds = ds.map_batches(decode_videos, batch_size=1, fn_kwargs={"decode": cfg.decode, "storage": cfg.storage}, num_cpus=cfg.decode.num_cpus)
-    return ds.select_columns(["frames"])
+    return ds.select_columns(list(columns))
 
 
 def _ordered_ingest():
@@ -133,6 +135,7 @@ def train_distributed(
     `epoch_callbacks` run on every worker after each epoch's report, with its metrics."""
     from vad.models.calibration import Calibration
     from vad.models.scorers import build_scorer
+    from vad.training.alerts import META, threshold_of
     from vad.training.local import score_clips_and_frames
 
     run = ray_train.claim_run(cfg)
@@ -143,8 +146,10 @@ def train_distributed(
     # They live in Ray's object store, which spills what does not fit in memory to local disk.
     datasets = {"train": train.materialize()}
     log.info("decoded the training clips once: %.0f MB held by Ray's object store", datasets["train"].size_bytes() / 2**20)
-    if val_videos:
-        datasets["val"] = clips_dataset(val_videos, cfg).materialize()
+    held_out = None
+    if val_videos:  # with each clip's video and times (the budget threshold counts events); the workers get the frames
+        held_out = clips_dataset(val_videos, cfg, ("frames", *META)).materialize()
+        datasets["val"] = held_out.select_columns(["frames"])
     loop_config = {
         "model": cfg.model.model_dump(), "train": cfg.train.model_dump(), "hparams": hparams,
         "checkpoint_every": cfg.distributed.checkpoint_every, "has_val": bool(val_videos), "mlflow": mlflow_spec,
@@ -161,14 +166,17 @@ def train_distributed(
     model.eval()
     history = list(state["history"])  # every epoch, across restarts and resumptions
     # The threshold is a quantile of held-out normal clips' scores (training clips when there are none).
-    reference = datasets["val"] if val_videos else datasets["train"].limit(512)
-    clips = np.concatenate([b["frames"] for b in reference.iter_batches(batch_size=256, batch_format="numpy")])
+    reference = held_out if held_out is not None else datasets["train"].limit(512)
+    batches = list(reference.iter_batches(batch_size=256, batch_format="numpy"))
+    clips = np.concatenate([b["frames"] for b in batches])
+    meta = {k: np.concatenate([b[k] for b in batches]) for k in META} if held_out is not None else None
     scores, frame_scores = score_clips_and_frames(model, clips)
+    threshold, budget = threshold_of(cfg, scores, meta, float(np.quantile(scores, cfg.train.threshold_quantile)), cfg.model.name)
     calibration = Calibration.from_frame_scores(frame_scores, "held-out normal videos" if val_videos else "training clips (none held out)")
     if hasattr(model, "calibrate"):  # scorers with pixel masks calibrate them on the same clips
         model.calibrate(unit_clips(clips[:64]))
     return DistributedResult(
-        model=model, history=history, val_scores=scores, threshold=float(np.quantile(scores, cfg.train.threshold_quantile)),
+        model=model, history=history, val_scores=scores, threshold=threshold,
         train_clips=int(history[-1]["train/clips"]) if history else 0, val_clips=len(clips) if val_videos else 0,
-        seconds=seconds, run_path=path, calibration=calibration,
+        seconds=seconds, run_path=path, calibration=calibration, budget=budget,
     )

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from vad.models.memory import CandidatePool
+from vad.training.alerts import META
 from vad.training.step import unit_clips
 
 log = logging.getLogger(__name__)
@@ -104,8 +105,8 @@ class FitPass:
         clips = len(batch["frames"])
         with torch.inference_mode():
             out = self.method(model_input(self.model, batch["frames"], self.device)).float().cpu().numpy()
-        if self.method.__name__ != "fit_rows":
-            return {"values": out}
+        if self.method.__name__ != "fit_rows":  # each clip's video and times travel along (the budget threshold counts events)
+            return {"values": out, **{k: batch[k] for k in META if k in batch}}
         if len(out) == 0:
             out = np.full((1, *out.shape[1:]), np.nan, np.float32)
         counts = np.zeros(len(out), np.int64)
@@ -118,6 +119,7 @@ def fit_with_ray_data(cfg, train_videos: list, val_videos: list, hparams: dict):
     actors, each with `cpus_per_worker` CPUs and `gpus_per_worker` GPUs when `use_gpu`); the scorer
     is fitted in the driver from a pool bounded by its `max_candidates`."""
     from vad.models.scorers import build_scorer
+    from vad.training.alerts import threshold_of
     from vad.training.clips import DistributedResult, clips_dataset
 
     dist = cfg.distributed
@@ -126,7 +128,7 @@ def fit_with_ray_data(cfg, train_videos: list, val_videos: list, hparams: dict):
     model.bind_storage(cfg.storage)  # resources it reads (detector weights) checked before any cluster work
 
     def run_pass(videos: list, method: str, state: dict | None, limit: int | None = None):
-        ds = clips_dataset(videos, cfg)
+        ds = clips_dataset(videos, cfg, ("frames", *META) if method == "calibration_values" else ("frames",))
         if limit:
             ds = ds.limit(limit)
         kwargs = {"name": cfg.model.name, "hparams": hparams, "method": method, "state": state, "use_gpu": dist.use_gpu,
@@ -145,12 +147,16 @@ def fit_with_ray_data(cfg, train_videos: list, val_videos: list, hparams: dict):
     metrics = _fit(model, pool)
     reference = val_videos or train_videos
     state = {k: v.cpu() for k, v in model.state_dict().items()}
-    parts = []
+    parts, meta = [], {k: [] for k in META}
     for b in run_pass(reference, "calibration_values", state, None if val_videos else CALIBRATION_SAMPLE).iter_batches(batch_size=1024, batch_format="numpy"):
         parts.append(torch.from_numpy(np.array(b["values"])))
+        for k in META:
+            meta[k].append(b[k])
     values = torch.cat(parts)
     fitted = _finish(model, metrics, values, cfg.train.threshold_quantile, time.perf_counter() - started, held_out=bool(val_videos))
+    held_out = {k: np.concatenate(v) for k, v in meta.items()} if val_videos else None
+    threshold, budget = threshold_of(cfg, fitted.val_scores, held_out, fitted.threshold, cfg.model.name)
     return DistributedResult(
-        model=model, history=fitted.history, val_scores=fitted.val_scores, threshold=fitted.threshold, calibration=fitted.calibration,
+        model=model, history=fitted.history, val_scores=fitted.val_scores, threshold=threshold, calibration=fitted.calibration, budget=budget,
         train_clips=clips, val_clips=len(values) if val_videos else 0, seconds=fitted.seconds, run_path="",
     )

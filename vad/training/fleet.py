@@ -57,21 +57,30 @@ def _cell(value):
     return f"{value:.5g}" if isinstance(value, float) else ("" if value is None else value)
 
 
-def decode_clips(videos: list, cfg: TrainJobConfig, limit: int | None = None) -> np.ndarray:
-    """Every clip of `videos` as one uint8 array (decoded once; the epochs reuse it)."""
+def decode_clips(videos: list, cfg: TrainJobConfig, limit: int | None = None, meta: dict | None = None) -> np.ndarray:
+    """Every clip of `videos` as one uint8 array (decoded once; the epochs reuse it); with `meta` (a dict),
+    each clip's video and times are added to it, column by column (`vad.training.alerts.META`)."""
+    from vad.training.alerts import META
     from vad.video.clips import iter_clip_batches
 
     parts: list[np.ndarray] = []
+    columns: dict[str, list] = {k: [] for k in META}
     count = 0
     for video in videos:
         for batch in iter_clip_batches(video, cfg.decode, cfg.storage):
             parts.append(batch["frames"])
+            for k in META:
+                columns[k].append(batch[k])
             count += len(batch["frames"])
             if limit is not None and count >= limit:
-                return np.concatenate(parts)[:limit]
+                break
+        if limit is not None and count >= limit:
+            break
+    if meta is not None:
+        meta.update({k: np.concatenate(v)[:limit] if v else np.zeros(0) for k, v in columns.items()})
     if not parts:
         return np.zeros((0, cfg.decode.clip_len), dtype=np.uint8)
-    return np.concatenate(parts)
+    return np.concatenate(parts)[:limit]
 
 
 def train_camera(camera: str, train_videos: list, val_videos: list, cfg: TrainJobConfig, hparams: dict, threads: int) -> dict:
@@ -82,6 +91,7 @@ def train_camera(camera: str, train_videos: list, val_videos: list, cfg: TrainJo
     from vad.models.inference import pick_device
     from vad.models.scorers import build_scorer
     from vad.tracking.registry import registry_name
+    from vad.training.alerts import budget_metrics, threshold_of
     from vad.training.local import fit
 
     torch.set_num_threads(max(1, threads))
@@ -91,7 +101,8 @@ def train_camera(camera: str, train_videos: list, val_videos: list, cfg: TrainJo
     if len(clips) < cfg.train.min_camera_clips:
         note = f"{len(clips)} training clips, fewer than train.min_camera_clips {cfg.train.min_camera_clips}: add footage or lower it"
         return {**row, "status": "skipped", "note": note, "seconds": time.perf_counter() - started}
-    val = decode_clips(val_videos, cfg) if val_videos else None
+    held_out: dict = {}
+    val = decode_clips(val_videos, cfg, meta=held_out) if val_videos else None
     model = build_scorer(cfg.model.name, **hparams)
     model.bind_storage(cfg.storage)  # what it reads besides clips (a detector's weights)
     loop = cfg.train
@@ -102,16 +113,18 @@ def train_camera(camera: str, train_videos: list, val_videos: list, cfg: TrainJo
         val_clips=val if val is not None and len(val) else None,
     )
     model.to("cpu")
+    threshold, budget = threshold_of(cfg, result.val_scores if val is not None else np.zeros(0), held_out or None, result.threshold,
+                                     f"camera {camera}")
     final = result.history[-1]
     metrics = {"train/loss": final["train/loss"], "val/loss": final["val/loss"], "train/seconds": result.seconds}
     data = checkpoint_bytes(
-        model, version=cfg.output.version, threshold=result.threshold, decode=decode_record(cfg.decode), metrics=metrics,
-        model_name=registry_name(cfg.registry, cfg.model.name, camera), calibration=result.calibration,
+        model, version=cfg.output.version, threshold=threshold, decode=decode_record(cfg.decode), metrics=metrics,
+        model_name=registry_name(cfg.registry, cfg.model.name, camera), calibration=result.calibration, budget=budget,
     )
     return {
         **row, "status": "trained", "val_clips": 0 if val is None else len(val), "val_loss": final["val/loss"],
-        "threshold": result.threshold, "history": result.history, "metrics": metrics, "checkpoint_bytes": data,
-        "calibration": result.calibration.metrics() if result.calibration else {},
+        "threshold": threshold, "history": result.history, "metrics": metrics, "checkpoint_bytes": data,
+        "calibration": {**(result.calibration.metrics() if result.calibration else {}), **budget_metrics(budget)},
         "seconds": time.perf_counter() - started, "note": "" if val_videos else "no held-out video: not promoted",
     }
 

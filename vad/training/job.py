@@ -16,6 +16,7 @@ from vad.io.sources import list_videos
 from vad.io.storage import require_credentials, write_bytes
 from vad.models.checkpoint import checkpoint_bytes, decode_record
 from vad.tracking.runs import mlflow_run
+from vad.training.alerts import budget_metrics
 from vad.training.local import FitResult
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ class TrainSummary:
     result: FitResult
     mlflow_run_id: str | None = None
     registered: object | None = None  # vad.tracking.registry.Registration
+    budget: object | None = None  # vad.results.events.Budget, when the threshold came from alerts.max_false_per_hour
 
 
 @dataclass
@@ -45,6 +47,7 @@ class Trained:
     run_path: str
     val_scores: np.ndarray
     calibration: object = None  # vad.models.calibration.Calibration
+    budget: object = None  # vad.results.events.Budget: the threshold came from alerts.max_false_per_hour
 
 
 def training_videos(cfg: TrainJobConfig) -> list:
@@ -96,13 +99,16 @@ def _train_clip_scorer(cfg: TrainJobConfig, videos: list, hparams: dict, tracker
         trained.model, trained.threshold, trained.history, metrics,
         {"train/clips": trained.train_clips, "val/clips": trained.val_clips,
          **{k: v for k, v in final.items() if k not in ("epoch", "train/loss", "val/loss", "val/score_mean")}},  # a fit's own (bank size, objects)
-        trained.train_clips, trained.seconds, trained.run_path, trained.val_scores, trained.calibration,
+        trained.train_clips, trained.seconds, trained.run_path, trained.val_scores, trained.calibration, trained.budget,
     )
 
 
 def _train_mil(cfg: TrainJobConfig, videos: list, hparams: dict, tracker, epoch_callbacks) -> Trained:
     from vad.training.mil import train_mil_job
 
+    if cfg.alerts.max_false_per_hour is not None:
+        log.warning("mil: alerts.max_false_per_hour is not supported (its held-out clips are bag features without times); "
+                    "the threshold is train.threshold_quantile's")
     trained = train_mil_job(cfg, videos, epoch_callbacks)
     for row in trained.history:  # per epoch, as rank 0 reported them
         tracker.log_metric("train/loss", row["train/loss"], step=int(row["epoch"]))
@@ -166,9 +172,9 @@ def run_training(cfg: TrainJobConfig, *, epoch_callbacks: list[Callable[[dict], 
         trained = train(cfg, videos, hparams, tracker, epoch_callbacks)
         data = checkpoint_bytes(
             trained.model, version=cfg.output.version, threshold=trained.threshold, decode=decode_record(cfg.decode), metrics=trained.metrics,
-            calibration=trained.calibration,
+            calibration=trained.calibration, budget=trained.budget,
         )
-        calibration = trained.calibration.metrics() if trained.calibration else {}
+        calibration = {**(trained.calibration.metrics() if trained.calibration else {}), **budget_metrics(trained.budget)}
         tracker.log_metrics({**trained.extra_metrics, **calibration, "train/threshold": trained.threshold, "train/seconds": trained.seconds})
         tracker.set_tag("vad.ray_train_path", trained.run_path)
         registered, checkpoint = register_and_write(tracker, cfg, data, trained.metrics)
@@ -180,7 +186,7 @@ def run_training(cfg: TrainJobConfig, *, epoch_callbacks: list[Callable[[dict], 
             registered.name, registered.version,
         )
     result = FitResult(trained.threshold, trained.history, trained.val_scores, trained.seconds, trained.calibration)
-    return TrainSummary(checkpoint, trained.clips, result, tracker.run_id, registered)
+    return TrainSummary(checkpoint, trained.clips, result, tracker.run_id, registered, trained.budget)
 
 
 def register_and_write(tracker, cfg: TrainJobConfig, data: bytes, metrics: dict, camera: str | None = None) -> tuple:
