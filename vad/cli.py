@@ -74,6 +74,22 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
+def cmd_feedback(args) -> int:
+    from vad.results.feedback import FeedbackError, record_feedback
+
+    answer = "normal" if args.normal else "anomaly"
+    try:
+        row = record_feedback(args.results, args.event_id, answer, operator=args.operator, note=args.note, storage=_storage(args))
+    except FeedbackError as exc:
+        print(f"vad feedback: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        raise _unreadable(args.results, exc) from None
+    print(f"{row['event_id']}: {answer} ({row['camera']}, {row['video_uri']} {row['start_time_s']:.1f}-{row['end_time_s']:.1f} s), "
+          f"by {row['operator']}")
+    return 0
+
+
 def cmd_train(args) -> int:
     from vad.config import TrainJobConfig, load_config
     from vad.training.job import run_training
@@ -304,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--work-dir", default="vad-work")
     promote.set_defaults(func=cmd_promote)
 
-    query = sub.add_parser("query", help="run SQL (DuckDB) over the results; views: scores, masks, objects, events, runs, errors, manifest, scores_regularity")
+    query = sub.add_parser("query", help="run SQL (DuckDB) over the results; views: scores, masks, objects, events, feedback, runs, errors, manifest, scores_regularity")
     query.add_argument("sql", help="the SQL statement, or - to read it from stdin")
     query.add_argument("--results", default="vad-work/demo/results", help="results root (folder or s3:// uri)")
     query.add_argument("--format", choices=["table", "csv", "json"], default="table")
@@ -330,6 +346,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--mlflow-run-id", default=None, help="log metrics and plots into this MLflow run")
     evaluate.add_argument("--tracking-uri", default=None)
     evaluate.set_defaults(func=cmd_evaluate)
+    feedback = sub.add_parser("feedback", help="record an operator's answer about an event: --normal (a false alarm) or --anomaly")
+    feedback.add_argument("event_id", help="the event (events.event_id; printed on the review page)")
+    answer = feedback.add_mutually_exclusive_group(required=True)
+    answer.add_argument("--normal", action="store_true", help="a false alarm: train.use_feedback adds its footage to the camera's normal")
+    answer.add_argument("--anomaly", action="store_true", help="a true anomaly: never added to a normal set")
+    feedback.add_argument("--note", default=None, help="free text kept with the answer")
+    feedback.add_argument("--operator", default=None, help="who answers (default: the OS user name)")
+    feedback.add_argument("--results", default="vad-work/demo/results", help="results root (folder or s3:// uri)")
+    feedback.set_defaults(func=cmd_feedback)
     report = sub.add_parser("report", help="the night's review page: summary, timelines, the top flagged clips with previews (HTML)")
     report.add_argument("--results", default="vad-work/demo/results", help="results root (folder or s3:// uri)")
     report.add_argument("--date", default=None, help="the night (yyyy-mm-dd); default: the latest with scores")
@@ -341,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--work-dir", default="vad-work")
     report.add_argument("--no-mlflow", action="store_true", help="do not look for the scoring run in MLflow")
     report.set_defaults(func=cmd_report)
-    for reader in (query, evaluate, report):
+    for reader in (query, evaluate, report, feedback):
         reader.add_argument("--config", default=None, help="a job YAML whose storage section (endpoint, credentials) reaches the results")
         reader.add_argument("--endpoint-url", default=None, help="S3 endpoint of the results, e.g. http://127.0.0.1:9000 for MinIO")
     return parser

@@ -119,3 +119,44 @@ def test_the_budget_threshold_is_lowered_until_one_more_step_would_break_the_bud
     assert np.count_nonzero(scores > np.min(scores)) == scores.size - 1 and budget.threshold > np.min(scores)
     looser = budget_threshold(scores, video, start, start + 1.0, max_false_per_hour=20.0, merge_gap_s=2.0)
     assert looser.threshold < budget.threshold and looser.events <= 40
+
+
+def scored_video(root, flagged: list[bool], version: str = "1") -> list[str]:
+    """The writer's files for one video scored by model m (`version`); returns its event ids."""
+    now = dt.datetime.now(dt.timezone.utc)
+    rows = batch(flagged)
+    rows["model_version"] = np.array([version] * len(flagged), dtype=object)
+    writer = WriteScores(output_uri=str(root), storage=None, decode=DecodeConfig(clip_len=4, stride=4), merge_gap_s=0.5)
+    [written] = writer.add(video_parts(rows, now))
+    return pq.read_table(written["path"].replace("/scores/", "/events/"))["event_id"].to_pylist()
+
+
+def test_an_answer_is_one_row_however_often_it_is_given_and_the_latest_counts(tmp_path):
+    from vad.results.feedback import latest_answers, record_feedback
+
+    first, second = scored_video(tmp_path, [True, False, False, True, False])
+    row = record_feedback(str(tmp_path), first, "normal", operator="ana", note="a cleaner's cart")
+    assert (row["camera"], row["video_uri"], row["start_time_s"], row["end_time_s"]) == ("cam01", URI, 0.0, 1.0)
+    record_feedback(str(tmp_path), first, "normal", operator="ana", note="a cleaner's cart")  # the same answer again
+    record_feedback(str(tmp_path), second, "anomaly", operator="ben")
+    _, rows = run_query(str(tmp_path), "SELECT event_id, answer, operator, note FROM feedback ORDER BY operator")
+    assert rows == [(first, "normal", "ana", "a cleaner's cart"), (second, "anomaly", "ben", None)]
+    record_feedback(str(tmp_path), first, "anomaly", operator="ben")  # a second opinion, later: it counts
+    answers = latest_answers(str(tmp_path))
+    assert {e: a["answer"] for e, a in answers.items()} == {first: "anomaly", second: "anomaly"}
+
+
+def test_a_bad_answer_gets_one_line_and_changes_nothing(tmp_path, capsys):
+    from vad.cli import main
+
+    [old] = scored_video(tmp_path, [True, False, False, False, False], version="1")
+    [new] = scored_video(tmp_path, [True, False, False, False, False], version="2")  # the video scored again by a newer version
+    for event, why in (("e0123456789abcde", "no event e0123456789abcde"), ("'; DROP", "is not an event id"),
+                       (old, "since scored by version 2")):
+        assert main(["feedback", event, "--normal", "--results", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert why in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "feedback").exists()
+    assert main(["feedback", new, "--anomaly", "--operator", "ana", "--results", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.startswith(f"{new}: anomaly (cam01")
+    assert len(list((tmp_path / "feedback").iterdir())) == 1

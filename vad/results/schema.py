@@ -8,7 +8,7 @@ import pyarrow as pa
 
 # 2: runs gained errors/up_to_date/failure_rate; errors and manifest tables. 3: runs.skipped, masks.heatmap_png and
 # heatmap_scale. 4: scores.model_fallback; model_name/model_version name the registered model when scored from the registry.
-# 5: scores.reason; the objects table. 6: the events table; runs.events
+# 5: scores.reason; the objects table. 6: the events and feedback tables; runs.events
 SCORES_SCHEMA_VERSION = 6
 
 # Partition keys live in the hive path (date=YYYY-MM-DD/camera=ID/), not inside the files.
@@ -71,6 +71,16 @@ EVENTS_SCHEMA = _table("events", [
     ("peak_score", _F32), ("peak_clip_id", _STR), ("peak_frame", _I64),  # the highest-scoring clip (joins scores.clip_id) and frame
     ("threshold", _F32), ("reason", _STR),  # the peak clip's threshold and reason (scorers that explain)
     ("scored_at", _UTC),
+])
+
+# An operator's answer about an event: one file per (event, operator, answer), so the same answer twice is one row
+# and two people answering at once lose nothing; an event's latest answer counts.
+FEEDBACK_SCHEMA = _table("feedback", [
+    ("event_id", _STR), ("answer", _STR),  # normal | anomaly
+    ("operator", _STR), ("note", _STR), ("answered_at", _UTC),
+    # the event as it was answered: enough to find its footage without the events table
+    ("video_uri", _STR), ("camera", _STR), ("model_name", _STR), ("model_version", _STR),
+    ("start_frame", _I64), ("end_frame", _I64), ("start_time_s", _F64), ("end_time_s", _F64),
 ])
 
 RUNS_SCHEMA = _table("runs", [

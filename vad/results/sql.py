@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from vad.config import StorageConfig
 from vad.io.storage import filesystem, parse_uri
-from vad.results.schema import ERRORS_SCHEMA, EVENTS_SCHEMA, MANIFEST_SCHEMA, MASKS_SCHEMA, OBJECTS_SCHEMA, PARTITION_SCHEMA, RUNS_SCHEMA, SCORES_SCHEMA
+from vad.results.schema import ERRORS_SCHEMA, EVENTS_SCHEMA, FEEDBACK_SCHEMA, MANIFEST_SCHEMA, MASKS_SCHEMA, OBJECTS_SCHEMA, PARTITION_SCHEMA, RUNS_SCHEMA, SCORES_SCHEMA
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -29,11 +29,13 @@ TABLES = {
     "masks": MASKS_SCHEMA,
     "objects": OBJECTS_SCHEMA,
     "events": EVENTS_SCHEMA,
+    "feedback": FEEDBACK_SCHEMA,
     "runs": RUNS_SCHEMA,
     "errors": ERRORS_SCHEMA,
     "manifest": MANIFEST_SCHEMA,
 }
 PARTITIONED_BY_CAMERA = ("scores", "masks", "objects", "events")
+UNPARTITIONED = ("feedback",)  # one file per answer, named by it
 
 # Per-video regularity score of Hasan et al. 2016 over the clip scores.
 REGULARITY_VIEW = """
@@ -52,8 +54,10 @@ def _files(fs: pafs.FileSystem, path: str) -> list[str]:
 
 def _dataset(fs: pafs.FileSystem, path: str, table: str, exclude: frozenset[str] = frozenset()) -> pads.Dataset:
     schema = TABLES[table]
-    partition_schema = PARTITION_SCHEMA if table in PARTITIONED_BY_CAMERA else PARTITION_SCHEMA.remove(1)
     files = [f for f in _files(fs, path) if f not in exclude]
+    if table in UNPARTITIONED:
+        return pads.dataset(files, schema=schema, filesystem=fs, format="parquet")
+    partition_schema = PARTITION_SCHEMA if table in PARTITIONED_BY_CAMERA else PARTITION_SCHEMA.remove(1)
     return pads.dataset(
         files,
         schema=pa_schema_with(schema, partition_schema),
@@ -69,7 +73,7 @@ def pa_schema_with(schema, partition_schema):
 
 
 def connect(results_uri: str, storage: StorageConfig | None = None, exclude: frozenset[str] = frozenset()) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB with views `scores`, `masks`, `objects`, `events`, `runs`, `errors`, `manifest` and
+    """An in-memory DuckDB with views `scores`, `masks`, `objects`, `events`, `feedback`, `runs`, `errors`, `manifest` and
     `scores_regularity` over the results (less the files in `exclude`)."""
     root = parse_uri(results_uri)
     fs = filesystem(root, storage)
