@@ -234,6 +234,12 @@ def cmd_evaluate(args) -> int:
             f"with the scorer's paper's per-video normalisation ({report['paper_normalisation']}; it assumes every video "
             f"holds an anomaly): micro {paper['auc_micro']:.4f}   macro {paper['auc_macro']:.4f}   EER {paper['eer']:.4f}"
         )
+    if "event_recall" in report:
+        print(
+            f"events at the model's threshold: {report['segments_hit']} of {report['segments']} anomalous segments hit "
+            f"(event recall {report['event_recall']:.2f}), {report['false_events']} false events "
+            f"({report['false_events_per_hour']:.1f} per hour of normal footage), mean delay {report['mean_delay_s']:.2f} s"
+        )
     if report["missing_videos"]:
         print(f"labelled but not scored: {', '.join(report['missing_videos'])}")
     if "pixel_f1" in report:

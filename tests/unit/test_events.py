@@ -160,3 +160,22 @@ def test_a_bad_answer_gets_one_line_and_changes_nothing(tmp_path, capsys):
     assert main(["feedback", new, "--anomaly", "--operator", "ana", "--results", str(tmp_path)]) == 0
     assert capsys.readouterr().out.startswith(f"{new}: anomaly (cam01")
     assert len(list((tmp_path / "feedback").iterdir())) == 1
+
+
+def test_event_metrics_against_frame_labels():
+    from vad.evaluation.metrics import event_report, segments
+
+    y = np.zeros(100, int)
+    y[20:30] = 1
+    y[60:70] = 1
+    y[90:95] = 1
+    assert segments(y) == [(20, 29), (60, 69), (90, 94)]
+    # one event early into the first segment (starts 5 frames before), one 4 frames late into the second,
+    # the third segment missed, one false event in normal footage
+    events = [(15, 25), (64, 72), (40, 45)]
+    report = event_report([(y, events, 0.5)])
+    assert (report["segments"], report["segments_hit"], report["event_recall"]) == (3, 2, pytest.approx(2 / 3))
+    assert report["false_events"] == 1 and report["false_events_per_hour"] == pytest.approx(1 / (75 * 0.5 / 3600))
+    assert report["mean_delay_s"] == pytest.approx((0 + 4 * 0.5) / 2)
+    quiet = event_report([(np.zeros(10, int), [], 0.1)])
+    assert quiet["segments"] == 0 and quiet["false_events"] == 0 and quiet["false_events_per_hour"] == 0.0

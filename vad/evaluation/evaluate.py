@@ -93,6 +93,7 @@ def evaluate_run(
         other = frame_level_report([y for _, y, _ in pairs], [s for _, _, s in pairs], paper, smoothing)
         report["paper_normalisation"] = paper
         report["paper"] = {k: other[k] for k in ("auc_micro", "auc_macro", "eer")}
+    report |= _event_figures(results_uri, run_id, labels, clips, storage)
     if masks_dir is not None:
         from vad.evaluation.pixels import pixel_report
 
@@ -111,6 +112,25 @@ def evaluate_run(
             str(timeline_plot(prepared, out / "timelines.png")),
         ]
     return report
+
+
+def _event_figures(results_uri: str, run_id: str, labels: dict, clips: dict, storage) -> dict:
+    """`event_report` of the run's events (the threshold its model carries) for the labelled videos."""
+    from vad.evaluation.metrics import event_report
+
+    def read(con):
+        events = con.execute("SELECT video_uri, start_frame, end_frame FROM events WHERE run_id = ?", [run_id]).fetchall()
+        timing = con.execute("SELECT video_uri, max(end_time_s) / (max(end_frame) + 1) FROM scores WHERE run_id = ? GROUP BY video_uri",
+                             [run_id]).fetchall()
+        return events, dict(timing)
+
+    events, frame_s = with_readable_files(results_uri, storage, read)
+    videos = []
+    for key, y in labels.items():
+        match = [uri for uri in clips if matches(uri, key)]
+        if match and frame_s.get(match[0]):
+            videos.append((np.asarray(y), [(int(s), int(e)) for uri, s, e in events if uri == match[0]], float(frame_s[match[0]])))
+    return event_report(videos) if videos else {}
 
 
 def log_evaluation(mlflow_run_id: str, report: dict) -> None:

@@ -111,3 +111,40 @@ def describe_pixel_report(report: dict) -> str:
         f"masks cover {100 * report['pixel_area']:.1f}% of pixels)"
     )
     return line + (f", pixel AUC {report['pixel_auc']:.3f}" if "pixel_auc" in report else "")
+
+
+def segments(labels: np.ndarray) -> list[tuple[int, int]]:
+    """Maximal runs of anomalous frames: (first, last) frame indices, inclusive."""
+    y = np.asarray(labels).astype(bool)
+    edges = np.flatnonzero(np.diff(np.r_[0, y.astype(np.int8), 0]))
+    return [(int(a), int(b) - 1) for a, b in zip(edges[::2], edges[1::2])]
+
+
+def event_report(videos: list[tuple[np.ndarray, list[tuple[int, int]], float]]) -> dict:
+    """What an operator would judge, against frame labels, at the threshold the model carries. `videos`: per
+    video (frame labels, its events as (start_frame, end_frame) inclusive, seconds per frame).
+
+    - event recall: the share of ground-truth anomalous segments that at least one event overlaps;
+    - false events per hour: events overlapping no anomalous frame, per hour of normal (label 0) footage;
+    - mean delay: from a hit segment's first frame to the start of the first event overlapping it (0 when
+      the event began earlier), in seconds."""
+    hit = total = false = 0
+    normal_s, delays = 0.0, []
+    for labels, events, frame_s in videos:
+        y = np.asarray(labels).astype(bool)
+        normal_s += float((~y).sum()) * frame_s
+        for first, last in segments(y):
+            total += 1
+            starts = [s for s, e in events if s <= last and e >= first]
+            if starts:
+                hit += 1
+                delays.append(max(0, min(starts) - first) * frame_s)
+        for s, e in events:
+            if not y[max(0, s) : e + 1].any():
+                false += 1
+    return {
+        "event_recall": hit / total if total else float("nan"), "segments": total, "segments_hit": hit,
+        "events": sum(len(events) for _, events, _ in videos), "false_events": false,
+        "false_events_per_hour": false / (normal_s / 3600.0) if normal_s > 0 else float("nan"),
+        "mean_delay_s": float(np.mean(delays)) if delays else float("nan"),
+    }
