@@ -352,6 +352,16 @@ class TrainLoopConfig(_Section):
         False, description="fleet: one model per camera (source.key_pattern), trained in parallel; output.checkpoint needs {camera}"
     )
     min_camera_clips: int = Field(32, ge=1, description="fleet: a camera with fewer training clips is skipped (said in the summary)")
+    use_feedback: bool = Field(
+        False, description="add the footage of events operators marked normal (vad feedback) to each camera's normal training set"
+    )
+    feedback_results: str | None = Field(None, description="with use_feedback: the results root holding the feedback table (folder or s3:// uri)")
+
+    @model_validator(mode="after")
+    def _feedback_needs_results(self) -> "TrainLoopConfig":
+        if self.use_feedback and not self.feedback_results:
+            raise ValueError("train.use_feedback needs train.feedback_results: the results root whose feedback table to read")
+        return self
 
 
 class DistributedConfig(_Section):

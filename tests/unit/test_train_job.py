@@ -144,3 +144,51 @@ def test_a_camera_threshold_set_from_a_false_alarm_budget_holds_on_its_held_out_
     assert events == budget["events"] <= 2000.0 * hours
     assert budget["events"] >= 1 and payload["threshold"] < np.max(score_clips(model, clips))  # ~4 events allowed in ~8 s: some are raised
     assert "only 0.00 hours of held-out normal footage" in caplog.text
+
+
+def test_events_marked_normal_join_their_cameras_training_footage(tmp_path):
+    """Feedback: an event of cam01 marked normal becomes a span of its video in cam01's training footage (its
+    clips only); one marked anomalous, and other cameras' events, never do."""
+    import datetime as dt
+
+    import numpy as np
+    import pyarrow as pa
+
+    from vad.config import DecodeConfig, SourceConfig
+    from vad.io.sources import list_videos
+    from vad.io.storage import write_parquet_atomic, filesystem, parse_uri
+    from vad.results.feedback import record_feedback
+    from vad.results.schema import EVENTS_SCHEMA, SCORES_SCHEMA_VERSION
+    from vad.testing.synthetic import generate_dataset
+    from vad.training.feedback import feedback_footage
+    from vad.training.fleet import decode_clips
+
+    generate_dataset(tmp_path / "footage", cameras=2, train_per_camera=1, test_per_camera=0, num_frames=100, seed=2)
+    videos, _ = list_videos(SourceConfig(uri=str(tmp_path / "footage")))
+    results = tmp_path / "results"
+    events = []
+    for i, (video, (first, last)) in enumerate(zip([videos[0], videos[0], videos[1]], [(40, 55), (70, 80), (10, 30)])):
+        events.append({"schema_version": SCORES_SCHEMA_VERSION, "run_id": "r", "event_id": f"e{i:015x}", "video_uri": video.uri,
+                       "model_name": "m", "model_version": "1", "start_frame": first, "end_frame": last, "start_time_s": first / 25,
+                       "end_time_s": last / 25, "clips": 1, "peak_score": 2.0, "peak_clip_id": "c", "peak_frame": first, "threshold": 1.0,
+                       "reason": None, "scored_at": dt.datetime.now(dt.timezone.utc)})
+    location = parse_uri(str(results)).join("events", "date=2026-11-24", "camera=cam01", "video-x.parquet")
+    write_parquet_atomic(filesystem(location), location.path, pa.Table.from_pylist(events[:2], schema=EVENTS_SCHEMA))
+    location = parse_uri(str(results)).join("events", "date=2026-11-24", "camera=cam02", "video-y.parquet")
+    write_parquet_atomic(filesystem(location), location.path, pa.Table.from_pylist(events[2:], schema=EVENTS_SCHEMA))
+    record_feedback(str(results), "e000000000000000", "normal", operator="ana")
+    record_feedback(str(results), "e000000000000001", "anomaly", operator="ana")
+    cfg = TrainJobConfig.model_validate({
+        "source": {"uri": str(tmp_path / "footage")}, "output": {"checkpoint": str(tmp_path / "m.pt")}, "mlflow": {"enabled": False},
+        "decode": DecodeConfig(clip_len=8, stride=4, resize=(32, 40)).model_dump(),
+        "train": {"use_feedback": True, "feedback_results": str(results)},
+    })
+    [span] = feedback_footage(cfg)
+    assert (span.uri, span.camera, span.first_frame, span.last_frame) == (videos[0].uri, "cam01", 40, 55)
+    meta: dict = {}
+    clips = decode_clips([span], cfg, meta=meta)
+    whole = decode_clips([videos[0]], cfg)
+    assert len(clips) == 4 and len(whole) > 20  # the clips starting at 40, 44, 48, 52: the event's footage only
+    assert np.array_equal(clips[0], whole[10])
+    with pytest.raises(ValueError, match="use_feedback needs train.feedback_results"):
+        TrainJobConfig.model_validate({"source": {"uri": "x"}, "output": {"checkpoint": "y"}, "train": {"use_feedback": True}})

@@ -33,6 +33,9 @@ class VideoRef:
     camera: str
     date: str  # ISO yyyy-mm-dd
     frames: tuple[str, ...] = field(default=())  # frame uris for kind == "frames"
+    # a span of the video (training on the footage of an event marked normal): only clips starting in it are cut
+    first_frame: int | None = None
+    last_frame: int | None = None
 
     def to_row(self) -> dict:
         row = asdict(self)
@@ -41,8 +44,11 @@ class VideoRef:
 
     @staticmethod
     def from_row(row: dict) -> "VideoRef":
-        values = {k: row[k] for k in VideoRef.__dataclass_fields__}
+        values = {k: row.get(k) for k in VideoRef.__dataclass_fields__}
         values["frames"] = tuple(values["frames"] if values["frames"] is not None else ())
+        for k in ("first_frame", "last_frame"):  # None, or a float NaN after a trip through a numeric column
+            value = values[k]
+            values[k] = None if value is None or value != value else int(value)
         return VideoRef(**values)
 
 

@@ -178,6 +178,7 @@ def run_fleet_training(cfg: TrainJobConfig, *, on_camera: Callable[[dict], None]
     from vad.models.scorers import build_scorer
     from vad.tracking.runs import mlflow_run
     from vad.training.job import run_params, training_videos
+    from vad.training.feedback import feedback_footage
     from vad.training.split import split_videos, split_warning
 
     t0 = time.perf_counter()
@@ -185,6 +186,7 @@ def run_fleet_training(cfg: TrainJobConfig, *, on_camera: Callable[[dict], None]
     build_scorer(cfg.model.name, **hparams).bind_storage(cfg.storage)  # bad names, hparams or weights fail before any cluster work
     require_credentials(cfg.output.checkpoint, cfg.storage)
     cameras = by_camera(training_videos(cfg))
+    marked_normal = by_camera([s for s in feedback_footage(cfg) if s.camera in cameras])  # events operators marked normal
     state = FleetState.for_config(cfg)
     resumed = [c for c, row in state.rows.items() if c in cameras and row["status"] in ("trained", "skipped")]
     if resumed:
@@ -199,7 +201,8 @@ def run_fleet_training(cfg: TrainJobConfig, *, on_camera: Callable[[dict], None]
     progress = Progress("training", len(cameras), "cameras")
     tags = {"vad.job": "train", "vad.fleet": "true"}
     with mlflow_run(cfg.mlflow, cfg.work_dir, cfg.run_name or f"train-{cfg.model.name}-fleet", tags) as tracker:
-        tracker.log_params({**run_params(cfg, hparams, sum(len(v) for v in cameras.values())), "fleet.cameras": len(cameras)})
+        tracker.log_params({**run_params(cfg, hparams, sum(len(v) for v in cameras.values())), "fleet.cameras": len(cameras),
+                            "feedback.normal_events": sum(len(v) for v in marked_normal.values())})
         pending = {}
         for camera, videos in cameras.items():
             if camera in rows:
@@ -207,6 +210,7 @@ def run_fleet_training(cfg: TrainJobConfig, *, on_camera: Callable[[dict], None]
             train_videos, val_videos = split_videos(videos, cfg.train.val_fraction)
             if warning := split_warning(f"camera {camera}", train_videos, val_videos, cfg.train.val_fraction):
                 log.warning(warning)
+            train_videos = train_videos + marked_normal.get(camera, [])  # trained on, never held out
             pending[task.remote(camera, train_videos, val_videos, cfg, hparams, threads)] = camera
         try:
             while pending:

@@ -80,11 +80,15 @@ def _train_clip_scorer(cfg: TrainJobConfig, videos: list, hparams: dict, tracker
     from vad.training.fitting import fit_with_ray_data
     from vad.training.split import split_videos, split_warning
 
+    from vad.training.feedback import feedback_footage
+
     train_videos, val_videos = split_videos(videos, cfg.train.val_fraction)
     if warning := split_warning("normal videos", train_videos, val_videos, cfg.train.val_fraction):
         log.warning(warning)
         tracker.set_tag("vad.split_warning", warning)
-    tracker.log_params({"split.train_videos": len(train_videos), "split.val_videos": len(val_videos)})
+    marked_normal = feedback_footage(cfg)  # events operators marked normal: trained on, never held out
+    train_videos = train_videos + marked_normal
+    tracker.log_params({"split.train_videos": len(train_videos), "split.val_videos": len(val_videos), "feedback.normal_events": len(marked_normal)})
     if scorer_meta(cfg.model.name).fitted:  # a memory bank: Ray Data passes, no Ray Train epochs
         trained = fit_with_ray_data(cfg, train_videos, val_videos, hparams)
     else:

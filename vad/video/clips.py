@@ -43,7 +43,12 @@ class Clip:
 
 
 def _cut(reader, starts: list[int], decode: DecodeConfig, first_index: int = 0) -> Iterator[Clip]:
-    for index, start in enumerate(starts, first_index):
+    yield from _cut_indexed(reader, list(enumerate(starts, first_index)), decode)
+
+
+def _cut_indexed(reader, chosen: list[tuple[int, int]], decode: DecodeConfig) -> Iterator[Clip]:
+    """The clips (index in the video, start frame) of `chosen`."""
+    for index, start in chosen:
         indices = [start + k * decode.frame_step for k in range(decode.clip_len)]
         start_s, end_s = reader.times(indices[0], indices[-1])
         yield Clip(index, indices[0], indices[-1], start_s, end_s, reader.batch(indices))
@@ -81,8 +86,13 @@ def iter_clip_batches(
         if not starts:
             raise TooShort(f"{len(reader)} frames; one clip needs {clip_span(decode)}")
         share = part_range(len(starts), part, parts)
+        chosen = list(zip(range(share.start, share.stop), starts[share.start : share.stop]))
+        if video.first_frame is not None:  # a span of the video: the clips starting in it (at least the one nearest its start)
+            inside = [(i, s) for i, s in chosen if video.first_frame <= s <= video.last_frame]
+            before = [(i, s) for i, s in chosen if s <= video.first_frame]
+            chosen = inside or before[-1:] or chosen[:1]
         pending: list[Clip] = []
-        for clip in _cut(reader, starts[share.start : share.stop], decode, share.start):
+        for clip in _cut_indexed(reader, chosen, decode):
             pending.append(clip)
             if len(pending) == decode.clips_per_batch:
                 yield _columns(video, pending, len(starts))
