@@ -112,7 +112,7 @@ def test_a_fleet_fits_one_bank_per_camera(ray_local, archive, s3, tmp_path):
 
 def test_the_review_page_lays_the_heat_maps_over_the_previews(fitted, s3, archive, tmp_path):
     """A localising scorer's night: every card of the review page carries its heat map (here every clip
-    is flagged: the same bank saved with a threshold below any score)."""
+    is flagged: the same bank saved with a threshold below any score, so each of the camera's 3 videos is one event)."""
     from vad.models.checkpoint import save_checkpoint
     from vad.review.report import run_report
 
@@ -130,4 +130,5 @@ def test_the_review_page_lays_the_heat_maps_over_the_previews(fitted, s3, archiv
     page = run_report(str(out), storage=s3.storage_config(), top_k=3, out_dir=tmp_path / "pages")
     assert page.flagged == scored.clips and page.shown == 3 and not page.previews_failed
     html = Path(page.path).read_text()
-    assert html.count("overlaid (red), mask outlined (yellow)") == 3 and html.count("data:image/gif;base64,") == 3
+    assert page.events == 3 and html.count("overlaid on the peak clip (red), mask outlined (yellow)") == 3
+    assert html.count("data:image/webp;base64,") == 3

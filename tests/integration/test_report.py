@@ -33,28 +33,32 @@ def test_the_nightly_job_writes_the_page_and_logs_it_to_its_mlflow_run(night):
     assert artifacts == [f"report/{Path(summary.report_path).name}"]
 
 
-def test_chromium_shows_every_preview_and_the_top_clip_first(night):
+def test_chromium_shows_one_card_per_event_the_top_peak_first_and_the_page_stays_light(night):
     cfg, summary, _ = night
-    _, flagged = run_query(cfg.output.uri, f"SELECT clip_id, score FROM scores WHERE run_id = '{summary.run_id}' AND is_anomaly "
-                                           "ORDER BY score DESC")
-    assert len(flagged) >= 2, "the test night needs flagged clips"
+    _, events = run_query(cfg.output.uri, f"SELECT event_id, peak_score, peak_clip_id FROM events WHERE run_id = '{summary.run_id}' "
+                                          "ORDER BY peak_score DESC")
+    _, flagged = run_query(cfg.output.uri, f"SELECT count(*) FROM scores WHERE run_id = '{summary.run_id}' AND is_anomaly")
+    assert len(events) >= 2, "the test night needs events"
+    assert len(events) == summary.events < flagged[0][0]  # overlapping flagged clips merged: fewer events than clips
     dom = render_in_browser(Path(summary.report_path))
     loaded = int(re.search(r'data-images-loaded="(\d+)"', dom).group(1))
     broken = int(re.search(r'data-images-broken="(\d+)"', dom).group(1))
-    cards = re.findall(r'<article class="clip" data-rank="(\d+)" data-score="([^"]+)" data-clip-id="([^"]+)"', dom)
-    shown = min(4, len(flagged))
+    cards = re.findall(r'<article class="event" data-rank="(\d+)" data-score="([^"]+)" data-event-id="([^"]+)"', dom)
+    shown = min(4, len(events))
     assert len(cards) == shown and broken == 0
-    assert loaded == 2 * shown + 2  # a GIF and a key-frame strip per clip, a timeline per camera (2)
-    assert cards[0][2] == flagged[0][0] and float(cards[0][1]) == pytest.approx(flagged[0][1], rel=1e-6)
+    assert loaded == 2 * shown + 2  # an animated WebP and a key-frame strip per event, a timeline per camera (2)
+    assert cards[0][2] == events[0][0] and float(cards[0][1]) == pytest.approx(events[0][1], rel=1e-6)
     assert [float(score) for _, score, _ in cards] == sorted((float(score) for _, score, _ in cards), reverse=True)
-    assert 'id="total-flagged">' + str(len(flagged)) in dom
+    assert len({event_id for *_, event_id in cards}) == shown  # no event twice
+    assert 'id="total-events">' + str(len(events)) in dom and 'id="total-flagged">' + str(flagged[0][0]) in dom
+    assert Path(summary.report_path).stat().st_size < 2 * 2**20 * shown / 12  # under 2 MB for 12 events, pro rata
 
 
 def test_a_broken_picture_is_named_on_its_card(night, tmp_path):
     _, summary, _ = night
     page = Path(summary.report_path).read_text()
     damaged = tmp_path / "damaged.html"
-    damaged.write_text(re.sub(r'src="data:image/gif;base64,[^"]+"', 'src="data:image/gif;base64,AAAA"', page, count=1))
+    damaged.write_text(re.sub(r'src="data:image/webp;base64,[^"]+"', 'src="data:image/webp;base64,AAAA"', page, count=1))
     dom = render_in_browser(damaged)
     assert 'data-images-broken="1"' in dom and "this picture did not load" in dom
 
@@ -83,7 +87,7 @@ def test_a_night_without_flagged_clips_says_so(ray_local, s3, archive, checkpoin
     page = run_report(cfg.output.uri, out_dir=tmp_path / "pages")
     assert summary.clips > 0 and page.clips == summary.clips and page.flagged == 0 and page.shown == 0
     html = Path(page.path).read_text()
-    assert 'id="message"' in html and "No flagged clips this night" in html
+    assert 'id="message"' in html and "No events this night" in html and page.events == 0
     assert "0 flagged" in page.line()
 
 
@@ -99,9 +103,10 @@ def test_the_nights_errors_are_its_runs_even_under_another_date(night, tmp_path)
     html = Path(page.path).read_text()
     before = [e["uri"] for e in summary.errors]  # the run's own errors, if it had any
     assert f'id="total-errors">{len(before) + 1}<' in html and "moov atom not found" in html and "broken.mp4" in html
-    cam01 = re.search(r"<tr><td>cam01</td>(.*?)</tr>", html).group(1)
+    cam01 = re.search(r"<tr><td>cam01</td>(.*?)</tr>", html, re.S).group(1)
     expected = 1 + sum("/cam01/" in uri for uri in before)
-    assert re.findall(r"<td class='num'>([^<]*)</td>", cam01)[3] == str(expected)  # videos, clips, flagged, errors
+    # videos, footage (h), clips, flagged, events, events per hour, errors
+    assert re.findall(r'<td class="num"[^>]*>([^<]*)</td>', cam01)[6] == str(expected)
 
 
 def test_vad_report_finds_the_nights_scoring_run_in_mlflow(night, tmp_path, capsys):

@@ -1,6 +1,7 @@
-"""A night's results, read with SQL: the summary, every camera's scores in time order, the top
-flagged clips with their masks, and the errors. Where a clip was scored more than once (a re-run, a
-new model), its latest row counts unless one run is asked for."""
+"""A night's results, read with SQL: the summary, every camera's scores in time order, the top events
+(with their peak clip's masks and objects, and the latest operator answer), and the errors. Where a clip
+was scored more than once (a re-run, a new model), its latest row counts unless one run is asked for;
+an event counts when its peak clip's row does."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ class Night:
     totals: dict = field(default_factory=dict)  # videos, clips, flagged, errors
     cameras: list[dict] = field(default_factory=list)  # per camera: videos, clips, flagged, errors, max_score
     timelines: dict[str, list[dict]] = field(default_factory=dict)  # camera -> clips in (video, time) order
-    top: list[dict] = field(default_factory=list)  # flagged clips, highest score first, with masks and objects where stored
+    top: list[dict] = field(default_factory=list)  # events, highest peak first, with the peak clip's masks and objects, and answers
     errors: list[dict] = field(default_factory=list)
 
 
@@ -49,10 +50,16 @@ def read_night(results_uri: str, storage: StorageConfig | None = None, *, date: 
         if night_date is None:
             return Night(results_uri, None, run_id)
         params = [night_date, run_id, run_id]
-        cameras = _rows(con, _NIGHT + """
+        cameras = _rows(con, _NIGHT + """, per_video AS (
+                SELECT camera, video_uri, max(end_time_s) - min(start_time_s) AS seconds FROM night GROUP BY camera, video_uri),
+            night_events AS (SELECT e.camera FROM events e JOIN night n ON n.clip_id = e.peak_clip_id AND n.run_id = e.run_id)
             SELECT camera, count(DISTINCT video_uri) AS videos, count(*) AS clips, sum(is_anomaly::INT) AS flagged,
-                   max(score) AS max_score, min(threshold) AS threshold
+                   max(score) AS max_score, min(threshold) AS threshold,
+                   (SELECT sum(seconds) FROM per_video p WHERE p.camera = night.camera) / 3600.0 AS hours,
+                   (SELECT count(*) FROM night_events x WHERE x.camera = night.camera) AS events
             FROM night GROUP BY camera ORDER BY camera""", params)
+        for cam in cameras:
+            cam["events_per_hour"] = cam["events"] / cam["hours"] if cam["hours"] else None
         # errors are kept under the run's date, scores under the videos': the night's errors are its runs'
         errors = _rows(con, _NIGHT + """
             SELECT uri, stage, error_class, message, permanent FROM errors
@@ -62,12 +69,18 @@ def read_night(results_uri: str, storage: StorageConfig | None = None, *, date: 
                 SELECT camera, video_uri, clip_id, start_time_s, end_time_s, score, threshold, is_anomaly
                 FROM night ORDER BY camera, video_uri, start_time_s""", params):
             timelines.setdefault(row.pop("camera"), []).append(row)
-        top = _rows(con, _NIGHT + """
-            SELECT n.camera, n.video_uri, n.clip_id, n.clip_index, n.start_frame, n.end_frame, n.frame_step, n.start_time_s,
-                   n.end_time_s, n.score, n.threshold, n.model_name, n.model_version, n.model_fallback, n.run_id, n.frame_scores,
-                   n.reason, m.heatmap_png, m.heatmap_scale, m.mask_png
-            FROM night n LEFT JOIN masks m ON m.clip_id = n.clip_id AND m.run_id = n.run_id
-            WHERE n.is_anomaly ORDER BY n.score DESC, n.clip_id LIMIT ?""", [*params, top_k])
+        top = _rows(con, _NIGHT + """, answers AS (
+                SELECT event_id, answer, operator, note FROM feedback
+                QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY answered_at DESC) = 1)
+            SELECT e.event_id, e.camera, e.video_uri, e.start_frame, e.end_frame, e.start_time_s, e.end_time_s, e.clips,
+                   e.peak_score, e.peak_score AS score, e.peak_clip_id, e.peak_clip_id AS clip_id, e.peak_frame, e.threshold,
+                   e.reason, e.model_name, e.model_version, e.run_id, n.model_fallback, n.start_frame AS peak_start,
+                   n.frame_step, a.answer, a.operator AS answered_by, a.note AS answer_note,
+                   m.heatmap_png, m.heatmap_scale, m.mask_png
+            FROM events e JOIN night n ON n.clip_id = e.peak_clip_id AND n.run_id = e.run_id
+            LEFT JOIN masks m ON m.clip_id = e.peak_clip_id AND m.run_id = e.run_id
+            LEFT JOIN answers a ON a.event_id = e.event_id
+            ORDER BY e.peak_score DESC, e.event_id LIMIT ?""", [*params, top_k])
         _attach_objects(con, top)
         run_ids = [r["run_id"] for r in _rows(con, _NIGHT + "SELECT DISTINCT run_id FROM night ORDER BY run_id", params)]
         by_camera_errors: dict[str, int] = {}
@@ -79,7 +92,8 @@ def read_night(results_uri: str, storage: StorageConfig | None = None, *, date: 
             cam["errors"] = by_camera_errors.get(cam["camera"], 0)
         totals = {
             "videos": sum(c["videos"] for c in cameras), "clips": sum(c["clips"] for c in cameras),
-            "flagged": sum(c["flagged"] or 0 for c in cameras), "errors": len(errors), "cameras": len(cameras),
+            "flagged": sum(c["flagged"] or 0 for c in cameras), "events": sum(c["events"] for c in cameras), "errors": len(errors),
+            "cameras": len(cameras),
         }
         return Night(results_uri, night_date, run_id, run_ids, totals, cameras, timelines, top, errors)
 
@@ -87,7 +101,7 @@ def read_night(results_uri: str, storage: StorageConfig | None = None, *, date: 
 
 
 def _attach_objects(con, top: list[dict], limit: int = 8) -> None:
-    """Each top clip's `objects`: its objects of the same run above the camera's normal (score >= 1,
+    """Each top event's `objects` (those of its peak clip, `clip_id`): its objects of the same run above the camera's normal (score >= 1,
     the calibrated 99.9th percentile), the worst one always, at most `limit`, worst first."""
     if not top:
         return

@@ -1,8 +1,9 @@
-"""Pictures of flagged clips, cut from the source videos: an animated GIF of the clip's frames (with
-the scorer's heat map laid over them where it localises, and the boxes of the objects that drove the
-score where it finds objects) and a strip of four key frames. Only the
-clip's frames are decoded; `ClipPreviews` is a Ray Data stage, so a large night's previews are cut by
-many tasks at once."""
+"""Pictures of events, cut from the source videos: an animated WebP spanning the event (at most
+`MAX_PREVIEW_FRAMES` of its frames, the peak frame framed in red; the scorer's heat map laid over the peak
+clip's frames where it localises, and the boxes of the objects that drove the score where it finds
+objects) and a strip of four key frames, the peak among them. Only those frames are decoded;
+`ClipPreviews` is a Ray Data stage, so a large night's previews are cut by many tasks at once. WebP keeps
+a page of 12 events near a megabyte (GIFs made it 5-10 MB)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import numpy as np
 from vad.config import DecodeConfig, StorageConfig
 
 PREVIEW_WIDTH = 320
-GIF_FRAME_MS = 90
+FRAME_MS = 90
+WEBP_QUALITY = 55
 
 
 def _fit(frames: np.ndarray, width: int) -> np.ndarray:
@@ -26,21 +28,25 @@ def _fit(frames: np.ndarray, width: int) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR)) for f in frames])
 
 
-def overlay(frames: np.ndarray, heat: list[np.ndarray] | None, masks: list[np.ndarray] | None) -> np.ndarray:
-    """Frames (T, h, w, 3) with each frame's heat map (any size, >= 0) tinted red in proportion to the
-    clip's largest value and its mask's outline drawn, where there are any."""
+def overlay(frames: np.ndarray, heat: list[np.ndarray] | None, masks: list[np.ndarray] | None, which: list[int | None] | None = None) -> np.ndarray:
+    """Frames (T, h, w, 3) with a heat map (any size, >= 0) tinted red in proportion to the largest value and a
+    mask's outline drawn, where there are any: frame t takes heat map and mask `which[t]` (None: none; default t)."""
     from PIL import Image
 
     out = frames.astype(np.float32)
     size = (frames.shape[2], frames.shape[1])
     top = max((float(h.max()) for h in heat or [] if h.size), default=0.0)
+    which = list(range(len(frames))) if which is None else which
     for t in range(len(frames)):
-        if heat and t < len(heat) and top > 0:
-            level = np.asarray(Image.fromarray((heat[t] / top * 255).clip(0, 255).astype(np.uint8)).resize(size, Image.BILINEAR))
+        k = which[t] if t < len(which) else None
+        if k is None:
+            continue
+        if heat and k < len(heat) and top > 0:
+            level = np.asarray(Image.fromarray((heat[k] / top * 255).clip(0, 255).astype(np.uint8)).resize(size, Image.BILINEAR))
             alpha = (level.astype(np.float32) / 255 * 0.6)[..., None]
             out[t] = out[t] * (1 - alpha) + np.array([255.0, 30.0, 30.0]) * alpha
-        if masks and t < len(masks) and masks[t].any():
-            mask = np.asarray(Image.fromarray(masks[t].astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 0
+        if masks and k < len(masks) and masks[k].any():
+            mask = np.asarray(Image.fromarray(masks[k].astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 0
             edge = mask & ~(np.roll(mask, 1, 0) & np.roll(mask, -1, 0) & np.roll(mask, 1, 1) & np.roll(mask, -1, 1))
             out[t][edge] = (255.0, 230.0, 0.0)
     return out.clip(0, 255).astype(np.uint8)
@@ -72,19 +78,34 @@ def draw_boxes(frames: np.ndarray, frame_indices: list[int], objects: list[dict]
     return out
 
 
-def gif_bytes(frames: np.ndarray) -> bytes:
+def mark_peak(frames: np.ndarray, frame_indices: list[int], peak: int | None) -> np.ndarray:
+    """The frame showing `peak` (the event's highest-scoring frame) framed in red."""
+    if peak is None or peak not in frame_indices:
+        return frames
+    out = frames.copy()
+    t = frame_indices.index(peak)
+    out[t, :3], out[t, -3:], out[t, :, :3], out[t, :, -3:] = (220, 20, 20), (220, 20, 20), (220, 20, 20), (220, 20, 20)
+    return out
+
+
+def webp_bytes(frames: np.ndarray) -> bytes:
+    """An animated WebP of the frames (lossy; a few kB a frame at preview size)."""
     from PIL import Image
 
     images = [Image.fromarray(f) for f in frames]
     buffer = io.BytesIO()
-    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=GIF_FRAME_MS, loop=0, optimize=True)
+    images[0].save(buffer, format="WEBP", save_all=True, append_images=images[1:], duration=FRAME_MS, loop=0, quality=WEBP_QUALITY, method=4)
     return buffer.getvalue()
 
 
-def strip_bytes(frames: np.ndarray, count: int = 4) -> bytes:
+def strip_bytes(frames: np.ndarray, count: int = 4, must: int | None = None) -> bytes:
+    """`count` key frames side by side, evenly spread (frame `must`, the peak, replacing the nearest)."""
     from PIL import Image
 
     picks = np.unique(np.linspace(0, len(frames) - 1, count).round().astype(int))
+    if must is not None and must not in picks:
+        picks[np.argmin(np.abs(picks - must))] = must
+        picks = np.unique(picks)
     buffer = io.BytesIO()
     Image.fromarray(np.concatenate([frames[i] for i in picks], axis=1)).save(buffer, format="JPEG", quality=85)
     return buffer.getvalue()
@@ -101,8 +122,9 @@ def clip_frames(video, indices: list[int], storage: StorageConfig | None) -> np.
 
 
 class ClipPreviews:
-    """Ray Data stage: rows of flagged clips (`clip_id`, `task`: video row, frame indices, heat maps) -> GIF and strip bytes.
-    A clip whose video cannot be read gets an `error` instead of pictures; the page says so."""
+    """Ray Data stage: rows of events (`event_id`, `task`: video row, frame indices, peak frame, the peak clip's heat maps)
+    -> animated WebP and strip bytes. An event whose video cannot be read gets an `error` instead of pictures; the page
+    says so."""
 
     def __init__(self, storage: StorageConfig | None = None, width: int = PREVIEW_WIDTH):
         self.storage, self.width = storage, width
@@ -114,20 +136,25 @@ class ClipPreviews:
         from vad.io.sources import VideoRef
         from vad.results.tables import decode_heatmap, decode_mask
 
-        gifs, strips, errors = [], [], []
-        for i in range(len(batch["clip_id"])):
+        animations, strips, errors = [], [], []
+        for i in range(len(batch["event_id"])):
             try:
                 task = json.loads(batch["task"][i])  # `vad.review.report.preview_task`
-                frames = _fit(clip_frames(VideoRef.from_row(task["video"]), task["frames"], self.storage), self.width)
+                indices = task["frames"]
+                frames = _fit(clip_frames(VideoRef.from_row(task["video"]), indices, self.storage), self.width)
+                indices = indices[: len(frames)]
                 heat = [decode_heatmap(base64.b64decode(p), s) for p, s in zip(task["heatmap_png"], task["heatmap_scale"])] or None
                 mask = [decode_mask(base64.b64decode(p)) for p in task["mask_png"]] or None
-                shown = draw_boxes(overlay(frames, heat, mask), task["frames"], task.get("objects") or [])
-                gifs.append(gif_bytes(shown))
-                strips.append(strip_bytes(shown))
+                slot = {f: k for k, f in enumerate(task.get("heat_frames") or [])}
+                shown = draw_boxes(overlay(frames, heat, mask, [slot.get(f) for f in indices]), indices, task.get("objects") or [])
+                peak = task.get("peak_frame")
+                shown = mark_peak(shown, indices, peak)
+                animations.append(webp_bytes(shown))
+                strips.append(strip_bytes(shown, must=indices.index(peak) if peak in indices else None))
                 errors.append("")
             except Exception as exc:  # noqa: BLE001 - one unreadable video must not cost the whole page
-                gifs.append(b"")
+                animations.append(b"")
                 strips.append(b"")
                 errors.append(f"{type(exc).__name__}: {exc}")
-        return {"clip_id": batch["clip_id"], "gif": np.array(gifs, dtype=object), "strip": np.array(strips, dtype=object),
+        return {"event_id": batch["event_id"], "animation": np.array(animations, dtype=object), "strip": np.array(strips, dtype=object),
                 "error": np.array(errors, dtype=object)}

@@ -22,29 +22,49 @@ class ReportSummary:
     date: str | None
     clips: int = 0
     flagged: int = 0
-    shown: int = 0  # flagged clips on the page
-    previews_failed: list[str] = field(default_factory=list)  # clip ids whose video could not be read
+    shown: int = 0  # events on the page
+    previews_failed: list[str] = field(default_factory=list)  # event ids whose video could not be read
     message: str = ""
     mlflow_run_id: str | None = None
-    reasons: list[str] = field(default_factory=list)  # "#rank camera score: reason" of the top clips whose scorer explains
+    reasons: list[str] = field(default_factory=list)  # "#rank camera score: reason" of the top events whose scorer explains
+    events: int = 0  # the night's events
+    size_bytes: int = 0  # the page's size
 
     def line(self) -> str:
         if self.path is None:
             return self.message
         failed = f"; {len(self.previews_failed)} previews could not be cut" if self.previews_failed else ""
-        head = f"report for {self.date}: {self.clips} clips, {self.flagged} flagged, top {self.shown} shown{failed} -> {self.path}"
+        head = (f"report for {self.date}: {self.clips} clips, {self.flagged} flagged in {self.events} events, top {self.shown} shown"
+                f"{failed} ({self.size_bytes / 2**20:.1f} MB) -> {self.path}")
         return "\n".join([head, *(f"  {r}" for r in self.reasons)])
 
 
+MAX_PREVIEW_FRAMES = 32  # an event's animation samples at most this many of its frames (its peak among them)
+
+
+def event_frames(event: dict, most: int = MAX_PREVIEW_FRAMES) -> list[int]:
+    """The video frames an event's preview shows: its span at the scoring frame step, evenly thinned to at most
+    `most`, the peak frame always among them."""
+    step = max(1, int(event["frame_step"]))
+    frames = list(range(int(event["start_frame"]), int(event["end_frame"]) + 1, step))
+    if len(frames) > most:
+        frames = [frames[i] for i in sorted({round(i * (len(frames) - 1) / (most - 1)) for i in range(most)})]
+    peak = int(event["peak_frame"])
+    if peak not in frames:
+        frames[min(range(len(frames)), key=lambda i: abs(frames[i] - peak))] = peak
+        frames = sorted(set(frames))
+    return frames
+
+
 def _preview_rows(night: Night, storage: StorageConfig | None) -> list[dict]:
-    """One row per top clip: its video (listed once per video) and the frame indices to read."""
+    """One row per top event: its video (listed once per video) and the frame indices to read."""
     from vad.config import SourceConfig
     from vad.io.sources import list_videos
 
     videos: dict[str, dict | None] = {}
     rows = []
-    for clip in night.top:
-        uri = clip["video_uri"]
+    for event in night.top:
+        uri = event["video_uri"]
         if uri not in videos:
             try:
                 listed, _ = list_videos(SourceConfig(uri=uri), storage, run_date=night.date)
@@ -52,34 +72,37 @@ def _preview_rows(night: Night, storage: StorageConfig | None) -> list[dict]:
             except (OSError, ValueError) as exc:
                 log.warning("cannot list %s for its preview: %s", uri, exc)
                 videos[uri] = None
-        frames = list(range(int(clip["start_frame"]), int(clip["end_frame"]) + 1, max(1, int(clip["frame_step"]))))
-        rows.append({"clip_id": clip["clip_id"], "video": videos[uri], "task": preview_task(clip, videos[uri], frames)})
+        rows.append({"event_id": event["event_id"], "video": videos[uri], "task": preview_task(event, videos[uri], event_frames(event))})
     return rows
 
 
-def preview_task(clip: dict, video: dict | None, frames: list[int]) -> str:
-    """What one preview needs, as a JSON string (a column Ray Data passes through untouched)."""
+def preview_task(event: dict, video: dict | None, frames: list[int]) -> str:
+    """What one preview needs, as a JSON string (a column Ray Data passes through untouched): the frames to show, the
+    peak frame, and the peak clip's heat maps and masks with the video frames they belong to."""
     import base64
 
     def b64(items) -> list[str]:
         return [base64.b64encode(bytes(x)).decode() for x in (items if items is not None else [])]
 
+    heat = b64(event.get("heatmap_png"))
+    start, step = int(event.get("peak_start", frames[0] if frames else 0)), max(1, int(event.get("frame_step", 1)))
     return json.dumps({
-        "video": video, "frames": frames, "heatmap_png": b64(clip.get("heatmap_png")),
-        "heatmap_scale": [float(x) for x in (clip.get("heatmap_scale") if clip.get("heatmap_scale") is not None else [])],
-        "mask_png": b64(clip.get("mask_png")), "objects": clip.get("objects") or [],
+        "video": video, "frames": frames, "peak_frame": event.get("peak_frame"), "heatmap_png": heat,
+        "heatmap_scale": [float(x) for x in (event.get("heatmap_scale") if event.get("heatmap_scale") is not None else [])],
+        "mask_png": b64(event.get("mask_png")), "heat_frames": [start + k * step for k in range(max(len(heat), len(event.get("mask_png") or [])))],
+        "objects": event.get("objects") or [],
     }, default=str)
 
 
 def cut_previews(night: Night, storage: StorageConfig | None, concurrency: int = 2) -> dict[str, dict]:
-    """clip_id -> {gif, strip, error}: one Ray Data task per clip, `concurrency` at a time."""
+    """event_id -> {animation, strip, error}: one Ray Data task per event, `concurrency` at a time."""
     import ray
 
     from vad.review.previews import ClipPreviews
 
     rows = _preview_rows(night, storage)
-    missing = {r["clip_id"]: {"gif": b"", "strip": b"", "error": "its video is no longer listed"} for r in rows if r["video"] is None}
-    todo = [{"clip_id": r["clip_id"], "task": r["task"]} for r in rows if r["video"] is not None]
+    missing = {r["event_id"]: {"animation": b"", "strip": b"", "error": "its video is no longer listed"} for r in rows if r["video"] is None}
+    todo = [{"event_id": r["event_id"], "task": r["task"]} for r in rows if r["video"] is not None]
     if not todo:
         return missing
     ds = ray.data.from_items(todo, override_num_blocks=len(todo)).map_batches(
@@ -88,7 +111,7 @@ def cut_previews(night: Night, storage: StorageConfig | None, concurrency: int =
     )
     out = dict(missing)
     for row in ds.iter_rows():
-        out[row["clip_id"]] = {"gif": bytes(row["gif"]), "strip": bytes(row["strip"]), "error": row["error"]}
+        out[row["event_id"]] = {"animation": bytes(row["animation"]), "strip": bytes(row["strip"]), "error": row["error"]}
     return out
 
 
@@ -137,11 +160,12 @@ def run_report(
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"report-{night.date}{'-' + run_id if run_id else ''}.html"
     path.write_text(page, encoding="utf-8")
-    failed = [clip_id for clip_id, p in previews.items() if p.get("error")]
+    failed = [event_id for event_id, p in previews.items() if p.get("error")]
     summary = ReportSummary(
         str(path.resolve()), night.date, night.totals["clips"], night.totals["flagged"], len(night.top), failed,
-        "" if night.top else f"no flagged clips on {night.date}", mlflow_run_id,
-        [f"#{rank} {clip['camera']} {clip['score']:.3g}: {clip['reason']}" for rank, clip in enumerate(night.top, 1) if clip.get("reason")],
+        "" if night.top else f"no events on {night.date}", mlflow_run_id,
+        [f"#{rank} {e['camera']} {e['score']:.3g}: {e['reason']}" for rank, e in enumerate(night.top, 1) if e.get("reason")],
+        night.totals["events"], path.stat().st_size,
     )
     if mlflow_run_id is not None:
         import mlflow
