@@ -18,4 +18,4 @@ def test_demo_quick(ray_local, tmp_path, capsys):
     assert list((tmp_path / "mlartifacts").rglob("timelines.png"))  # logged to MLflow
     page = out.split("[6/6] review page of the night (per-camera models): ")[1].split()[0]
     assert page.startswith(str(tmp_path / "demo" / "reports")) and page.endswith(".html")
-    assert "<article class=\"clip\"" in open(page).read() and list((tmp_path / "mlartifacts").rglob("report-*.html"))
+    assert "<article class=\"event" in open(page).read() and list((tmp_path / "mlartifacts").rglob("report-*.html"))
