@@ -3,6 +3,7 @@ written by hand (real Parquet files, a real manifest, real checkpoints): fused r
 error row, what a re-run fuses again."""
 
 import datetime as dt
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -238,3 +239,18 @@ def test_vad_fuse_on_the_command_line(results, capsys):
     # the late video is still not fusable: with no failures allowed the command says so and exits 3
     assert main(["fuse", "--config", str(path), "--set", "run.max_failure_rate=0"]) == 3
     assert "could not be fused" in capsys.readouterr().err
+
+
+def test_a_member_file_of_an_older_schema_version_is_fused(results):
+    """Files written before `reason` (schema 5) and `model_fallback` (schema 4) existed: read with nulls."""
+    import pyarrow.parquet as pq
+
+    cfg, _, _ = results
+    for path in Path(cfg.output.uri, "scores").rglob("*.parquet"):
+        table = pq.read_table(path)
+        old = table.drop_columns(["reason", "model_fallback"]).replace_schema_metadata(table.schema.metadata)
+        pq.write_table(old, path)
+    summary = run_fusion(cfg, run_date="2026-11-25")
+    assert not summary.errors and len(summary.files) == 3
+    _, rows = run_query(cfg.output.uri, "SELECT reason FROM scores WHERE model_name = 'fusion(a,b)' ORDER BY video_uri, clip_index LIMIT 2")
+    assert rows[1][0].startswith("b: ") and "its normal" in rows[1][0]  # no member reason to carry: the member and how far

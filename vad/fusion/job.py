@@ -220,9 +220,19 @@ def _read(fs, path: str, schema: pa.Schema | None = None) -> pa.Table | None:
         return pq.read_table(handle)
 
 
+def _read_scores(fs, path: str) -> pa.Table:
+    """A member's scores file, in clip order, with the columns of the current schema (files of older schema versions
+    lack some, e.g. `reason`: null)."""
+    table = _read(fs, path).sort_by("clip_index")
+    for field in SCORES_SCHEMA:
+        if field.name not in table.column_names:
+            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+    return table
+
+
 def fuse_one(task: VideoTask, fusion: CameraFusion, plan: FusePlan, rule: str, output_uri: str, fs, merge_gap_s: float = 2.0) -> dict:
-    """Read, fuse and write one video; returns the written row (path, rows, anomalies)."""
-    tables = [_read(fs, p).sort_by("clip_index") for p in task.paths]
+    """Read, fuse and write one video; returns the written row (path, rows, anomalies, events)."""
+    tables = [_read_scores(fs, p) for p in task.paths]
     fused = fuse_video(tables, fusion.members, rule)
     reference = tables[0]
     ref = reference.to_pydict()
@@ -236,7 +246,8 @@ def fuse_one(task: VideoTask, fusion: CameraFusion, plan: FusePlan, rule: str, o
     columns = {
         "schema_version": pa.array(np.full(n, SCORES_SCHEMA_VERSION, np.int16)), "run_id": pa.array([plan.run_id] * n),
         "model_name": pa.array([plan.name] * n), "model_version": pa.array([fusion.version] * n),
-        "model_fallback": pa.array(np.any([np.asarray(t["model_fallback"]) for t in tables], axis=0)) if n else pa.array([], pa.bool_()),
+        "model_fallback": pa.array(np.any([t["model_fallback"].fill_null(False).to_numpy(zero_copy_only=False) for t in tables], axis=0))
+        if n else pa.array([], pa.bool_()),
         "score": pa.array(fused.scores, pa.float32()), "threshold": pa.array(np.full(n, fusion.threshold), pa.float32()),
         "is_anomaly": pa.array(fused.scores > fusion.threshold),
         "frame_scores": pa.array([list(map(float, f)) for f in fused.frame_scores], SCORES_SCHEMA.field("frame_scores").type),
