@@ -98,6 +98,7 @@ def test_the_page_escapes_data_and_says_when_nothing_was_flagged():
     assert "cam&lt;1&gt;" in page and "cam<1>" not in page
     assert 'id="message"' in page and "No events this night" in page
     assert "1 events (2 flagged clips); none shown" in render(_night([]), {})
+    assert "2 flagged clips but no events: they were scored before vad wrote events" in render(_night([], events=0), {})
     assert page.count('<img class="timeline"') == 1
     empty = render(Night("s3://b/results", None, None), {})
     assert "No results" in empty and "<img" not in empty
