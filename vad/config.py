@@ -356,6 +356,9 @@ class TrainLoopConfig(_Section):
         False, description="add the footage of events operators marked normal (vad feedback) to each camera's normal training set"
     )
     feedback_results: str | None = Field(None, description="with use_feedback: the results root holding the feedback table (folder or s3:// uri)")
+    feedback_repeat: int = Field(
+        4, ge=1, le=100, description="with use_feedback: times each dismissed event's clips are added (a trained scorer learns a few clips slowly)"
+    )
 
     @model_validator(mode="after")
     def _feedback_needs_results(self) -> "TrainLoopConfig":

@@ -181,9 +181,10 @@ def test_events_marked_normal_join_their_cameras_training_footage(tmp_path):
     cfg = TrainJobConfig.model_validate({
         "source": {"uri": str(tmp_path / "footage")}, "output": {"checkpoint": str(tmp_path / "m.pt")}, "mlflow": {"enabled": False},
         "decode": DecodeConfig(clip_len=8, stride=4, resize=(32, 40)).model_dump(),
-        "train": {"use_feedback": True, "feedback_results": str(results)},
+        "train": {"use_feedback": True, "feedback_results": str(results), "feedback_repeat": 1},
     })
     [span] = feedback_footage(cfg)
+    assert len(feedback_footage(cfg.model_copy(update={"train": cfg.train.model_copy(update={"feedback_repeat": 3})}))) == 3
     assert (span.uri, span.camera, span.first_frame, span.last_frame) == (videos[0].uri, "cam01", 40, 55)
     meta: dict = {}
     clips = decode_clips([span], cfg, meta=meta)

@@ -13,7 +13,8 @@ log = logging.getLogger(__name__)
 
 
 def feedback_footage(cfg: TrainJobConfig) -> list[VideoRef]:
-    """The spans of the events whose latest answer is `normal`, each with its camera (empty without use_feedback)."""
+    """The spans of the events whose latest answer is `normal`, each with its camera, each `train.feedback_repeat` times
+    (empty without use_feedback)."""
     from vad.results.feedback import latest_answers
 
     if not cfg.train.use_feedback:
@@ -33,8 +34,9 @@ def feedback_footage(cfg: TrainJobConfig) -> list[VideoRef]:
                               int(answer["start_frame"]), int(answer["end_frame"])))
     if missing:
         log.warning("%d events marked normal are of videos no longer readable, left out: %s", len(missing), ", ".join(sorted(set(missing))[:5]))
-    log.info("feedback: %d events marked normal (of %d cameras) join the normal training footage", len(spans), len({s.camera for s in spans}))
-    return spans
+    log.info("feedback: %d events marked normal (of %d cameras) join the normal training footage, %d times each", len(spans),
+             len({s.camera for s in spans}), cfg.train.feedback_repeat)
+    return [span for span in spans for _ in range(cfg.train.feedback_repeat)]
 
 
 def _video(uri: str, camera: str, cfg: TrainJobConfig) -> VideoRef | None:
