@@ -3,7 +3,10 @@
 Local S3 server on loopback -> synthetic scenes from two cameras with different views uploaded ->
 Conv-AE trained on the normal part, once per camera (a fleet) and once shared -> nightly scoring job
 over s3://, each camera's videos routed to its own model, then everything by the shared model ->
-Parquet + MLflow -> AUC of both, SQL, and the night's review page (HTML).
+Parquet + MLflow -> AUC of both, SQL, and the night's review page (HTML) -> the operator's loop: the
+highest false alarm of the night is answered "normal" (`vad feedback`), its camera refitted with that
+footage (`train.use_feedback`), the night scored again (only that camera: its model changed), and the
+events before and after printed.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ def run_demo(work_dir: str = "vad-work", epochs: int = 25, num_cpus: int | None 
     shutil.rmtree(work / "ray-train" / "demo-train", ignore_errors=True)  # a fresh training run each time
     shutil.rmtree(work / "fleet", ignore_errors=True)
     s3 = start_local_s3()
-    print(f"[1/6] local S3 server on {s3.endpoint_url}")
+    print(f"[1/7] local S3 server on {s3.endpoint_url}")
     try:
         storage = s3.storage_config()
         with tempfile.TemporaryDirectory(prefix="vad-demo-") as scratch:
@@ -68,7 +71,7 @@ def run_demo(work_dir: str = "vad-work", epochs: int = 25, num_cpus: int | None 
             uploaded = upload_folder(s3, scratch, BUCKET, "archive")
         labels = {v.key: np.array(v.labels) for v in videos if v.split == "test"}
         print(
-            f"[2/6] generated {len(videos)} synthetic videos from 2 cameras with different views ({len(labels)} with injected "
+            f"[2/7] generated {len(videos)} synthetic videos from 2 cameras with different views ({len(labels)} with injected "
             f"anomalies), uploaded {uploaded} objects to s3://{BUCKET}/archive"
         )
 
@@ -90,7 +93,7 @@ def run_demo(work_dir: str = "vad-work", epochs: int = 25, num_cpus: int | None 
             "output": TrainOutputConfig(checkpoint=f"s3://{BUCKET}/models/conv_ae/shared.pt", version="demo-1"),
         }))
         print(
-            f"[3/6] trained conv_ae per camera ({fleet.count('trained')} models in {fleet.seconds:.1f} s) and one shared model on "
+            f"[3/7] trained conv_ae per camera ({fleet.count('trained')} models in {fleet.seconds:.1f} s) and one shared model on "
             f"{one.clips} clips of both cameras ({one.result.seconds:.1f} s)\n{fleet.table()}"
         )
 
@@ -106,7 +109,7 @@ def run_demo(work_dir: str = "vad-work", epochs: int = 25, num_cpus: int | None 
             "scorer": score.scorer.model_copy(update={"checkpoint": one.checkpoint, "cameras": {}}), "run_name": "demo-score-shared",
         }))
         print(
-            f"[4/6] scored {summary.clips} clips from {summary.videos} videos with each camera's model in {summary.wall_s:.1f} s "
+            f"[4/7] scored {summary.clips} clips from {summary.videos} videos with each camera's model in {summary.wall_s:.1f} s "
             f"({summary.clips_per_s:.1f} clips/s), {summary.anomalous_clips} flagged; again with the shared model; Parquet under {results}"
         )
         report = evaluate_run(str(results), labels, summary.run_id, plots_dir=work / "demo" / "plots")
@@ -114,9 +117,12 @@ def run_demo(work_dir: str = "vad-work", epochs: int = 25, num_cpus: int | None 
         if summary.mlflow_run_id is not None:
             log_evaluation(summary.mlflow_run_id, report)
         print(
-            f"[5/6] frame-level AUC on the {report['videos']} test videos: per-camera models micro {report['auc_micro']:.3f}, "
+            f"[5/7] frame-level AUC on the {report['videos']} test videos: per-camera models micro {report['auc_micro']:.3f}, "
             f"macro {report['auc_macro']:.3f}, EER {report['eer']:.3f}; one shared model micro {shared_report['auc_micro']:.3f}, "
-            f"macro {shared_report['auc_macro']:.3f} (per-video {report['normalisation']} scores); plots: {', '.join(report['plots'])}"
+            f"macro {shared_report['auc_macro']:.3f} (per-video {report['normalisation']} scores); plots: {', '.join(report['plots'])}\n"
+            f"      events at the models' thresholds: {report['segments_hit']} of {report['segments']} anomalies hit (event recall "
+            f"{report['event_recall']:.2f}), {report['false_events']} false events ({report['false_events_per_hour']:.0f} per hour of normal "
+            f"footage), mean delay {report['mean_delay_s']:.2f} s"
         )
         from vad.review.report import run_report
 
@@ -124,12 +130,67 @@ def run_demo(work_dir: str = "vad-work", epochs: int = 25, num_cpus: int | None 
             str(results), storage=storage, run_id=summary.run_id, top_k=8, out_dir=work / "demo" / "reports",
             mlflow_run_id=summary.mlflow_run_id,
         )
-        print(f"[6/6] review page of the night (per-camera models): {page.path}\n      ({page.line()}; logged to MLflow)")
+        print(f"[6/7] review page of the night (per-camera models): {page.path}\n      ({page.line()}; logged to MLflow)")
+        loop = feedback_loop(train_cfg, score, summary, per_camera, labels, results)
+        print(f"[7/7] {loop['line']}")
         print(f"\nSample query:  vad query --results {results} \"{SAMPLE_SQL}\"\n")
         print(format_table(*run_query(str(results), SAMPLE_SQL)))
         print(f"\nMLflow runs: mlflow ui --backend-store-uri sqlite:///{work / 'mlflow.db'}")
         print(f"demo finished in {time.perf_counter() - t0:.0f} s")
         (work / "demo" / "labels.json").write_text(json.dumps({k: v.tolist() for k, v in labels.items()}))
-        return {"summary": summary, "report": report, "shared_report": shared_report, "results": str(results), "page": page.path}
+        return {"summary": summary, "report": report, "shared_report": shared_report, "results": str(results), "page": page.path,
+                "feedback": loop}
     finally:
         s3.stop()
+
+
+def _night_events(results: Path, run_id: str, labels: dict) -> list[dict]:
+    """The run's events, each marked true (it overlaps an injected anomaly) or false."""
+    from vad.results.sql import run_query
+
+    columns, rows = run_query(str(results), f"SELECT event_id, camera, video_uri, start_frame, end_frame, peak_score FROM events "
+                                            f"WHERE run_id = '{run_id}' ORDER BY peak_score DESC")
+    events = [dict(zip(columns, row)) for row in rows]
+    for event in events:
+        key = event["video_uri"].split("/archive/", 1)[1]
+        truth = labels.get(key)
+        event["true"] = bool(truth is not None and truth[event["start_frame"] : event["end_frame"] + 1].any())
+    return events
+
+
+def feedback_loop(train_cfg: TrainJobConfig, score: ScoreJobConfig, night, per_camera: dict, labels: dict, results: Path) -> dict:
+    """The operator's loop on the demo night: the highest false alarm answered normal, its camera refitted with that
+    footage, the night scored again (only that camera's videos: its model changed), the events before and after."""
+    from vad.results.feedback import record_feedback
+    from vad.scoring.job import run_scoring
+    from vad.training.fleet import run_fleet_training
+
+    before = _night_events(results, night.run_id, labels)
+    false = [e for e in before if not e["true"]]
+    if not false:
+        return {"line": f"no false alarm among the night's {len(before)} events: nothing to dismiss", "dismissed": None}
+    dismissed = false[0]
+    record_feedback(str(results), dismissed["event_id"], "normal", operator="demo", note="dismissed by the demo", storage=score.storage)
+    camera = dismissed["camera"]
+    refit = run_fleet_training(train_cfg.model_copy(update={
+        "train": train_cfg.train.model_copy(update={"use_feedback": True, "feedback_results": str(results),
+                                                    "key_regex": rf"^{camera}/.*/train_"}),
+        "output": train_cfg.output.model_copy(update={"version": "demo-2"}), "run_name": f"demo-feedback-{camera}",
+    }))
+    [row] = [r for r in refit.rows if r["camera"] == camera]
+    again = run_scoring(score.model_copy(update={
+        "scorer": score.scorer.model_copy(update={"cameras": {**per_camera, camera: row["checkpoint"]}}), "run_name": "demo-score-feedback",
+    }))
+    after = _night_events(results, again.run_id, labels)
+    mine = [e for e in before if e["camera"] == camera]
+    still = [e for e in after if e["video_uri"] == dismissed["video_uri"] and e["start_frame"] <= dismissed["end_frame"]
+             and e["end_frame"] >= dismissed["start_frame"]]
+    line = (
+        f"dismissed {dismissed['event_id']} ({camera}, frames {dismissed['start_frame']}-{dismissed['end_frame']}, a false alarm) with "
+        f"vad feedback; refitted {camera} with its footage; scored again: {len(again.files)} videos of {camera} re-scored, "
+        f"{again.up_to_date} up to date. {camera}'s events: {sum(e['true'] for e in mine)} true + {sum(not e['true'] for e in mine)} false "
+        f"before, {sum(e['true'] for e in after)} true + {sum(not e['true'] for e in after)} false after; the dismissed one "
+        + ("is gone" if not still else f"is still raised ({len(still)} event(s) over its frames)")
+    )
+    return {"line": line, "dismissed": dismissed, "before": mine, "after": after, "gone": not still, "rescored": len(again.files),
+            "up_to_date": again.up_to_date}

@@ -1,12 +1,14 @@
 """The README's first command, in its quick form."""
 
+import re
+
 from vad.cli import main
 
 
 def test_demo_quick(ray_local, tmp_path, capsys):
     assert main(["demo", "--quick", "--work-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "[5/6] frame-level AUC" in out
+    assert "[5/7] frame-level AUC" in out
     per_camera = float(out.split("per-camera models micro ")[1].split(",")[0])
     shared = float(out.split("one shared model micro ")[1].split(",")[0])
     # each camera's anomaly is the other's normal traffic: a shared model of both misses some (0.91 vs 0.87 measured)
@@ -16,6 +18,12 @@ def test_demo_quick(ray_local, tmp_path, capsys):
     assert list((tmp_path / "demo" / "results" / "scores").rglob("*.parquet"))
     assert (tmp_path / "demo" / "plots" / "roc.png").stat().st_size > 1000
     assert list((tmp_path / "mlartifacts").rglob("timelines.png"))  # logged to MLflow
-    page = out.split("[6/6] review page of the night (per-camera models): ")[1].split()[0]
+    page = out.split("[6/7] review page of the night (per-camera models): ")[1].split()[0]
     assert page.startswith(str(tmp_path / "demo" / "reports")) and page.endswith(".html")
     assert "<article class=\"event" in open(page).read() and list((tmp_path / "mlartifacts").rglob("report-*.html"))
+    # the operator's loop: a false alarm dismissed, its camera refitted and alone re-scored, that event gone, true ones still raised
+    loop = out.split("[7/7] ")[1].splitlines()[0]
+    camera, rescored, up_to_date = re.search(r"refitted (cam\d+) with its footage; scored again: (\d+) videos of \1 re-scored, (\d+) up to date", loop).groups()
+    assert int(rescored) == int(up_to_date) == 4, loop  # 4 videos a camera in the quick demo: the other camera's are untouched
+    true_after = int(re.search(r"before, (\d+) true \+ \d+ false after", loop).group(1))
+    assert loop.endswith("the dismissed one is gone") and true_after >= 1, loop
