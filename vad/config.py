@@ -356,6 +356,10 @@ class TrainLoopConfig(_Section):
         False, description="add the footage of events operators marked normal (vad feedback) to each camera's normal training set"
     )
     feedback_results: str | None = Field(None, description="with use_feedback: the results root holding the feedback table (folder or s3:// uri)")
+    init_from: str | None = Field(
+        None, description="fleet, trained scorers: start each camera's model from this checkpoint ({camera} filled in; a path or s3:// "
+        "uri) instead of fresh weights: a refit with feedback fine-tunes the camera's model rather than replacing it",
+    )
     feedback_repeat: int = Field(
         4, ge=1, le=100, description="with use_feedback: times each dismissed event's clips are added (a trained scorer learns a few clips slowly)"
     )

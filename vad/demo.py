@@ -159,8 +159,9 @@ def _night_events(results: Path, run_id: str, labels: dict) -> list[dict]:
 
 
 def feedback_loop(train_cfg: TrainJobConfig, score: ScoreJobConfig, night, per_camera: dict, labels: dict, results: Path) -> dict:
-    """The operator's loop on the demo night: the highest false alarm answered normal, its camera refitted with that
-    footage, the night scored again (only that camera's videos: its model changed), the events before and after."""
+    """The operator's loop on the demo night: the highest false alarm answered normal, its camera's model fine-tuned on
+    its normal footage plus the dismissed event's (a fifth of the epochs, from the night's model), the night scored again
+    (only that camera's videos: its model changed), the events before and after."""
     from vad.results.feedback import record_feedback
     from vad.scoring.job import run_scoring
     from vad.training.fleet import run_fleet_training
@@ -174,7 +175,8 @@ def feedback_loop(train_cfg: TrainJobConfig, score: ScoreJobConfig, night, per_c
     camera = dismissed["camera"]
     refit = run_fleet_training(train_cfg.model_copy(update={
         "train": train_cfg.train.model_copy(update={"use_feedback": True, "feedback_results": str(results),
-                                                    "key_regex": rf"^{camera}/.*/train_"}),
+                                                    "key_regex": rf"^{camera}/.*/train_", "init_from": per_camera[camera],
+                                                    "epochs": max(2, train_cfg.train.epochs // 5)}),
         "output": train_cfg.output.model_copy(update={"version": "demo-2"}), "run_name": f"demo-feedback-{camera}",
     }))
     [row] = [r for r in refit.rows if r["camera"] == camera]
@@ -187,7 +189,7 @@ def feedback_loop(train_cfg: TrainJobConfig, score: ScoreJobConfig, night, per_c
              and e["end_frame"] >= dismissed["start_frame"]]
     line = (
         f"dismissed {dismissed['event_id']} ({camera}, frames {dismissed['start_frame']}-{dismissed['end_frame']}, a false alarm) with "
-        f"vad feedback; refitted {camera} with its footage; scored again: {len(again.files)} videos of {camera} re-scored, "
+        f"vad feedback; refitted {camera} with its footage (fine-tuned from the night's model); scored again: {len(again.files)} videos of {camera} re-scored, "
         f"{again.up_to_date} up to date. {camera}'s events: {sum(e['true'] for e in mine)} true + {sum(not e['true'] for e in mine)} false "
         f"before, {sum(e['true'] for e in after)} true + {sum(not e['true'] for e in after)} false after; the dismissed one "
         + ("is gone" if not still else f"is still raised ({len(still)} event(s) over its frames)")

@@ -23,7 +23,7 @@ def test_demo_quick(ray_local, tmp_path, capsys):
     assert "<article class=\"event" in open(page).read() and list((tmp_path / "mlartifacts").rglob("report-*.html"))
     # the operator's loop: a false alarm dismissed, its camera refitted and alone re-scored, that event gone, true ones still raised
     loop = out.split("[7/7] ")[1].splitlines()[0]
-    camera, rescored, up_to_date = re.search(r"refitted (cam\d+) with its footage; scored again: (\d+) videos of \1 re-scored, (\d+) up to date", loop).groups()
+    camera, rescored, up_to_date = re.search(r"refitted (cam\d+) with its footage \(fine-tuned from the night's model\); scored again: (\d+) videos of \1 re-scored, (\d+) up to date", loop).groups()
     assert int(rescored) == int(up_to_date) == 4, loop  # 4 videos a camera in the quick demo: the other camera's are untouched
     true_after = int(re.search(r"before, (\d+) true \+ \d+ false after", loop).group(1))
     assert loop.endswith("the dismissed one is gone") and true_after >= 1, loop

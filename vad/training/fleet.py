@@ -87,7 +87,7 @@ def train_camera(camera: str, train_videos: list, val_videos: list, cfg: TrainJo
     """One camera's model (runs as a Ray task): decode its clips once, fit, return the checkpoint."""
     import torch
 
-    from vad.models.checkpoint import checkpoint_bytes, decode_record
+    from vad.models.checkpoint import checkpoint_bytes, decode_record, load_checkpoint
     from vad.models.inference import pick_device
     from vad.models.scorers import build_scorer
     from vad.tracking.registry import registry_name
@@ -104,6 +104,11 @@ def train_camera(camera: str, train_videos: list, val_videos: list, cfg: TrainJo
     held_out: dict = {}
     val = decode_clips(val_videos, cfg, meta=held_out) if val_videos else None
     model = build_scorer(cfg.model.name, **hparams)
+    if cfg.train.init_from and not model.meta.fitted:  # fine-tune the camera's model (e.g. a refit with feedback)
+        start = load_checkpoint(cfg.train.init_from.replace("{camera}", camera), cfg.storage)
+        if start.name != cfg.model.name:
+            raise ValueError(f"train.init_from for camera {camera} holds a {start.name!r} model, not {cfg.model.name!r}")
+        model.load_state_dict(start.model.state_dict())
     model.bind_storage(cfg.storage)  # what it reads besides clips (a detector's weights)
     loop = cfg.train
     device = pick_device("cuda" if cfg.distributed.use_gpu else "cpu")
