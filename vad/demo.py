@@ -180,6 +180,9 @@ def feedback_loop(train_cfg: TrainJobConfig, score: ScoreJobConfig, night, per_c
         "output": train_cfg.output.model_copy(update={"version": "demo-2"}), "run_name": f"demo-feedback-{camera}",
     }))
     [row] = [r for r in refit.rows if r["camera"] == camera]
+    if row.get("status") != "trained":
+        return {"line": f"dismissed {dismissed['event_id']} ({camera}); its refit did not train: {row.get('note') or row.get('status')}",
+                "dismissed": dismissed}
     again = run_scoring(score.model_copy(update={
         "scorer": score.scorer.model_copy(update={"cameras": {**per_camera, camera: row["checkpoint"]}}), "run_name": "demo-score-feedback",
     }))
