@@ -33,15 +33,20 @@ def cmd_score(args) -> int:
     with job_output(cfg.work_dir, "score"):
         summary = run_scoring(cfg, run_date=args.date)
     print(json.dumps(summary.cli(), indent=2))
-    if summary.failed:
-        print(
-            f"vad score: {len(summary.errors)} of {summary.attempted} objects failed ({summary.failure_rate:.1%}), more than "
-            f"run.max_failure_rate {summary.max_failure_rate:.1%}; see the errors table (vad query \"SELECT * FROM errors "
-            f"WHERE run_id = '{summary.run_id}'\")",
-            file=sys.stderr,
-        )
-        return 3
-    return 0
+    return _exit_code("score", summary, "objects failed")
+
+
+def _exit_code(command: str, summary, failed: str) -> int:
+    """3, said on stderr, when more of a run's objects failed than `run.max_failure_rate` allows; else 0."""
+    if not summary.failed:
+        return 0
+    print(
+        f"vad {command}: {len(summary.errors)} of {summary.attempted} {failed} ({summary.failure_rate:.1%}), more than "
+        f"run.max_failure_rate {summary.max_failure_rate:.1%}; see the errors table (vad query \"SELECT * FROM errors "
+        f"WHERE run_id = '{summary.run_id}'\")",
+        file=sys.stderr,
+    )
+    return 3
 
 
 def cmd_fuse(args) -> int:
@@ -53,14 +58,7 @@ def cmd_fuse(args) -> int:
         summary = run_fusion(cfg, run_date=args.date)
     print(json.dumps({**summary.cli(), "model_name": summary.model_name, "model_version": summary.model_version,
                       "errors_by_stage": summary.errors_by_stage()}, indent=2))
-    if summary.failed:
-        print(
-            f"vad fuse: {len(summary.errors)} of {summary.attempted} videos could not be fused ({summary.failure_rate:.1%}); "
-            f"see the errors table (vad query \"SELECT * FROM errors WHERE run_id = '{summary.run_id}'\")",
-            file=sys.stderr,
-        )
-        return 3
-    return 0
+    return _exit_code("fuse", summary, "videos could not be fused")
 
 
 def cmd_calibrate(args) -> int:

@@ -32,12 +32,12 @@ import pyarrow.parquet as pq
 from vad.config import FuseJobConfig, FusionMemberConfig
 from vad.console import Progress
 from vad.fusion.rules import Member, covering_reason, fuse_video, fused_threshold, reason_of
-from vad.io.storage import filesystem, parse_uri, require_credentials, write_parquet_atomic
+from vad.io.storage import filesystem, parse_uri, require_credentials
 from vad.results.events import events_table
 from vad.results.ledger import ManifestKey, ManifestWriter, error_row, is_up_to_date, read_manifest, write_errors
 from vad.results.runs import write_run_record
 from vad.results.schema import MASKS_SCHEMA, OBJECTS_SCHEMA, SCORES_SCHEMA, SCORES_SCHEMA_VERSION, result_file_name
-from vad.results.tables import source_metadata
+from vad.results.tables import source_metadata, write_video_results
 from vad.scoring.summary import RunSummary
 from vad.tracking.runs import mlflow_run
 
@@ -211,10 +211,11 @@ def side_path(scores_path: str, table: str) -> str:
     return f"{head}/{table}/date={tail}" if sep else scores_path
 
 
-def _read(fs, path: str, schema: pa.Schema | None = None) -> pa.Table | None:
+def _read(fs, path: str, optional: bool = False) -> pa.Table | None:
+    """A Parquet file; with `optional`, None where there is none (a side table a member does not write)."""
     from pyarrow.fs import FileType
 
-    if schema is not None and fs.get_file_info(path).type != FileType.File:
+    if optional and fs.get_file_info(path).type != FileType.File:
         return None
     with fs.open_input_file(path) as handle:
         return pq.read_table(handle)
@@ -243,37 +244,36 @@ def fuse_one(task: VideoTask, fusion: CameraFusion, plan: FusePlan, rule: str, o
         for lead, value, frame in zip(fused.leader, fused.leader_value, fused.worst_frame)
     ]
     scored_at = dt.datetime.now(dt.timezone.utc)
+    flagged = fused.scores > fusion.threshold
     columns = {
         "schema_version": pa.array(np.full(n, SCORES_SCHEMA_VERSION, np.int16)), "run_id": pa.array([plan.run_id] * n),
         "model_name": pa.array([plan.name] * n), "model_version": pa.array([fusion.version] * n),
         "model_fallback": pa.array(np.any([t["model_fallback"].fill_null(False).to_numpy(zero_copy_only=False) for t in tables], axis=0))
         if n else pa.array([], pa.bool_()),
         "score": pa.array(fused.scores, pa.float32()), "threshold": pa.array(np.full(n, fusion.threshold), pa.float32()),
-        "is_anomaly": pa.array(fused.scores > fusion.threshold),
+        "is_anomaly": pa.array(flagged),
         "frame_scores": pa.array([list(map(float, f)) for f in fused.frame_scores], SCORES_SCHEMA.field("frame_scores").type),
         "reason": pa.array(reasons, pa.string()), "scored_at": pa.array([scored_at] * n, SCORES_SCHEMA.field("scored_at").type),
     }
     scores = pa.Table.from_arrays([columns.get(f.name, reference[f.name]).cast(f.type) for f in SCORES_SCHEMA], schema=SCORES_SCHEMA)
     scores = scores.replace_schema_metadata(source_metadata(scores.schema.metadata, task.size, task.mtime))
     name = result_file_name(task.uri, plan.name, fusion.version, DECODE)
-    root = parse_uri(output_uri)
-    masks = _read(fs, side_path(task.paths[0], "masks"), MASKS_SCHEMA)
+    sides = {}
+    masks = _read(fs, side_path(task.paths[0], "masks"), optional=True)
     if masks is not None:  # the first member's clips are the fused clips: its masks are theirs
         masks = masks.set_column(masks.schema.get_field_index("run_id"), "run_id", pa.array([plan.run_id] * masks.num_rows))
-        write_parquet_atomic(fs, root.join("masks", f"date={task.date}", f"camera={task.camera}", name).path, masks.cast(MASKS_SCHEMA))
+        sides["masks"] = masks.cast(MASKS_SCHEMA)
     objects = _fused_objects(fs, task, ref, plan, fusion)
     if objects is not None:
-        write_parquet_atomic(fs, root.join("objects", f"date={task.date}", f"camera={task.camera}", name).path, objects)
-    events = events_table(scores, merge_gap_s)
-    write_parquet_atomic(fs, root.join("events", f"date={task.date}", f"camera={task.camera}", name).path, events)
-    path = root.join("scores", f"date={task.date}", f"camera={task.camera}", name).path
-    write_parquet_atomic(fs, path, scores)  # last: a scores file means the video is complete
-    return {"path": path, "rows": n, "anomalies": int(np.sum(fused.scores > fusion.threshold)), "events": events.num_rows}
+        sides["objects"] = objects
+    sides["events"] = events = events_table(scores, merge_gap_s)
+    path = write_video_results(fs, parse_uri(output_uri), task.date, task.camera, name, scores, sides)
+    return {"path": path, "rows": n, "anomalies": int(np.sum(flagged)), "events": events.num_rows}
 
 
 def _fused_objects(fs, task: VideoTask, ref: dict, plan: FusePlan, fusion: CameraFusion) -> pa.Table | None:
     """The members' objects, each put in the fused clip whose frames hold it, relabelled as the fused model's."""
-    found = [t for t in (_read(fs, side_path(p, "objects"), OBJECTS_SCHEMA) for p in task.paths) if t is not None and t.num_rows]
+    found = [t for t in (_read(fs, side_path(p, "objects"), optional=True) for p in task.paths) if t is not None and t.num_rows]
     if not found:
         return None
     rows = pa.concat_tables(found).to_pylist()

@@ -89,8 +89,8 @@ class CheckpointRecord:
 def read_checkpoint_record(uri: str, storage: StorageConfig | None = None) -> CheckpointRecord:
     """The record of the checkpoint at `uri` (a path or s3:// uri), loaded `weights_only`."""
     payload = _payload(uri, storage)
-    calibration = Calibration.from_dict(payload["calibration"]) if payload.get("calibration") else None
-    return CheckpointRecord(payload["scorer"], str(payload["version"]), float(payload["threshold"]), payload.get("model_name"), calibration)
+    return CheckpointRecord(payload["scorer"], str(payload["version"]), float(payload["threshold"]), payload.get("model_name"),
+                            _calibration(payload))
 
 
 def add_calibration(uri: str, calibration: Calibration, storage: StorageConfig | None = None) -> None:
@@ -117,6 +117,11 @@ def _payload(uri: str, storage: StorageConfig | None, map_location: str = "cpu")
     return payload
 
 
+def _calibration(payload: dict) -> Calibration | None:
+    """A checkpoint's calibration; None in checkpoints written before calibrations were recorded."""
+    return Calibration.from_dict(payload["calibration"]) if payload.get("calibration") else None
+
+
 def load_checkpoint(uri: str, storage: StorageConfig | None = None, map_location: str = "cpu") -> LoadedScorer:
     payload = _payload(uri, storage, map_location)
     model = build_scorer(payload["scorer"], **payload["hparams"])
@@ -131,7 +136,7 @@ def load_checkpoint(uri: str, storage: StorageConfig | None = None, map_location
         decode=payload["decode"],
         metrics=payload.get("metrics", {}),
         model_name=payload.get("model_name"),
-        calibration=Calibration.from_dict(payload["calibration"]) if payload.get("calibration") else None,
+        calibration=_calibration(payload),
         alert_budget=payload.get("alert_budget"),
     )
 

@@ -9,6 +9,7 @@ import io
 import numpy as np
 import pyarrow as pa
 
+from vad.io.storage import Location, write_parquet_atomic
 from vad.results.schema import MASKS_SCHEMA, OBJECTS_SCHEMA, SCORES_SCHEMA, SCORES_SCHEMA_VERSION
 
 
@@ -138,3 +139,14 @@ def explode_objects(per_clip: pa.Table) -> pa.Table:
     if len(flat) == 0:
         return OBJECTS_SCHEMA.empty_table()
     return pa.Table.from_struct_array(flat).cast(OBJECTS_SCHEMA)
+
+
+def write_video_results(fs, output: Location, date: str, camera: str, name: str, scores: pa.Table, sides: dict[str, pa.Table]) -> str:
+    """One video's result files under `output`: each side table (masks, objects, events) at
+    <table>/date=<date>/camera=<camera>/<name>, then its scores file, last: a scores file means the video is
+    complete. Returns the scores file's path."""
+    for table, rows in sides.items():
+        write_parquet_atomic(fs, output.join(table, f"date={date}", f"camera={camera}", name).path, rows)
+    path = output.join("scores", f"date={date}", f"camera={camera}", name).path
+    write_parquet_atomic(fs, path, scores)
+    return path

@@ -20,9 +20,7 @@ from vad.config import DecodeConfig, ScoreJobConfig, StorageConfig
 from vad.io.sources import validate_camera, validate_date
 from vad.io.storage import filesystem, parse_uri
 from vad.results.events import events_table
-from vad.results.tables import explode_objects, masks_table, objects_table, scores_table, source_metadata
-
-SIDE_TABLES = ("masks", "objects")  # written beside a video's scores by scorers that localise / find objects
+from vad.results.tables import explode_objects, masks_table, objects_table, scores_table, source_metadata, write_video_results
 
 WRITTEN_COLUMNS = ("video_uri", "path", "date", "camera", "rows", "anomalies", "events")
 
@@ -41,18 +39,16 @@ class WriteScores:
     def __init__(self, *, output_uri: str, storage: StorageConfig | None, decode: DecodeConfig, errors=None, merge_gap_s: float = 2.0):
         from vad.results.schema import signature_of
 
-        self.root = parse_uri(output_uri).join("scores")
-        self.events_root = parse_uri(output_uri).join("events")
+        self.output = parse_uri(output_uri)
         self.merge_gap_s = merge_gap_s
-        self.side_roots = {name: parse_uri(output_uri).join(name) for name in SIDE_TABLES}
-        self.fs = filesystem(self.root, storage)
+        self.fs = filesystem(self.output, storage)
         self.decode_signature = signature_of(decode)
         self.errors = errors
         self._pending: dict[str, dict] = {}  # video uri -> {"seen": set, "parts": [(scores, masks)]}
 
     def add(self, parts: list[dict]) -> list[dict]:
         """Each part: one video's rows of a batch (`video`: uri, date, camera, size, mtime, expected;
-        `scores` table; `sides`: {table: rows} of `SIDE_TABLES` the scorer gives). Returns a row per
+        `scores` table; `sides`: {table: rows}, masks and objects where the scorer gives them). Returns a row per
         video completed and written."""
         written = []
         for part in parts:
@@ -82,7 +78,6 @@ class WriteScores:
         return len(self._pending), sum(len(s["seen"]) for s in self._pending.values())
 
     def _write(self, video: dict, parts: list[tuple]) -> dict | None:
-        from vad.io.storage import write_parquet_atomic
         from vad.results.ledger import error_row, report_errors
         from vad.results.schema import result_file_name
 
@@ -95,14 +90,12 @@ class WriteScores:
         try:
             # Re-validated here: these strings become folder names.
             date, camera = validate_date(video["date"]), validate_camera(video["camera"])
-            path = self.root.join(f"date={date}", f"camera={camera}", name).path
+            written = {}
             for table in parts[0][1]:
                 rows = pa.concat_tables([sides[table] for _, sides in parts]).take(order)
-                rows = explode_objects(rows) if table == "objects" else rows
-                write_parquet_atomic(self.fs, self.side_roots[table].join(f"date={date}", f"camera={camera}", name).path, rows)
+                written[table] = explode_objects(rows) if table == "objects" else rows
             events = events_table(scores, self.merge_gap_s)  # always written: a re-run's none replace an earlier run's
-            write_parquet_atomic(self.fs, self.events_root.join(f"date={date}", f"camera={camera}", name).path, events)
-            write_parquet_atomic(self.fs, path, scores)  # last: a scores file means the video is complete
+            path = write_video_results(self.fs, self.output, date, camera, name, scores, {**written, "events": events})
         except Exception as exc:
             if self.errors is None:
                 raise

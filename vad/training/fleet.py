@@ -65,9 +65,12 @@ def decode_clips(videos: list, cfg: TrainJobConfig, limit: int | None = None, me
 
     parts: list[np.ndarray] = []
     columns: dict[str, list] = {k: [] for k in META}
+    spans: dict = {}  # an event's span is listed train.feedback_repeat times: decoded once
     count = 0
     for video in videos:
-        for batch in iter_clip_batches(video, cfg.decode, cfg.storage):
+        if video.first_frame is not None and video not in spans:
+            spans[video] = list(iter_clip_batches(video, cfg.decode, cfg.storage))
+        for batch in spans[video] if video.first_frame is not None else iter_clip_batches(video, cfg.decode, cfg.storage):
             parts.append(batch["frames"])
             for k in META:
                 columns[k].append(batch[k])
@@ -129,7 +132,7 @@ def train_camera(camera: str, train_videos: list, val_videos: list, cfg: TrainJo
     return {
         **row, "status": "trained", "val_clips": 0 if val is None else len(val), "val_loss": final["val/loss"],
         "threshold": threshold, "history": result.history, "metrics": metrics, "checkpoint_bytes": data,
-        "calibration": {**(result.calibration.metrics() if result.calibration else {}), **budget_metrics(budget)},
+        "logged_metrics": {**(result.calibration.metrics() if result.calibration else {}), **budget_metrics(budget)},
         "seconds": time.perf_counter() - started, "note": "" if val_videos else "no held-out video: not promoted",
     }
 
@@ -249,7 +252,7 @@ def _finish_camera(result: dict, cfg: TrainJobConfig, tracker) -> dict:
     from vad.training.job import register_and_write
 
     camera = result["camera"]
-    row = {k: v for k, v in result.items() if k not in ("history", "metrics", "checkpoint_bytes", "calibration")}
+    row = {k: v for k, v in result.items() if k not in ("history", "metrics", "checkpoint_bytes", "logged_metrics")}
     if result["status"] != "trained":
         log.warning("camera %s skipped: %s", camera, result["note"])
         return row
@@ -257,7 +260,7 @@ def _finish_camera(result: dict, cfg: TrainJobConfig, tracker) -> dict:
         for epoch_row in result["history"]:
             child.log_metrics({k: v for k, v in epoch_row.items() if k != "epoch" and not np.isnan(v)}, step=int(epoch_row["epoch"]))
         child.log_metrics({"train/threshold": result["threshold"], "train/clips": result["clips"], "val/clips": result["val_clips"],
-                           **result["calibration"]})
+                           **result["logged_metrics"]})
         registered, checkpoint = register_and_write(child, cfg, result["checkpoint_bytes"], result["metrics"], camera)
     row |= {"checkpoint": checkpoint, "model": f"{registered.name}/{registered.version}" if registered else "", "promoted": bool(registered and registered.promoted)}
     if registered is not None and not registered.promoted and not row["note"]:

@@ -77,10 +77,9 @@ def run_params(cfg: TrainJobConfig, hparams: dict, videos: int) -> dict:
 def _train_clip_scorer(cfg: TrainJobConfig, videos: list, hparams: dict, tracker, epoch_callbacks) -> Trained:
     from vad.models.scorers import scorer_meta
     from vad.training.clips import train_distributed
+    from vad.training.feedback import feedback_footage
     from vad.training.fitting import fit_with_ray_data
     from vad.training.split import split_videos, split_warning
-
-    from vad.training.feedback import feedback_footage
 
     train_videos, val_videos = split_videos(videos, cfg.train.val_fraction)
     if warning := split_warning("normal videos", train_videos, val_videos, cfg.train.val_fraction):
@@ -178,8 +177,8 @@ def run_training(cfg: TrainJobConfig, *, epoch_callbacks: list[Callable[[dict], 
             trained.model, version=cfg.output.version, threshold=trained.threshold, decode=decode_record(cfg.decode), metrics=trained.metrics,
             calibration=trained.calibration, budget=trained.budget,
         )
-        calibration = {**(trained.calibration.metrics() if trained.calibration else {}), **budget_metrics(trained.budget)}
-        tracker.log_metrics({**trained.extra_metrics, **calibration, "train/threshold": trained.threshold, "train/seconds": trained.seconds})
+        recorded = {**(trained.calibration.metrics() if trained.calibration else {}), **budget_metrics(trained.budget)}
+        tracker.log_metrics({**trained.extra_metrics, **recorded, "train/threshold": trained.threshold, "train/seconds": trained.seconds})
         tracker.set_tag("vad.ray_train_path", trained.run_path)
         registered, checkpoint = register_and_write(tracker, cfg, data, trained.metrics)
     if registered is not None and not registered.promoted:

@@ -39,12 +39,8 @@ def score_clips(
     model: ClipScorer, clips: np.ndarray, batch_size: int = 32, device: str = "cpu", field: str = "score"
 ) -> np.ndarray:
     """Scores of uint8 clips in batches: `field` "score" gives (N,), "frame_scores" gives (N, T)."""
-    model.eval()
-    out = []
-    with torch.inference_mode():
-        for batch in _batches(clips, batch_size, None):
-            out.append(getattr(model.score(batch.to(device)), field).float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+    scores, frames = score_clips_and_frames(model, clips, batch_size, device)
+    return frames if field == "frame_scores" else scores
 
 
 def score_clips_and_frames(model: ClipScorer, clips: np.ndarray, batch_size: int = 32, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
@@ -112,7 +108,7 @@ def fit(
     for epoch in range(epochs):
         model.train()
         losses = [train_step(model.training_loss, optimiser, batch.to(device)) for batch in _batches(train, batch_size, rng)]
-        val_scores = score_clips(model, val, batch_size, device) if n_val else np.zeros(0)
+        val_scores, val_frames = score_clips_and_frames(model, val, batch_size, device) if n_val else (np.zeros(0), None)
         row = {
             "epoch": epoch, "train/loss": float(np.mean(losses)), "val/loss": validation_loss(model, val, batch_size, device),
             "val/score_mean": float(val_scores.mean()) if n_val else float("nan"),
@@ -126,7 +122,7 @@ def fit(
         model.eval()
         model.calibrate(unit_clips(val if n_val else train[:64], device))
     threshold = float(np.quantile(reference, threshold_quantile))
-    frames = score_clips(model, val if n_val else train[:256], batch_size, device, field="frame_scores")
+    frames = val_frames if n_val else score_clips(model, train[:256], batch_size, device, field="frame_scores")
     calibration = Calibration.from_frame_scores(frames, "held-out normal clips" if n_val else "training clips (none held out)")
     return FitResult(threshold, history, reference, time.perf_counter() - started, calibration)
 
