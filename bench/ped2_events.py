@@ -12,7 +12,7 @@ The scorer is the object scorer at its recorded Ped2 design (`full`), fitted her
 training videos; the other 4 (seed 0) are the held-out normal footage both thresholds are set on (Ped2
 has no more: about a minute at 10 fps, so the budget threshold is the top of what they scored, and
 `vad train` would warn that it is a rough guess). Clip scores are the nightly job's (a clip's worst frame),
-unsmoothed; clips are the design's (16 frames side by side). Writes bench/results/ped2_events/<split>.json.
+unsmoothed; clips are the design's (16 frames side by side). Writes bench/results/events_ped2/<split>.json.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ HELD_OUT_VIDEOS = 4  # of the 16 training videos, chosen by seed 0: the held-out
 THRESHOLD_QUANTILE = 0.99  # train.threshold_quantile's default
 MAX_FALSE_PER_HOUR = 1.0  # alerts.max_false_per_hour: one false event per camera-hour
 MERGE_GAP_S = 2.0  # alerts.merge_gap_s's default
-OUT = RESULTS_DIR / "ped2_events"
+OUT = RESULTS_DIR / "events_ped2"  # not under ped2*/: those are ResultRecords (`load_records`)
 
 
 def events_design() -> Design:

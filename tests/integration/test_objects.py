@@ -252,3 +252,48 @@ def test_the_review_page_shows_the_fused_model_in_chromium(fused, s3):
     dom = render_in_browser(Path(page.path))
     assert dom.count("fusion(objects,conv_ae), version f") == page.shown > 0 and 'data-images-broken="0"' in dom
     assert dom.count('class="reason"') == page.shown
+
+
+def test_feedback_refit_removes_a_dismissed_event_and_keeps_the_true_ones(fleet, night, archive, tmp_path):
+    """The operator's loop with a fitted scorer: the night's highest false alarm answered normal, its camera refitted with
+    that footage (`train.use_feedback`), the night scored again into a copy of the results: only that camera's videos are
+    re-scored, the dismissed event is gone and that camera's true anomalies are still raised."""
+    import shutil
+
+    from vad.results.feedback import record_feedback
+    from vad.training.fleet import run_fleet_training
+
+    cfg, _, work = fleet
+    job, summary, out = night
+    results = tmp_path / "results"
+    shutil.copytree(job.output.uri, results)
+
+    def events(run_id):
+        _, rows = run_query(str(results), "SELECT event_id, camera, video_uri, start_frame, end_frame FROM events "
+                                          f"WHERE run_id = '{run_id}' ORDER BY peak_score DESC")
+        return [(*row, bool(archive["labels"][row[2].split("footage/", 1)[1]][row[3] : row[4] + 1].any())) for row in rows]
+
+    before = events(summary.run_id)
+    false = [e for e in before if not e[5]]
+    assert false, f"the seeded night should raise a false alarm to dismiss: {before}"
+    event_id, camera, video, start, end, _ = false[0]
+    true_before = {e[2] for e in before if e[5] and e[1] == camera}
+    assert true_before, "the dismissed event's camera should have true events too"
+    record_feedback(str(results), event_id, "normal", operator="tester", storage=job.storage)
+
+    refit = run_fleet_training(cfg.model_copy(update={
+        "train": cfg.train.model_copy(update={"use_feedback": True, "feedback_results": str(results), "key_regex": rf"^{camera}/.*/train_"}),
+        "output": cfg.output.model_copy(update={"checkpoint": str(tmp_path / "{camera}.pt"), "version": "o2"}),
+    }))
+    [row] = [r for r in refit.rows if r["status"] == "trained"]
+    assert row["camera"] == camera, refit.table()
+    again = run_scoring(job.model_copy(update={
+        "output": job.output.model_copy(update={"uri": str(results)}),
+        "scorer": job.scorer.model_copy(update={"cameras": {camera: row["checkpoint"]}}),
+    }), run_date="2026-11-24")
+    videos = [v for v in archive["videos"] if v.key.startswith(f"{camera}/")]
+    assert not again.errors and len(again.files) == len(videos) and again.up_to_date > 0  # the other camera: up to date
+    after = events(again.run_id)
+    assert not [e for e in after if e[2] == video and e[3] <= end and e[4] >= start], f"dismissed {false[0]} is still raised: {after}"
+    # every video of the camera whose anomaly was raised still has it raised (spans may shift with the new threshold)
+    assert true_before <= {e[2] for e in after if e[5]}, (true_before, after)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import DECODE
+from helpers import DECODE, budget_threshold_holds
 
 from vad.config import (
     DistributedConfig,
@@ -17,6 +17,7 @@ from vad.config import (
     ScorerConfig,
     SourceConfig,
     TrainJobConfig,
+    TrainAlertsConfig,
     TrainLoopConfig,
     TrainModelConfig,
     TrainOutputConfig,
@@ -41,6 +42,7 @@ def _config(s3, source: str, work: Path, checkpoint: str = "knn.pt", **train) ->
         storage=s3.storage_config(),
         mlflow=MlflowConfig(experiment="test-patch-knn"),
         work_dir=str(work),
+        alerts=TrainAlertsConfig(max_false_per_hour=2000.0, merge_gap_s=0.0),  # the threshold from a false-alarm budget
     )
 
 
@@ -67,6 +69,8 @@ def test_vad_train_fits_the_bank_with_ray_data_and_registers_it(fitted):
     run = client.get_run(summary.mlflow_run_id)
     assert run.data.metrics["train/bank_patches"] == HPARAMS["bank_size"]
     assert summary.registered is not None and summary.registered.promoted
+    # Ray Data's fitting path sets the threshold from the false-alarm budget on the held-out video, as Ray Train's does
+    budget_threshold_holds(summary.checkpoint, run.data.metrics)
 
 
 def test_the_nightly_job_scores_with_the_bank_and_writes_heat_maps(fitted, s3, archive, tmp_path):

@@ -5,12 +5,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import DECODE, actor_pids
+from helpers import DECODE, actor_pids, budget_threshold_holds
 
 from vad.config import (
     DistributedConfig,
     MlflowConfig,
     SourceConfig,
+    TrainAlertsConfig,
     TrainJobConfig,
     TrainLoopConfig,
     TrainModelConfig,
@@ -34,6 +35,8 @@ def _config(s3, archive, work, name: str, **distributed) -> TrainJobConfig:
         mlflow=MlflowConfig(experiment="test-ray-train"),
         run_name=name,
         work_dir=str(work),
+        # the threshold from a false-alarm budget on the held-out video (4.8 s: ~2.7 events allowed, so some are raised)
+        alerts=TrainAlertsConfig(max_false_per_hour=2000.0, merge_gap_s=0.0),
     )
 
 
@@ -64,6 +67,13 @@ def test_two_workers_train_and_the_loss_falls(baseline):
     assert np.isfinite(summary.result.history[-1]["val/loss"])
     assert summary.clips > 0 and np.isfinite(summary.result.threshold)
     assert load_checkpoint(summary.checkpoint).threshold == pytest.approx(summary.result.threshold)
+
+
+def test_the_threshold_comes_from_the_false_alarm_budget_on_ray_train(baseline):
+    from mlflow.tracking import MlflowClient
+
+    _, summary = baseline
+    budget_threshold_holds(summary.checkpoint, MlflowClient().get_run(summary.mlflow_run_id).data.metrics)
 
 
 def test_mlflow_holds_params_metrics_artifacts_and_the_registered_model(baseline):

@@ -98,19 +98,37 @@ CAMERAS = {"cam01": ["s3://archive/cam01/2026-11-24/a.mp4", "s3://archive/cam01/
            "cam02": ["s3://archive/cam02/2026-11-24/c.mp4"]}
 
 
+def member_model():
+    """Every member's weights (seeded: the same model whatever the checkpoint says around it)."""
+    import torch
+
+    from vad.models.scorers import build_scorer, scorer_meta
+
+    torch.manual_seed(0)
+    return build_scorer("conv_ae", **scorer_meta("conv_ae").tiny.hparams)
+
+
+def identity(version: str) -> str:
+    """The version a member's rows record: a checkpoint known by its path is known by its weights too."""
+    from vad.models.checkpoint import identity_version, weights_digest
+
+    return identity_version(version, weights_digest(member_model().state_dict()))
+
+
 def member_checkpoint(path, version: str, cal: Calibration | None, model_name: str | None = None) -> None:
     """A member's checkpoint; `model_name` names it among models of the same scorer (as a fleet's per-camera names do)."""
     from vad.io.storage import write_bytes
     from vad.models.checkpoint import checkpoint_bytes
-    from vad.models.scorers import build_scorer, scorer_meta
 
-    model = build_scorer("conv_ae", **scorer_meta("conv_ae").tiny.hparams)
+    model = member_model()
     write_bytes(str(path), checkpoint_bytes(model, version=version, threshold=1.0, decode={}, calibration=cal, model_name=model_name))
 
 
 def write_member_rows(root: str, model: str, version: str, uri: str, camera: str, frame_scores: list[list[float]], *,
                       size: int = 1000, mtime: float = 1.7e9, clip_len: int = 4) -> None:
-    """One member's scores file for one video, and its manifest entry, as `vad score` writes them."""
+    """One member's scores file for one video, and its manifest entry, as `vad score` writes them (`version`: the
+    checkpoint's; the rows record its identity)."""
+    version = identity(version)
     n = len(frame_scores)
     batch = {
         "run_id": np.array(["member-run"] * n, dtype=object), "clip_id": np.array([clip_id(uri, i, clip_len, clip_len, 1) for i in range(n)], dtype=object),

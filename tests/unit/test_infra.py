@@ -124,6 +124,47 @@ def test_the_nightly_cronjob_creates_the_scoring_rayjob():
     assert docs["RoleBinding"]["roleRef"]["name"] == docs["Role"]["metadata"]["name"]
 
 
+RAY_AUTH_SECRET = "vad-ray-auth"
+
+
+def pod_templates(relative: str) -> list[tuple[str, dict]]:
+    """(where, pod spec) of every pod a RayJob or RayCluster file makes: head, each worker group, the submitter."""
+    [doc] = load(relative)
+    cluster = doc["spec"]["rayClusterSpec"] if doc["kind"] == "RayJob" else doc["spec"]
+    pods = [("head", cluster["headGroupSpec"]["template"]["spec"])]
+    pods += [(group["groupName"], group["template"]["spec"]) for group in cluster["workerGroupSpecs"]]
+    if doc["kind"] == "RayJob":
+        assert doc["spec"]["submissionMode"] == "K8sJobMode" and "submitterPodTemplate" in doc["spec"], relative
+        pods.append(("submitter", doc["spec"]["submitterPodTemplate"]["spec"]))
+    return pods
+
+
+@pytest.mark.parametrize("relative", ["k8s/rayjob-score.yaml", "k8s/rayjob-train.yaml", "k8s/raycluster.yaml"])
+def test_every_ray_pod_reads_the_auth_token_from_its_secret(relative):
+    """Ray 2.60 heads authenticate by token: the head, every worker and the pod that submits the job run with
+    RAY_AUTH_MODE=token and read the token from a file of the Secret, mounted in each of their containers (the
+    nightly CronJob creates rayjob-score.yaml, so the night reaches it through that file)."""
+    for where, pod in pod_templates(relative):
+        secrets = {v["name"]: v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v}
+        for container in pod["containers"]:
+            env = {e["name"]: e.get("value") for e in container.get("env", [])}
+            assert env.get("RAY_AUTH_MODE") == "token", (relative, where)
+            path = env.get("RAY_AUTH_TOKEN_PATH") or ""
+            mounts = [m for m in container.get("volumeMounts", []) if path.startswith(m["mountPath"].rstrip("/") + "/")]
+            assert mounts and secrets.get(mounts[0]["name"]) == RAY_AUTH_SECRET and mounts[0].get("readOnly"), (relative, where, path)
+            assert "RAY_AUTH_TOKEN" not in env, "the token itself never sits in a manifest"
+    text = (INFRA / relative).read_text()
+    assert "auth_token" in text and not re.search(r"auth_token['\"]?\s*[:=]\s*['\"]?[0-9a-f]{16,}", text)
+
+
+def test_the_nightly_cronjob_reaches_the_token_through_its_rayjob():
+    header = (INFRA / "k8s/cronjob-nightly.yaml").read_text()
+    assert "--from-file=rayjob.yaml=infra/k8s/rayjob-score.yaml" in header
+    assert {where for where, _ in pod_templates("k8s/rayjob-score.yaml")} >= {"head", "submitter"}
+    readme = (ROOT / "README.md").read_text()
+    assert f"kubectl create secret generic {RAY_AUTH_SECRET}" in readme and "rotat" in readme.lower()
+
+
 def test_the_aws_cluster_launcher():
     [cluster] = load("aws/cluster.yaml")
     assert cluster["provider"]["type"] == "aws"

@@ -308,3 +308,64 @@ def test_the_writer_keeps_clips_delivered_twice_once_and_writes_each_video_whole
     assert objects["frame"].to_pylist() == [x for i in range(5) for x in (i * 8 + 1, i * 8 + 2)]  # the frame in the video
     assert objects.schema.equals(OBJECTS_SCHEMA, check_metadata=False) and set(objects["clip_id"].to_pylist()) == {f"c{i}" for i in range(5)}
     assert {writer_of(f"v{i}", 4) for i in range(64)} == {0, 1, 2, 3} and writer_of("v1", 4) == writer_of("v1", 4)
+
+
+def test_a_model_that_cannot_be_loaded_in_the_stage_reports_its_videos_and_the_others_go_on(tmp_path):
+    """Route 1's checkpoint is gone by the time the stage loads it: its videos are reported once with stage
+    `model`, not raised (which Ray would retry); route 0's clips are scored as before, and so is a batch of route 1
+    alone (an empty batch of the same columns) without trying the load again."""
+    from vad.results.ledger import ErrorLog
+    from vad.scoring.routing import ModelRoute
+    from vad.scoring.stages import ScoreClips
+
+    decode = DecodeConfig(clip_len=8, stride=8, resize=(32, 40))
+    save_checkpoint(str(tmp_path / "m0.pt"), build_scorer("conv_ae", clip_len=8, widths=[8, 8, 4]), version="v", threshold=0.1,
+                    decode=decode_record(decode))
+    routes = [ModelRoute(str(tmp_path / f"m{i}.pt"), f"vad-conv-ae.cam{i}", "v", 0.1, "conv_ae").to_dict() for i in (0, 1)]
+    errors = ErrorLog()
+    stage = ScoreClips(routes=routes, storage=None, device="cpu", run_id="r", decode=decode, errors=errors)
+    frames = np.random.default_rng(0).integers(0, 255, (4, 8, 32, 40), dtype=np.uint8)
+    mixed = stage({**_batch(frames, ["a", "b", "a", "b"]), "model_index": np.array([0, 1, 0, 1], dtype=np.int32)})
+    assert mixed["video_uri"].tolist() == ["a", "a"] and mixed["model_name"].tolist() == ["vad-conv-ae.cam0"] * 2
+    [row] = errors.rows()
+    assert (row["uri"], row["stage"], row["permanent"]) == ("b", "model", False) and "not found" in row["message"]
+    alone = stage({**_batch(frames[:2], ["c", "c"]), "model_index": np.array([1, 1], dtype=np.int32)})
+    assert len(alone["video_uri"]) == 0 and "frames" not in alone and [r["uri"] for r in errors.rows()] == ["b", "c"]
+    assert stage.models.loads == 1  # route 1 was tried once
+    with pytest.raises(RuntimeError, match="cannot be loaded"):  # without an error log the failure is the caller's
+        ScoreClips(routes=routes, storage=None, device="cpu", run_id="r", decode=decode)(
+            {**_batch(frames[:2], ["c", "c"]), "model_index": np.array([1, 1], dtype=np.int32)})
+
+
+def test_a_checkpoint_known_by_its_path_is_known_by_its_weights(tmp_path):
+    """Retrained weights under the same `output.version` are a new model to the manifest (its camera is scored
+    again); the same weights saved again are the same model (nothing is)."""
+    from vad.config import MlflowConfig, OutputConfig, ScoreJobConfig, ScorerConfig, SourceConfig
+    from vad.results.ledger import ManifestWriter
+    from vad.scoring.job import plan_run
+    from vad.testing.synthetic import generate_dataset
+
+    decode = DecodeConfig(clip_len=8, stride=8, resize=(32, 40))
+    generate_dataset(tmp_path / "footage", cameras=2, train_per_camera=1, test_per_camera=0, num_frames=24, seed=1)
+
+    def save(camera: str, seed: int) -> None:
+        torch.manual_seed(seed)
+        save_checkpoint(str(tmp_path / f"{camera}.pt"), build_scorer("conv_ae", clip_len=8, widths=[8, 8, 4]), version="v1",
+                        threshold=0.1, decode=decode_record(decode))
+
+    save("cam01", 0)
+    save("cam02", 0)
+    cfg = ScoreJobConfig(source=SourceConfig(uri=str(tmp_path / "footage")), output=OutputConfig(uri=str(tmp_path / "results")),
+                         scorer=ScorerConfig(name="conv_ae", checkpoint=str(tmp_path / "{camera}.pt")), decode=decode,
+                         mlflow=MlflowConfig(enabled=False), work_dir=str(tmp_path / "work"))
+    first = plan_run(cfg, "2026-11-24")
+    assert len(first.todo) == 2 and {r.version for r in first.routing.routes} == {load_checkpoint(str(tmp_path / "cam01.pt")).identity_version}
+    assert first.routing.routes[0].version.startswith("v1+")
+    manifest = ManifestWriter(cfg.output.uri, "2026-11-24", first.run_id)
+    for video in first.todo:  # as if the night had scored them
+        manifest.add(uri=video.uri, size=video.size, mtime=video.mtime, key=first.key(video), status="scored", clips=3, scores_path="x")
+    manifest.flush()
+    save("cam01", 0)  # the same weights written again (a new file, a new saved_at)
+    save("cam02", 1)  # cam02 retrained: new weights, the same output.version
+    again = plan_run(cfg, "2026-11-25")
+    assert [v.camera for v in again.todo] == ["cam02"]

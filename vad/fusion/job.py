@@ -109,7 +109,7 @@ def resolve_member(spec: FusionMemberConfig, camera: str, tracking_uri: str, cfg
     except (LookupError, FileNotFoundError, ValueError) as exc:
         raise MemberProblem(f"no usable model at {uri}: {str(exc).strip().splitlines()[0]}") from None
     name = registered or record.model_name or record.scorer
-    version = version or record.version
+    version = version or record.identity_version  # as the scoring job's routes record it (`vad.scoring.routing`)
     calibration = (registered_calibration(registered, version, tracking_uri) if registered else None) or record.calibration
     if calibration is None:
         raise MemberProblem(

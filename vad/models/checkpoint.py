@@ -7,6 +7,7 @@ objects, so a checkpoint from an untrusted bucket cannot run code.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
 from dataclasses import dataclass, field
 
@@ -31,6 +32,28 @@ class LoadedScorer:
     model_name: str | None = None  # a fleet camera's model: its own name (e.g. vad-conv-ae.cam01)
     calibration: Calibration | None = None  # held-out normal frame-score statistics; None: trained before they were recorded
     alert_budget: dict | None = None  # the threshold's false-alarm budget, when it came from one (max_false_per_hour, held_out_hours, ...)
+    weights_digest: str = ""  # sha256 of the weights (`weights_digest`): what the model computes, whatever its file or version say
+
+    @property
+    def identity_version(self) -> str:
+        return identity_version(self.version, self.weights_digest)
+
+
+def identity_version(version: str, digest: str) -> str:
+    """The version rows record for a model known by its location (a path or s3:// checkpoint, not the
+    registry): its version and the first 8 hex digits of its weights' digest, so weights retrained under the
+    same `output.version` are a new model to the manifest (re-scored), and unchanged weights the same one."""
+    return f"{version}+{digest[:8]}" if digest else version
+
+
+def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """sha256 over the state dict's names, dtypes, shapes and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def checkpoint_bytes(
@@ -55,6 +78,7 @@ def checkpoint_bytes(
         "saved_at": dt.datetime.now(dt.timezone.utc).isoformat(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
+    payload["weights_digest"] = weights_digest(payload["state_dict"])
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     return buffer.getvalue()
@@ -84,13 +108,18 @@ class CheckpointRecord:
     threshold: float
     model_name: str | None
     calibration: Calibration | None
+    weights_digest: str = ""
+
+    @property
+    def identity_version(self) -> str:
+        return identity_version(self.version, self.weights_digest)
 
 
 def read_checkpoint_record(uri: str, storage: StorageConfig | None = None) -> CheckpointRecord:
     """The record of the checkpoint at `uri` (a path or s3:// uri), loaded `weights_only`."""
     payload = _payload(uri, storage)
     return CheckpointRecord(payload["scorer"], str(payload["version"]), float(payload["threshold"]), payload.get("model_name"),
-                            _calibration(payload))
+                            _calibration(payload), payload.get("weights_digest") or weights_digest(payload["state_dict"]))
 
 
 def add_calibration(uri: str, calibration: Calibration, storage: StorageConfig | None = None) -> None:
@@ -138,6 +167,7 @@ def load_checkpoint(uri: str, storage: StorageConfig | None = None, map_location
         model_name=payload.get("model_name"),
         calibration=_calibration(payload),
         alert_budget=payload.get("alert_budget"),
+        weights_digest=payload.get("weights_digest") or weights_digest(payload["state_dict"]),  # older checkpoints: computed
     )
 
 

@@ -188,13 +188,17 @@ def execute(cfg: ScoreJobConfig, plan: Plan, t0: float) -> RunSummary:
             manifest_out.add(uri=bad.uri, size=bad.size, mtime=bad.mtime, key=plan.key(bad), status="failed", clips=0, scores_path=None)
     manifest_out.flush()
     write_errors(cfg.output.uri, plan.run_date, plan.run_id, errors, cfg.storage)
+    camera_of = {v.uri: v.camera for v in plan.videos}
+    unscored = sorted({camera_of[row["uri"]] for row in errors if row["stage"] == "model" and row["uri"] in camera_of})
+    if unscored:
+        log.warning("cameras left unscored (their model could not be had; see the errors table, stage 'model'): %s", ", ".join(unscored))
     return RunSummary(
         plan.run_id, plan.run_date, len(plan.videos), clips, anomalies, files, plan.rejected, time.perf_counter() - t0,
         up_to_date=len(plan.videos) - len(plan.todo) - len(plan.unrouted), errors=errors,
         attempted=len(plan.todo) + len(plan.new_rejected) + len(plan.unrouted),
         max_failure_rate=cfg.run.max_failure_rate, started_at=plan.started_at, finished_at=dt.datetime.now(dt.timezone.utc),
         source_uri=cfg.source.uri, model_name=plan.model_name, model_version=plan.model_version, skipped=len(plan.skipped),
-        events=events,
+        events=events, unscored_cameras=unscored,
     )
 
 

@@ -53,7 +53,8 @@ def load_route(cfg: ScoreJobConfig, uri: str, tracking_uri: str, fallback: bool 
         raise ValueError(f"scorer.name is {cfg.scorer.name!r} but checkpoint {uri} holds a {loaded.name!r} model")
     check_decode_matches(loaded, cfg.decode)
     name = registered or loaded.model_name or loaded.name
-    return ModelRoute(location, name, version or loaded.version, float(loaded.threshold), loaded.name, fallback)
+    # a registered version is immutable; a checkpoint known by its location is known by its weights too
+    return ModelRoute(location, name, version or loaded.identity_version, float(loaded.threshold), loaded.name, fallback)
 
 
 def camera_uri(cfg: ScoreJobConfig, camera: str) -> str:

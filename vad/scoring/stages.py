@@ -67,7 +67,10 @@ class ScoreClips:
     the first). Models are loaded on first use and kept in a bounded LRU cache (`max_models`,
     `max_model_mb`), so an actor serving a fleet holds only the cameras it is working through.
     A batch that fails is scored again video by video; videos that still fail are reported to the
-    run's error log and dropped (their other clips are then never written)."""
+    run's error log and dropped (their other clips are then never written). A model that cannot be
+    loaded here (its object unreadable, replaced or too big since the driver planned the run) is not
+    the actor's failure, which Ray would retry: its videos are reported with stage `model` and
+    dropped, and the actor goes on with the other routes."""
 
     def __init__(
         self, *, routes: list[dict], storage: StorageConfig | None, device: str, run_id: str, decode: DecodeConfig, errors=None,
@@ -88,7 +91,11 @@ class ScoreClips:
         self.decode = decode
         self.errors = errors  # a vad.results.ledger.ErrorLog actor; None: a failing batch raises
         self.models = ModelCache(self._load, lambda entry: weight_bytes(entry[1]), max_models=max_models, max_mb=max_model_mb)
-        self._use(0)  # the first model loads now: a checkpoint the workers cannot read fails the actor at start
+        self.unloadable: dict[int, BaseException] = {}  # routes whose model failed to load in this actor: not tried again
+        try:
+            self._use(0)  # the first model loads now (a fleet's others on first use)
+        except Exception as exc:
+            self._unloadable(0, exc)
 
     def _load(self, index: int):
         from vad.models.checkpoint import check_decode_matches, load_checkpoint
@@ -100,11 +107,33 @@ class ScoreClips:
         return loaded, model, score_fn
 
     def _use(self, index: int) -> None:
-        """Make route `index`'s model the current one (`loaded`, `model`, `score_fn`, `route`)."""
+        """Make route `index`'s model the current one (`loaded`, `model`, `score_fn`, `route`); raises the
+        load's error (once remembered, without trying again)."""
         if getattr(self, "route_index", None) == index:
             return
+        if index in self.unloadable:
+            raise self.unloadable[index]
         self.loaded, self.model, self.score_fn = self.models.get(index)
         self.route, self.route_index = self.routes[index], index
+
+    def _unloadable(self, index: int, exc: BaseException) -> None:
+        import logging
+
+        if index not in self.unloadable:
+            logging.getLogger(__name__).warning("model %s (%s) cannot be loaded in this actor; its videos are errors: %s",
+                                                self.routes[index]["name"], self.routes[index]["checkpoint"], exc)
+        self.unloadable[index] = exc
+
+    def _model_failed(self, index: int, batch: dict[str, np.ndarray], exc: BaseException) -> dict[str, np.ndarray]:
+        """The batch's videos reported with stage `model`; an empty batch of the same columns goes on."""
+        from vad.results.ledger import error_row, report_errors
+
+        self._unloadable(index, exc)
+        failures = [error_row(str(uri), "model", exc) for uri in dict.fromkeys(np.asarray(batch["video_uri"], dtype=object))]
+        if self.errors is None:
+            raise RuntimeError(f"model {self.routes[index]['checkpoint']} cannot be loaded: {exc}") from exc
+        report_errors(self.errors, failures)
+        return {name: np.asarray(column)[:0] for name, column in batch.items() if name != "frames"}
 
     def _score(self, frames: np.ndarray) -> dict[str, np.ndarray]:
         """The model's outputs for a batch of uint8 clips: score, frame_scores, and for scorers that
@@ -171,7 +200,10 @@ class ScoreClips:
         return _concatenate([self._score_routed(int(g), {k: np.asarray(v)[index == g] for k, v in batch.items()}) for g in groups])
 
     def _score_routed(self, route: int, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self._use(route)
+        try:
+            self._use(route)
+        except Exception as exc:
+            return self._model_failed(route, batch, exc)
         frames = batch.pop("frames")
         try:
             outputs = self._score(frames)
@@ -277,6 +309,7 @@ def map_decoded_clips(
 
 
 def _concatenate(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    batches = [b for b in batches if len(b["video_uri"])] or batches[:1]  # a route whose model failed leaves an empty part
     if len(batches) == 1:
         return batches[0]
     return {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}

@@ -33,6 +33,7 @@ class RunSummary:
     skipped: int = 0  # objects that are not video (labels, checksums, thumbnails): never failures
     report_path: str | None = None  # the review page, when report.enabled
     events: int = 0  # flagged clips merged into events (what a person reviews)
+    unscored_cameras: list[str] = field(default_factory=list)  # cameras whose model could not be had (`model` errors), sorted
 
     @property
     def clips_per_s(self) -> float:
@@ -79,9 +80,11 @@ class RunSummary:
 
     def metrics(self) -> dict:
         """MLflow metrics: `score/<figure>` and `score/errors_<stage>`."""
-        return {**{f"score/{k}": v for k, v in self.figures().items()}, **{f"score/errors_{k}": v for k, v in self.errors_by_stage().items()}}
+        return {**{f"score/{k}": v for k, v in self.figures().items()}, **{f"score/errors_{k}": v for k, v in self.errors_by_stage().items()},
+                "score/unscored_cameras": len(self.unscored_cameras)}
 
     def cli(self) -> dict:
         """What `vad score` prints."""
         return {"run_id": self.run_id, "run_date": self.run_date, **self.figures(), "mlflow_run_id": self.mlflow_run_id,
+                **({"unscored_cameras": self.unscored_cameras} if self.unscored_cameras else {}),
                 **({"report": self.report_path} if self.report_path else {})}

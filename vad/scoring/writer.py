@@ -134,6 +134,8 @@ def route_to_writers(batch: dict[str, np.ndarray], *, writers: list) -> dict[str
     row per video they completed."""
     import ray
 
+    if len(batch["video_uri"]) == 0:  # every clip's model failed to load (its videos are errors already)
+        return {name: np.array([], dtype=np.int64 if name in ("rows", "anomalies", "events") else object) for name in WRITTEN_COLUMNS}
     by_writer: dict[int, list[dict]] = {}
     for part in video_parts(batch, dt.datetime.now(dt.timezone.utc)):
         by_writer.setdefault(writer_of(part["video"]["uri"], len(writers)), []).append(part)

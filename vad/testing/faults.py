@@ -90,7 +90,8 @@ class FaultyS3Proxy:
 
     `fail_rate`: share of requests answered 503 SlowDown (retryable); `drop_rate`: share whose
     connection is closed without an answer; `delay_rate`/`delay_s`: share held back first;
-    `fail_paths`: substrings of paths that always get 503 (a persistently failing object).
+    `fail_paths`: substrings of paths that always get 503 (a persistently failing object; may be set
+    while the proxy runs, e.g. to refuse an object after a job planned with it).
     Counts of what was injected are in `stats`."""
 
     def __init__(self, upstream: str, *, fail_rate: float = 0.0, drop_rate: float = 0.0, delay_rate: float = 0.0,
