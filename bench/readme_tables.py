@@ -248,6 +248,28 @@ def pixel_table(results_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def events_table(results_dir: Path) -> str:
+    """Ped2 judged by events (`bench/ped2_events.py`): one row per split and threshold."""
+    rows = []
+    for split in ("test", "all", "dev"):
+        path = Path(results_dir) / "events_ped2" / f"{split}.json"
+        if not path.is_file():
+            continue
+        r = json.loads(path.read_text())
+        videos = f"{r['videos'][0]}–{r['videos'][-1]}"
+        tested = f", test run {r['test_run']}" if r["test_run"] else ""
+        for name, label in (("quantile", f"quantile {r['settings']['threshold_quantile']:g}"),
+                            ("budget", f"budget {r['settings']['max_false_per_hour']:g} false/h")):
+            t = r["thresholds"][name]
+            bold = "**" if split == "test" else ""
+            rows.append(f"| {split} ({videos}{tested}) | {label} | {t['threshold']:.3f} | {bold}{t['event_recall']:.2f}{bold} "
+                        f"({t['segments_hit']}/{t['segments']}) | {t['false_events']} in {r['normal_s']:.0f} s "
+                        f"({t['false_events_per_hour']:.0f}/h) | {t['mean_delay_s']:.2f} s | {t['events']} | {100 * r['auc_micro']:.1f} |")
+    head = ("| videos | threshold | value | event recall | false events (per hour of normal footage) | mean delay | events | frame AUC |\n"
+            "|---|---|---|---|---|---|---|---|")
+    return head + "\n" + "\n".join(rows)
+
+
 def _published(pub: dict) -> str:
     return f"{pub['auc']:.1f} ({pub['source']})" if pub else ""
 
@@ -264,6 +286,7 @@ def tables(results_dir: Path = RESULTS_DIR, designs: Path = DESIGNS_FILE, ledger
         "ped2-objects": ablation_table("ped2", "objects", records, designs, ledger),
         "ped2-fusion": fusion_table(records, designs, ledger, published),
         "pixel-masks": pixel_table(results_dir),
+        "ped2-events": events_table(results_dir),
     }
 
 

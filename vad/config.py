@@ -360,8 +360,9 @@ class TrainLoopConfig(_Section):
         None, description="fleet, trained scorers: start each camera's model from this checkpoint ({camera} filled in; a path or s3:// "
         "uri) instead of fresh weights: a refit with feedback fine-tunes the camera's model rather than replacing it",
     )
-    feedback_repeat: int = Field(
-        4, ge=1, le=100, description="with use_feedback: times each dismissed event's clips are added (a trained scorer learns a few clips slowly)"
+    feedback_repeat: int | None = Field(
+        None, ge=1, le=100, description="with use_feedback: times each dismissed event's clips are added; null = 16 for fitted scorers "
+        "(a density needs mass where a handful of objects were: 4 left the demo's alarm raised, 16 removed it) and 4 for trained ones",
     )
 
     @model_validator(mode="after")

@@ -185,6 +185,10 @@ def test_events_marked_normal_join_their_cameras_training_footage(tmp_path):
     })
     [span] = feedback_footage(cfg)
     assert len(feedback_footage(cfg.model_copy(update={"train": cfg.train.model_copy(update={"feedback_repeat": 3})}))) == 3
+    by_kind = cfg.train.model_copy(update={"feedback_repeat": None})  # unset: by how the model learns
+    assert len(feedback_footage(cfg.model_copy(update={"train": by_kind}))) == 4  # conv_ae, trained
+    fitted = cfg.model_copy(update={"train": by_kind, "model": cfg.model.model_copy(update={"name": "objects"})})
+    assert len(feedback_footage(fitted)) == 16
     assert (span.uri, span.camera, span.first_frame, span.last_frame) == (videos[0].uri, "cam01", 40, 55)
     meta: dict = {}
     clips = decode_clips([span], cfg, meta=meta)

@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 
 def feedback_footage(cfg: TrainJobConfig) -> list[VideoRef]:
-    """The spans of the events whose latest answer is `normal`, each with its camera, each `train.feedback_repeat` times
+    """The spans of the events whose latest answer is `normal`, each with its camera, each `feedback_repeat(cfg)` times
     (empty without use_feedback)."""
     from vad.results.feedback import latest_answers
 
@@ -35,8 +35,21 @@ def feedback_footage(cfg: TrainJobConfig) -> list[VideoRef]:
     if missing:
         log.warning("%d events marked normal are of videos no longer readable, left out: %s", len(missing), ", ".join(sorted(set(missing))[:5]))
     log.info("feedback: %d events marked normal (of %d cameras) join the normal training footage, %d times each", len(spans),
-             len({s.camera for s in spans}), cfg.train.feedback_repeat)
-    return [span for span in spans for _ in range(cfg.train.feedback_repeat)]
+             len({s.camera for s in spans}), feedback_repeat(cfg))
+    return [span for span in spans for _ in range(feedback_repeat(cfg))]
+
+
+FITTED_REPEAT, TRAINED_REPEAT = 16, 4
+
+
+def feedback_repeat(cfg: TrainJobConfig) -> int:
+    """`train.feedback_repeat`, or by how the model learns: a fitted scorer's density needs more weight on a few dismissed
+    objects than a trained scorer's epochs do on a few clips."""
+    from vad.models.scorers import scorer_meta
+
+    if cfg.train.feedback_repeat is not None:
+        return cfg.train.feedback_repeat
+    return FITTED_REPEAT if scorer_meta(cfg.model.name).fitted else TRAINED_REPEAT
 
 
 def _video(uri: str, camera: str, cfg: TrainJobConfig) -> VideoRef | None:
