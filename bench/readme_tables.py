@@ -270,6 +270,24 @@ def events_table(results_dir: Path) -> str:
     return head + "\n" + "\n".join(rows)
 
 
+def demo_events_table(results_dir: Path) -> str:
+    """The demo's night judged by events at both thresholds (`bench/demo_events.py`)."""
+    rows = []
+    for variant in ("full", "quick"):
+        path = Path(results_dir) / "events_demo" / f"{variant}.json"
+        if not path.is_file():
+            continue
+        r = json.loads(path.read_text())
+        for name, label in (("quantile", "quantile 0.99 (`vad demo`'s)"), ("budget", "budget 1 false/h")):
+            for scope, f in r[name]["figures"].items():
+                rows.append(f"| {variant} | {label} | {scope} | {f['event_recall']:.2f} ({f['segments_hit']}/{f['segments']}) | "
+                            f"{f['false_events']} in {f['normal_s']:.0f} s ({f['false_events_per_hour']:.0f}/h) | {f['mean_delay_s']:.2f} s | "
+                            f"{f['events']} | {f['auc_micro']:.3f} |")
+    head = ("| demo | threshold | videos | event recall | false events (per hour of normal footage) | mean delay | events | frame AUC |\n"
+            "|---|---|---|---|---|---|---|---|")
+    return head + "\n" + "\n".join(rows)
+
+
 def _published(pub: dict) -> str:
     return f"{pub['auc']:.1f} ({pub['source']})" if pub else ""
 
@@ -287,6 +305,7 @@ def tables(results_dir: Path = RESULTS_DIR, designs: Path = DESIGNS_FILE, ledger
         "ped2-fusion": fusion_table(records, designs, ledger, published),
         "pixel-masks": pixel_table(results_dir),
         "ped2-events": events_table(results_dir),
+        "demo-events": demo_events_table(results_dir),
     }
 
 

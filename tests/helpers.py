@@ -168,7 +168,7 @@ def budget_threshold_holds(checkpoint: str, metrics: dict) -> None:
     loaded = load_checkpoint(checkpoint)
     budget = loaded.alert_budget
     assert budget is not None and budget["max_false_per_hour"] == 2000.0 and budget["merge_gap_s"] == 0.0
-    assert 0 < budget["held_out_hours"] * 3600 <= 120 / 25  # one held-out video of 120 frames at 25 fps
+    assert 0 < budget["held_out_hours"] * 3600 <= 120 / 25 + 1e-3  # one held-out video of 120 frames at 25 fps (float32 times)
     assert loaded.threshold == pytest.approx(budget["threshold"])
     assert 1 <= budget["events"] <= 2000.0 * budget["held_out_hours"]  # some raised, within the budget
     assert metrics["alerts/threshold"] == pytest.approx(budget["threshold"]) and metrics["alerts/max_false_per_hour"] == 2000.0

@@ -179,3 +179,17 @@ def test_event_metrics_against_frame_labels():
     assert report["mean_delay_s"] == pytest.approx((0 + 4 * 0.5) / 2)
     quiet = event_report([(np.zeros(10, int), [], 0.1)])
     assert quiet["segments"] == 0 and quiet["false_events"] == 0 and quiet["false_events_per_hour"] == 0.0
+
+
+def test_a_dismissed_clip_sets_a_floor_under_the_threshold():
+    """With footage operators dismissed, the threshold is at least just above its highest score (in float32, as rows
+    compare), and left alone when the dismissed clips already score under it."""
+    import numpy as np
+
+    from vad.training.alerts import feedback_floor
+
+    assert feedback_floor(1.0, np.zeros(0), "cam") == (1.0, None)
+    assert feedback_floor(1.0, np.array([0.5, 0.8]), "cam") == (1.0, 0.8 * (1 + 1e-5) + 1e-9)
+    threshold, floor = feedback_floor(1.0, np.array([1.2345678, 0.3], dtype=np.float32), "cam")
+    assert threshold == floor > 1.2345678 and not np.float32(1.2345678) > np.float32(threshold)
+    assert np.float32(1.24) > np.float32(threshold)  # anything scoring clearly higher is still raised

@@ -138,7 +138,10 @@ def test_a_camera_threshold_set_from_a_false_alarm_budget_holds_on_its_held_out_
     assert payload["threshold"] == budget["threshold"] == result["threshold"]
     model = build_scorer("conv_ae", clip_len=8, widths=[8, 8, 4])
     model.load_state_dict(payload["state_dict"])
-    flagged = score_clips(model, clips) > payload["threshold"]
+    held_out_scores = score_clips(model, clips)
+    # the quantile the same held-out scores give is recorded beside the budget's threshold, for comparison
+    assert budget["quantile_threshold"] == pytest.approx(float(np.quantile(held_out_scores, 0.99)), rel=1e-4)
+    flagged = held_out_scores > payload["threshold"]
     events = sum(len(merge_flagged(meta["start_time_s"][meta["video_uri"] == v], meta["end_time_s"][meta["video_uri"] == v],
                                    flagged[meta["video_uri"] == v], 0.0)) for v in set(meta["video_uri"]))
     assert events == budget["events"] <= 2000.0 * hours

@@ -83,6 +83,7 @@ class Budget:
     held_out_hours: float
     events: int  # events the held-out normal footage raises at that threshold
     merge_gap_s: float
+    quantile_threshold: float | None = None  # what train.threshold_quantile would have set instead, for comparison
 
     @property
     def events_per_hour(self) -> float:

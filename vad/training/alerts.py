@@ -4,6 +4,7 @@ events per hour (`vad.results.events.budget_threshold`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -26,6 +27,7 @@ def threshold_of(cfg, scores: np.ndarray, meta: dict | None, quantile_threshold:
                     "(hold out videos with train.val_fraction)", what)
         return quantile_threshold, None
     budget = budget_threshold(scores, meta["video_uri"], meta["start_time_s"], meta["end_time_s"], alerts.max_false_per_hour, alerts.merge_gap_s)
+    budget = dataclasses.replace(budget, quantile_threshold=float(quantile_threshold))
     if budget.held_out_hours < alerts.min_held_out_hours:
         log.warning(
             "%s: the alert budget (%g false events per hour) was measured on only %.2f hours of held-out normal footage "
@@ -35,6 +37,22 @@ def threshold_of(cfg, scores: np.ndarray, meta: dict | None, quantile_threshold:
     log.info("%s: threshold %.4g from the budget: %d events in %.2f held-out hours (%.2f per hour, budget %g)", what, budget.threshold,
              budget.events, budget.held_out_hours, budget.events_per_hour, alerts.max_false_per_hour)
     return budget.threshold, budget
+
+
+def feedback_floor(threshold: float, dismissed_scores: np.ndarray, what: str) -> tuple[float, float | None]:
+    """(threshold, floor): with footage operators dismissed (`train.use_feedback`), the threshold is at least just above the
+    highest score the refitted model gives its clips, so a dismissed event is not raised again whatever the refit did to
+    its scores; `floor` is that score (None without dismissed clips). Raising it is logged: it can hide true events too."""
+    scores = np.asarray(dismissed_scores, dtype=np.float64)
+    if scores.size == 0:
+        return threshold, None
+    floor = float(scores.max()) * (1 + 1e-5) + 1e-9  # above it in float32 too: rows compare score > threshold in float32
+    if floor > threshold:
+        log.warning("%s: threshold raised from %.4g to %.4g, just above the highest score of the %d clips operators dismissed as "
+                    "normal (train.use_feedback); events scoring below it are no longer raised", what, threshold, floor, scores.size)
+        return floor, floor
+    log.info("%s: the %d dismissed clips score at most %.4g, under the threshold %.4g", what, scores.size, float(scores.max()), threshold)
+    return threshold, floor
 
 
 def budget_metrics(budget: Budget | None) -> dict[str, float]:

@@ -94,8 +94,8 @@ def train_camera(camera: str, train_videos: list, val_videos: list, cfg: TrainJo
     from vad.models.inference import pick_device
     from vad.models.scorers import build_scorer
     from vad.tracking.registry import registry_name
-    from vad.training.alerts import budget_metrics, threshold_of
-    from vad.training.local import fit
+    from vad.training.alerts import budget_metrics, feedback_floor, threshold_of
+    from vad.training.local import fit, score_clips
 
     torch.set_num_threads(max(1, threads))
     started = time.perf_counter()
@@ -123,6 +123,10 @@ def train_camera(camera: str, train_videos: list, val_videos: list, cfg: TrainJo
     model.to("cpu")
     threshold, budget = threshold_of(cfg, result.val_scores if val is not None else np.zeros(0), held_out or None, result.threshold,
                                      f"camera {camera}")
+    dismissed = list(dict.fromkeys(v for v in train_videos if v.first_frame is not None))  # footage of events marked normal
+    floor = None
+    if dismissed:
+        threshold, floor = feedback_floor(threshold, score_clips(model, decode_clips(dismissed, cfg), loop.batch_size), f"camera {camera}")
     final = result.history[-1]
     metrics = {"train/loss": final["train/loss"], "val/loss": final["val/loss"], "train/seconds": result.seconds}
     data = checkpoint_bytes(
@@ -132,7 +136,8 @@ def train_camera(camera: str, train_videos: list, val_videos: list, cfg: TrainJo
     return {
         **row, "status": "trained", "val_clips": 0 if val is None else len(val), "val_loss": final["val/loss"],
         "threshold": threshold, "history": result.history, "metrics": metrics, "checkpoint_bytes": data,
-        "logged_metrics": {**(result.calibration.metrics() if result.calibration else {}), **budget_metrics(budget)},
+        "logged_metrics": {**(result.calibration.metrics() if result.calibration else {}), **budget_metrics(budget),
+                           **({"alerts/feedback_floor": floor} if floor is not None else {})},
         "seconds": time.perf_counter() - started, "note": "" if val_videos else "no held-out video: not promoted",
     }
 
