@@ -68,7 +68,8 @@ def test_schema_and_partitions(scored):
     assert {str(d) for d in df.date} == {"2026-11-24"}
     assert (df.camera == df.video_uri.str.split("/").str[4]).all()  # s3://archive/footage/<camera>/<date>/...
     assert (df.run_id == scored["summary"].run_id).all()
-    assert (df.model_name == "conv_ae").all() and (df.model_version == "t1").all()
+    # a checkpoint scored by its path is known by its version and its weights' digest
+    assert (df.model_name == "conv_ae").all() and df.model_version.str.fullmatch(r"t1\+[0-9a-f]{8}").all() and df.model_version.nunique() == 1
     assert (df.is_anomaly == (df.score > df.threshold)).all()
     assert df.frame_scores.map(len).eq(DECODE.clip_len).all()
 
