@@ -362,7 +362,7 @@ class TrainLoopConfig(_Section):
     )
     feedback_repeat: int | None = Field(
         None, ge=1, le=100, description="with use_feedback: times each dismissed event's clips are added; null = 16 for fitted scorers "
-        "(a density needs mass where a handful of objects were: 4 left the demo's alarm raised, 16 removed it) and 4 for trained ones",
+        "(a density needs mass where a handful of objects were; README) and 4 for trained ones",
     )
 
     @model_validator(mode="after")
