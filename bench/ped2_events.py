@@ -29,7 +29,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench.*` when run as a script
 
 from bench.ped2_fusion import member_design  # noqa: E402
-from bench.ped2_harness import PED2_SETTINGS, data_files, split_training_videos, training_decodes, val_fraction  # noqa: E402
+from bench.ped2_harness import (  # noqa: E402
+    PED2_SETTINGS, clips_with_times, data_files, split_training_videos, training_decodes, val_fraction,
+)
 from bench.protocol import (  # noqa: E402
     DESIGNS_FILE, RESULTS_DIR, TEST_SPLITS, Design, ProtocolError, begin_test_run, end_test_run, machine, record_design, today,
 )
@@ -53,23 +55,6 @@ def events_design() -> Design:
     return Design("ped2_events", SCORER, VARIANT, settings)
 
 
-def clips_of(folder: Path, decode, keys: set[str]) -> dict[str, dict]:
-    """Per video: its clips (uint8) and their frames and times, as the scoring job cuts them."""
-    from vad.config import SourceConfig
-    from vad.io.sources import list_videos
-    from vad.video.clips import iter_clips
-
-    videos, _ = list_videos(SourceConfig(uri=str(folder)), run_date="2000-01-01")
-    out = {}
-    for video in videos:
-        if video.key in keys:
-            clips = list(iter_clips(video, decode))
-            out[video.key] = {"frames": np.stack([c.frames for c in clips]), "start_frame": np.array([c.start_frame for c in clips]),
-                              "end_frame": np.array([c.end_frame for c in clips]), "start_s": np.array([c.start_time_s for c in clips]),
-                              "end_s": np.array([c.end_time_s for c in clips])}
-    return out
-
-
 def video_events(clips: dict, scores: np.ndarray, threshold: float) -> list[tuple[int, int]]:
     """The (first frame, last frame) of each event the video's clips raise at `threshold`."""
     from vad.results.events import merge_flagged
@@ -90,13 +75,13 @@ def run(split: str) -> dict:
     ped2 = load_ped2()
     hparams, decode, train_spec, epochs, lr = PED2_SETTINGS[VARIANT][SCORER]
     train_keys, held_keys = split_training_videos(ped2, HELD_OUT_VIDEOS, seed=0)
-    train = np.concatenate([v["frames"] for d in training_decodes(decode, train_spec) for v in clips_of(ped2.train_dir, d, train_keys).values()])
+    train = np.concatenate([v["frames"] for d in training_decodes(decode, train_spec) for v in clips_with_times(ped2.train_dir, d, train_keys).values()])
     torch.manual_seed(0)
     model = build_scorer(SCORER, clip_len=decode.clip_len, **data_files(hparams))
     t0 = time.perf_counter()
     fit(model, train, epochs=epochs, batch_size=8, lr=lr, val_fraction=val_fraction(SCORER), seed=0)
     fit_s = time.perf_counter() - t0
-    held = clips_of(ped2.train_dir, decode, held_keys)
+    held = clips_with_times(ped2.train_dir, decode, held_keys)
     held_scores = {k: score_clips_and_frames(model, v["frames"], 8)[0] for k, v in held.items()}
     pooled = np.concatenate(list(held_scores.values()))
     budget = budget_threshold(pooled, np.concatenate([[k] * len(s) for k, s in held_scores.items()]),
@@ -104,7 +89,7 @@ def run(split: str) -> dict:
                               MAX_FALSE_PER_HOUR, MERGE_GAP_S)
     thresholds = {"quantile": float(np.quantile(pooled, THRESHOLD_QUANTILE)), "budget": budget.threshold}
     labels = ped2.test_labels(split)
-    scored = clips_of(ped2.test_dir, decode, set(labels))
+    scored = clips_with_times(ped2.test_dir, decode, set(labels))
     clip_scores, frame_scores = {}, {}
     for key, clips in scored.items():
         clip_scores[key], frames = score_clips_and_frames(model, clips["frames"], 8)

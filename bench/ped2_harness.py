@@ -98,7 +98,9 @@ def split_reports(labels: dict, scores: dict, scored: str | None, normalisations
     return out
 
 
-def _clips_with_starts(folder: Path, decode, keys: set[str] | None = None) -> dict[str, tuple[list[int], np.ndarray]]:
+def clips_with_times(folder: Path, decode, keys: set[str] | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """Per video (all, or those in `keys`): its clips (uint8, `frames`) and their first and last frames and times
+    (`start_frame`, `end_frame`, `start_s`, `end_s`), as the scoring job cuts them."""
     from vad.config import SourceConfig
     from vad.io.sources import list_videos
     from vad.video.clips import iter_clips
@@ -109,8 +111,14 @@ def _clips_with_starts(folder: Path, decode, keys: set[str] | None = None) -> di
         if keys is not None and video.key not in keys:
             continue
         clips = list(iter_clips(video, decode))
-        out[video.key] = ([c.start_frame for c in clips], np.stack([c.frames for c in clips]))
+        out[video.key] = {"frames": np.stack([c.frames for c in clips]), "start_frame": np.array([c.start_frame for c in clips]),
+                          "end_frame": np.array([c.end_frame for c in clips]), "start_s": np.array([c.start_time_s for c in clips]),
+                          "end_s": np.array([c.end_time_s for c in clips])}
     return out
+
+
+def _clips_with_starts(folder: Path, decode, keys: set[str] | None = None) -> dict[str, tuple[list[int], np.ndarray]]:
+    return {key: (v["start_frame"].tolist(), v["frames"]) for key, v in clips_with_times(folder, decode, keys).items()}
 
 
 def split_training_videos(ped2: Ped2, held_out: int, seed: int = 0) -> tuple[set[str], set[str]]:

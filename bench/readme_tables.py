@@ -248,6 +248,21 @@ def pixel_table(results_dir: Path) -> str:
     return "\n".join(lines)
 
 
+EVENT_COLUMNS = "event recall | false events (per hour of normal footage) | mean delay | events | frame AUC |"
+
+
+def _event_cells(f: dict, normal_s: float, auc: str, bold: bool = False) -> str:
+    """The event figures of one row (`vad.evaluation.metrics.event_report`'s keys), as the two event tables show them."""
+    b = "**" if bold else ""
+    return (f"{b}{f['event_recall']:.2f}{b} ({f['segments_hit']}/{f['segments']}) | {f['false_events']} in {normal_s:.0f} s "
+            f"({f['false_events_per_hour']:.0f}/h) | {f['mean_delay_s']:.2f} s | {f['events']} | {auc} |")
+
+
+def _event_table(first_columns: str, rows: list[str]) -> str:
+    columns = f"| {first_columns} | {EVENT_COLUMNS}"
+    return columns + "\n" + "|---" * (columns.count(" | ") + 1) + "|\n" + "\n".join(rows)
+
+
 def events_table(results_dir: Path) -> str:
     """Ped2 judged by events (`bench/ped2_events.py`): one row per split and threshold."""
     rows = []
@@ -261,13 +276,9 @@ def events_table(results_dir: Path) -> str:
         for name, label in (("quantile", f"quantile {r['settings']['threshold_quantile']:g}"),
                             ("budget", f"budget {r['settings']['max_false_per_hour']:g} false/h")):
             t = r["thresholds"][name]
-            bold = "**" if split == "test" else ""
-            rows.append(f"| {split} ({videos}{tested}) | {label} | {t['threshold']:.3f} | {bold}{t['event_recall']:.2f}{bold} "
-                        f"({t['segments_hit']}/{t['segments']}) | {t['false_events']} in {r['normal_s']:.0f} s "
-                        f"({t['false_events_per_hour']:.0f}/h) | {t['mean_delay_s']:.2f} s | {t['events']} | {100 * r['auc_micro']:.1f} |")
-    head = ("| videos | threshold | value | event recall | false events (per hour of normal footage) | mean delay | events | frame AUC |\n"
-            "|---|---|---|---|---|---|---|---|")
-    return head + "\n" + "\n".join(rows)
+            rows.append(f"| {split} ({videos}{tested}) | {label} | {t['threshold']:.3f} | "
+                        + _event_cells(t, r["normal_s"], f"{100 * r['auc_micro']:.1f}", bold=split == "test"))
+    return _event_table("videos | threshold | value", rows)
 
 
 def demo_events_table(results_dir: Path) -> str:
@@ -280,12 +291,8 @@ def demo_events_table(results_dir: Path) -> str:
         r = json.loads(path.read_text())
         for name, label in (("quantile", "quantile 0.99 (`vad demo`'s)"), ("budget", "budget 1 false/h")):
             for scope, f in r[name]["figures"].items():
-                rows.append(f"| {variant} | {label} | {scope} | {f['event_recall']:.2f} ({f['segments_hit']}/{f['segments']}) | "
-                            f"{f['false_events']} in {f['normal_s']:.0f} s ({f['false_events_per_hour']:.0f}/h) | {f['mean_delay_s']:.2f} s | "
-                            f"{f['events']} | {f['auc_micro']:.3f} |")
-    head = ("| demo | threshold | videos | event recall | false events (per hour of normal footage) | mean delay | events | frame AUC |\n"
-            "|---|---|---|---|---|---|---|---|")
-    return head + "\n" + "\n".join(rows)
+                rows.append(f"| {variant} | {label} | {scope} | " + _event_cells(f, f["normal_s"], f"{f['auc_micro']:.3f}"))
+    return _event_table("demo | threshold | videos", rows)
 
 
 def _published(pub: dict) -> str:
