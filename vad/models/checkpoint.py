@@ -32,7 +32,15 @@ class LoadedScorer:
     model_name: str | None = None  # a fleet camera's model: its own name (e.g. vad-conv-ae.cam01)
     calibration: Calibration | None = None  # held-out normal frame-score statistics; None: trained before they were recorded
     alert_budget: dict | None = None  # the threshold's false-alarm budget, when it came from one (max_false_per_hour, held_out_hours, ...)
-    weights_digest: str = ""  # sha256 of the weights (`weights_digest`): what the model computes, whatever its file or version say
+    recorded_digest: str = field(default="", repr=False)  # the checkpoint's `weights_digest`; "" in checkpoints written before it
+
+    @property
+    def weights_digest(self) -> str:
+        """sha256 of the weights (`weights_digest`): what the model computes, whatever its file or version say. Computed
+        for older checkpoints only when asked (the driver's routing does; scoring actors never do)."""
+        if not self.recorded_digest:
+            self.recorded_digest = weights_digest(self.model.state_dict())
+        return self.recorded_digest
 
     @property
     def identity_version(self) -> str:
@@ -167,7 +175,7 @@ def load_checkpoint(uri: str, storage: StorageConfig | None = None, map_location
         model_name=payload.get("model_name"),
         calibration=_calibration(payload),
         alert_budget=payload.get("alert_budget"),
-        weights_digest=payload.get("weights_digest") or weights_digest(payload["state_dict"]),  # older checkpoints: computed
+        recorded_digest=payload.get("weights_digest", ""),
     )
 
 

@@ -57,15 +57,17 @@ def _cell(value):
     return f"{value:.5g}" if isinstance(value, float) else ("" if value is None else value)
 
 
-def decode_clips(videos: list, cfg: TrainJobConfig, limit: int | None = None, meta: dict | None = None) -> np.ndarray:
+def decode_clips(videos: list, cfg: TrainJobConfig, limit: int | None = None, meta: dict | None = None,
+                 spans: dict | None = None) -> np.ndarray:
     """Every clip of `videos` as one uint8 array (decoded once; the epochs reuse it); with `meta` (a dict),
-    each clip's video and times are added to it, column by column (`vad.training.alerts.META`)."""
+    each clip's video and times are added to it, column by column (`vad.training.alerts.META`). Event spans
+    (listed `feedback_repeat` times) are decoded once, into `spans` when the caller passes one to reuse."""
     from vad.training.alerts import META
     from vad.video.clips import iter_clip_batches
 
     parts: list[np.ndarray] = []
     columns: dict[str, list] = {k: [] for k in META}
-    spans: dict = {}  # an event's span is listed train.feedback_repeat times: decoded once
+    spans = {} if spans is None else spans  # an event's span is listed train.feedback_repeat times: decoded once
     count = 0
     for video in videos:
         if video.first_frame is not None and video not in spans:
@@ -99,7 +101,8 @@ def train_camera(camera: str, train_videos: list, val_videos: list, cfg: TrainJo
 
     torch.set_num_threads(max(1, threads))
     started = time.perf_counter()
-    clips = decode_clips(train_videos, cfg, cfg.train.max_clips)
+    spans: dict = {}  # the dismissed events' clips, decoded once for training and again for the feedback floor
+    clips = decode_clips(train_videos, cfg, cfg.train.max_clips, spans=spans)
     row = {"camera": camera, "videos": len(train_videos) + len(val_videos), "clips": len(clips), "val_clips": 0}
     if len(clips) < cfg.train.min_camera_clips:
         note = f"{len(clips)} training clips, fewer than train.min_camera_clips {cfg.train.min_camera_clips}: add footage or lower it"
@@ -126,7 +129,8 @@ def train_camera(camera: str, train_videos: list, val_videos: list, cfg: TrainJo
     dismissed = list(dict.fromkeys(v for v in train_videos if v.first_frame is not None))  # footage of events marked normal
     floor = None
     if dismissed:
-        threshold, floor = feedback_floor(threshold, score_clips(model, decode_clips(dismissed, cfg), loop.batch_size), f"camera {camera}")
+        dismissed_clips = decode_clips(dismissed, cfg, spans=spans)
+        threshold, floor = feedback_floor(threshold, score_clips(model, dismissed_clips, loop.batch_size), f"camera {camera}")
     final = result.history[-1]
     metrics = {"train/loss": final["train/loss"], "val/loss": final["val/loss"], "train/seconds": result.seconds}
     data = checkpoint_bytes(
