@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     from vad.datasets import data_dir
     from vad.io.sources import list_videos
     from vad.models.scorers import build_scorer
-    from vad.training.fitting import model_input
+    from vad.models.inputs import model_input
     from vad.video.clips import iter_clips
 
     height, width = (int(x) for x in args.resize.split("x"))
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
         with torch.inference_mode():
             for clip in iter_clips(video, decode):
                 decode_s += time.perf_counter() - started
-                model.score(model_input(model, clip.frames[None]))  # as the scoring stage passes them (uint8 here)
+                model.score(model_input(model.meta, clip.frames[None]))  # as the scoring stage passes them (uint8 here)
                 n_clips += 1
                 started = time.perf_counter()
         cpu, wall = time.perf_counter() - cpu0, time.perf_counter() - wall0

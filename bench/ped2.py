@@ -88,7 +88,9 @@ def run(
     Every gate runs before anything is trained, so a refused scorer costs nothing."""
     plans = []
     for name in names:
-        hparams, decode, train_spec, default_epochs, lr = SETTINGS[variant][name]
+        settings = SETTINGS[variant][name]
+        hparams, decode, train_spec, default_epochs, lr = (
+            settings.hparams, settings.decode, settings.train_strides, settings.epochs, settings.lr)
         hparams = {**hparams, **(hparams_update or {})}
         window = smoothing if smoothing is not None else ped2_smoothing(name, variant)
         d = design(name, variant, hparams, decode, train_spec, epochs=epochs or default_epochs, lr=lr,
@@ -149,7 +151,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"no {variant} settings for {', '.join(missing)}")
     if args.record:
         for name in names:
-            hparams, decode, train_spec, default_epochs, lr = SETTINGS[variant][name]
+            settings = SETTINGS[variant][name]
+            hparams, decode, train_spec, default_epochs, lr = (
+                settings.hparams, settings.decode, settings.train_strides, settings.epochs, settings.lr)
             window = args.smoothing if args.smoothing is not None else ped2_smoothing(name, variant)
             d = design(name, variant, {**hparams, **(args.hparams or {})}, decode, train_spec,
                        epochs=args.epochs or default_epochs, lr=lr, smoothing=window, held_out=args.held_out)

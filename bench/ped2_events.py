@@ -68,16 +68,18 @@ def run(split: str) -> dict:
     import torch
 
     from vad.evaluation.metrics import event_report, frame_level_report, frames_from_clips
-    from vad.models.scorers import build_scorer
+    from vad.models.scorers import build_scorer, scorer_meta
     from vad.results.events import budget_threshold
     from vad.training.local import fit, score_clips_and_frames
 
     ped2 = load_ped2()
-    hparams, decode, train_spec, epochs, lr = PED2_SETTINGS[VARIANT][SCORER]
+    settings = PED2_SETTINGS[VARIANT][SCORER]
+    hparams, decode, train_spec, epochs, lr = (
+        settings.hparams, settings.decode, settings.train_strides, settings.epochs, settings.lr)
     train_keys, held_keys = split_training_videos(ped2, HELD_OUT_VIDEOS, seed=0)
     train = np.concatenate([v["frames"] for d in training_decodes(decode, train_spec) for v in clips_with_times(ped2.train_dir, d, train_keys).values()])
     torch.manual_seed(0)
-    model = build_scorer(SCORER, clip_len=decode.clip_len, **data_files(hparams))
+    model = build_scorer(SCORER, **scorer_meta(SCORER).hparams_for(decode.clip_len, data_files(hparams)))
     t0 = time.perf_counter()
     fit(model, train, epochs=epochs, batch_size=8, lr=lr, val_fraction=val_fraction(SCORER), seed=0)
     fit_s = time.perf_counter() - t0

@@ -48,7 +48,9 @@ DESIGNS = {
 
 
 def member_design(name: str, variant: str) -> Design:
-    hparams, decode, train_spec, epochs, lr = PED2_SETTINGS[variant][name]
+    settings = PED2_SETTINGS[variant][name]
+    hparams, decode, train_spec, epochs, lr = (
+        settings.hparams, settings.decode, settings.train_strides, settings.epochs, settings.lr)
     return design(name, variant, hparams, decode, train_spec, epochs=epochs, lr=lr, smoothing=ped2_smoothing(name, variant))
 
 
@@ -63,7 +65,9 @@ def fusion_design(name: str) -> Design:
 
 def fit_member(name: str, variant: str, split: str):
     """A member fitted on the training videos and scoring `split`: (scores per video, labels, calibration, fit seconds)."""
-    hparams, decode, train_spec, epochs, lr = PED2_SETTINGS[variant][name]
+    settings = PED2_SETTINGS[variant][name]
+    hparams, decode, train_spec, epochs, lr = (
+        settings.hparams, settings.decode, settings.train_strides, settings.epochs, settings.lr)
     result = benchmark_scorer(name, hparams, decode, training_decodes(decode, train_spec), epochs=epochs, lr=lr, split=split)
     scores = {v: fill_gaps(s) for v, s in result.scores.items()}
     return scores, result.labels, result.calibration, result.train_s

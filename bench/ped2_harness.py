@@ -12,25 +12,21 @@ import numpy as np
 
 from vad.config import DecodeConfig
 from vad.datasets.ped2 import SPLITS, Ped2, load_ped2
+from vad.models.registry import BenchmarkSettings, LearningType
 from vad.models.scorers import SCORERS, scorer_meta
 
 from bench.protocol import Design
 
 
-def ped2_settings(variant: str) -> dict[str, tuple]:
-    """name -> (hparams, test decode, training decodes, epochs, lr) of every scorer with Ped2 settings of
-    `variant`: `full` (the benchmark's), `fast` (the CI variant), or a scorer's own ablations."""
-    return {name: entry[:5] for name, entry in _entries(variant).items()}
+def ped2_settings(variant: str) -> dict[str, BenchmarkSettings]:
+    """name -> the `BenchmarkSettings` of every scorer with Ped2 settings of `variant`: `full` (the
+    benchmark's), `fast` (the CI variant), or a scorer's own ablations."""
+    return {name: scorer_meta(name).benchmarks["ped2"][variant] for name in SCORERS if variant in scorer_meta(name).benchmarks.get("ped2", {})}
 
 
 def ped2_smoothing(name: str, variant: str) -> int:
-    """The moving-average window a scorer's Ped2 settings ask for (a sixth item {"smoothing": n}; else 1, none)."""
-    entry = _entries(variant)[name]
-    return int(entry[5].get("smoothing", 1)) if len(entry) > 5 else 1
-
-
-def _entries(variant: str) -> dict[str, tuple]:
-    return {name: scorer_meta(name).benchmarks["ped2"][variant] for name in SCORERS if variant in scorer_meta(name).benchmarks.get("ped2", {})}
+    """The moving-average window a scorer's Ped2 settings ask for (1: none)."""
+    return ped2_settings(variant)[name].smoothing
 
 
 # Frame scores are the papers' whole-frame errors (score_patch unset): the worst-window score, with the
@@ -170,7 +166,7 @@ def benchmark_scorer(
     if max_train_clips and len(train) > max_train_clips:
         train = train[np.random.default_rng(seed).choice(len(train), max_train_clips, replace=False)]
     torch.manual_seed(seed)  # the initial weights too: `fit` seeds only the training that follows
-    model = build_scorer(name, clip_len=decode.clip_len, **data_files(hparams))
+    model = build_scorer(name, **scorer_meta(name).hparams_for(decode.clip_len, data_files(hparams)))
     result = fit(model, train, epochs=epochs, batch_size=batch_size, lr=lr, val_fraction=val_fraction(name), seed=seed)
     frames = decode.model_copy(update={"clip_len": 1, "stride": 1, "frame_step": 1})
     val_videos = [clips[:, 0] for _, clips in _clips_with_starts(ped2.train_dir, frames, val_keys).values()]
@@ -218,7 +214,7 @@ def data_files(hparams: dict) -> dict:
 def val_fraction(name: str) -> float:
     """The share of training clips `fit` holds out: a fitted scorer calibrates on 10% (as
     bench/ped2_patch_knn.py chose its settings), a trained one validates on 5%."""
-    return 0.1 if scorer_meta(name).fitted else 0.05
+    return 0.1 if scorer_meta(name).learning_type is LearningType.FITTED else 0.05
 
 
 def design(name: str, variant: str, hparams: dict, decode, train_spec: list, *, epochs: int, lr: float,
@@ -230,7 +226,7 @@ def design(name: str, variant: str, hparams: dict, decode, train_spec: list, *, 
 
     from vad.models.scorers import build_scorer
 
-    built = build_scorer(name, clip_len=decode.clip_len, **hparams).hparams()
+    built = build_scorer(name, **scorer_meta(name).hparams_for(decode.clip_len, hparams)).hparams()
 
     def frames(d: DecodeConfig) -> dict:  # what decides the pixels a model sees (not threads, batch sizes...)
         return d.model_dump(mode="json", include={"clip_len", "stride", "frame_step", "resize", "grayscale"})

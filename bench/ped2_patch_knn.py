@@ -30,7 +30,7 @@ from vad.datasets.ped2 import load_ped2
 from vad.evaluation.metrics import frame_level_report, frames_from_clips
 from vad.evaluation.pseudo_anomalies import DEFAULT_KINDS, cut_clips, inject_pseudo_anomaly
 from vad.models.scorers import build_scorer
-from vad.training.step import unit_clips
+from vad.models.inputs import unit_clips
 
 GRID = {
     "bank_size": [2000, 10000, 30000],

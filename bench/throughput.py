@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 from vad.config import DecodeConfig
+from vad.models.registry import LearningType
 
 DECODE = DecodeConfig(clip_len=16, stride=16, resize=(128, 128), grayscale=True, clips_per_batch=8)
 FPS = 30
@@ -123,7 +124,7 @@ def build_model(name: str):
     if kwargs is None:
         return build_backbone(name.split()[0]).eval(), "forward"
     model = build_scorer(name.split()[0], **kwargs).eval()
-    if model.meta.fitted:  # a bank of the record's size, random unit vectors: the search costs the same
+    if model.meta.learning_type is LearningType.FITTED:  # a bank of the record's size, random unit vectors: the search costs the same
         import torch
 
         model.build_bank(torch.nn.functional.normalize(torch.randn(model.bank_size, model.bank.shape[1]), dim=1))
@@ -137,7 +138,7 @@ def gflops_per_clip(name: str) -> float:
     model, method = build_model(name)
     clip = torch.rand(1, *MODELS[name][1])
     search = 0.0
-    if method == "score" and model.meta.fitted:  # the network counted, the bank search (faiss on CPU) by arithmetic
+    if method == "score" and model.meta.learning_type is LearningType.FITTED:  # the network counted, the bank search (faiss on CPU) by arithmetic
         method = "patch_features"
         patches = model.patch_features(clip).shape[1:-1].numel()
         search = 2.0 * patches * len(model.bank) * model.bank.shape[1]

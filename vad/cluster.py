@@ -22,19 +22,20 @@ class ClusterError(RuntimeError):
     """Ray could not be reached or used as configured; the message says what to change."""
 
 
-def ensure_ray(address: str | None, num_cpus: int | None = None, *, dashboard: bool = False) -> None:
+def ensure_ray(address: str | None, num_cpus: int | None = None, *, dashboard: bool = False, verbose: bool = False) -> None:
     """Connect once per process: to `address` when given, else a new local Ray (with `num_cpus`).
 
     `dashboard`: start the local Ray with its dashboard (Ray Train's controller is watched
-    through the state API it serves); the scoring job does without."""
+    through the state API it serves); the scoring job does without. `verbose` (-v): Ray's workers' output
+    and Ray Data's per-operator progress bars on the console (the jobs draw one bar of their own)."""
     import ray
+    import ray.data
 
     if ray.is_initialized():
         return
-    from vad.console import verbose
-
+    ray.data.DataContext.get_current().enable_progress_bars = verbose
     # Workers' output reaches the console only with -v; it is in Ray's session logs either way.
-    kwargs: dict = {"log_to_driver": verbose(), "logging_level": logging.INFO if verbose() else logging.WARNING}
+    kwargs: dict = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.WARNING}
     if not dashboard:
         kwargs["include_dashboard"] = False
     if address:

@@ -22,7 +22,6 @@ import numpy as np
 
 from vad.config import (
     DecodeConfig,
-    DistributedConfig,
     MlflowConfig,
     OutputConfig,
     RayConfig,
@@ -38,20 +37,18 @@ from vad.config import (
 log = logging.getLogger(__name__)
 
 BUCKET = "vad-demo"
+DEMO_DECODE = DecodeConfig(clip_len=16, stride=8, resize=(64, 64), grayscale=True)
 SAMPLE_SQL = (
     "SELECT camera, date, count(*) AS clips, sum(is_anomaly::INT) AS flagged, "
     "round(max(score), 5) AS max_score FROM scores GROUP BY ALL ORDER BY camera"
 )
 
 
-def run_demo(work_dir: str = "vad-work", epochs: int = 25, num_cpus: int | None = None, quick: bool = False) -> dict:
-    from vad.evaluation.evaluate import evaluate_run, log_evaluation
+def run_demo(work_dir: str = "vad-work", epochs: int = 25, num_cpus: int | None = None, quick: bool = False, verbose: bool = False) -> dict:
+    """The whole platform on the embedded default, in seven printed steps (see the README)."""
+    from vad.cluster import ensure_ray
     from vad.results.sql import format_table, run_query
-    from vad.scoring.job import run_scoring
-    from vad.testing.s3server import start_local_s3, upload_folder
-    from vad.testing.synthetic import generate_dataset
-    from vad.training.fleet import run_fleet_training
-    from vad.training.job import run_training
+    from vad.testing.s3server import start_local_s3
 
     t0 = time.perf_counter()
     work = Path(work_dir).resolve()
@@ -62,72 +59,17 @@ def run_demo(work_dir: str = "vad-work", epochs: int = 25, num_cpus: int | None 
     s3 = start_local_s3()
     print(f"[1/7] local S3 server on {s3.endpoint_url}")
     try:
-        storage = s3.storage_config()
-        with tempfile.TemporaryDirectory(prefix="vad-demo-") as scratch:
-            videos = generate_dataset(
-                scratch, cameras=2, train_per_camera=2 if quick else 3, test_per_camera=2, num_frames=160 if quick else 240,
-                distinct_views=True,
-            )
-            uploaded = upload_folder(s3, scratch, BUCKET, "archive")
-        labels = {v.key: np.array(v.labels) for v in videos if v.split == "test"}
-        print(
-            f"[2/7] generated {len(videos)} synthetic videos from 2 cameras with different views ({len(labels)} with injected "
-            f"anomalies), uploaded {uploaded} objects to s3://{BUCKET}/archive"
-        )
-
-        decode = DecodeConfig(clip_len=16, stride=8, resize=(64, 64), grayscale=True)
-        mlflow = MlflowConfig(experiment="vad-demo")
-        shared = {"source": SourceConfig(uri=f"s3://{BUCKET}/archive"), "storage": storage, "mlflow": mlflow, "work_dir": str(work)}
-        train_cfg = TrainJobConfig(
-            output=TrainOutputConfig(checkpoint=f"s3://{BUCKET}/models/conv_ae/fleet/{{camera}}.pt", version="demo-1"),
-            model=TrainModelConfig(name="conv_ae", hparams={"widths": [64, 32, 16]}),
-            train=TrainLoopConfig(
-                epochs=3 if quick else epochs, batch_size=16, lr=2e-3, key_regex=r"/train_", device="cpu", val_fraction=0.25,
-                per_camera=True, min_camera_clips=16,
-            ),
-            decode=decode.model_copy(update={"stride": 4}), distributed=DistributedConfig(num_cpus=num_cpus), **shared,
-        )
-        fleet = run_fleet_training(train_cfg)
-        one = run_training(train_cfg.model_copy(update={
-            "train": train_cfg.train.model_copy(update={"per_camera": False}), "run_name": "demo-train",
-            "output": TrainOutputConfig(checkpoint=f"s3://{BUCKET}/models/conv_ae/shared.pt", version="demo-1"),
-        }))
-        print(
-            f"[3/7] trained conv_ae per camera ({fleet.count('trained')} models in {fleet.seconds:.1f} s) and one shared model on "
-            f"{one.clips} clips of both cameras ({one.result.seconds:.1f} s)\n{fleet.table()}"
-        )
-
-        # the models just trained, promoted or not (an earlier demo's champions may be better)
-        per_camera = {row["camera"]: row["checkpoint"] for row in fleet.rows if row["status"] == "trained"}
-        score = ScoreJobConfig(
-            output=OutputConfig(uri=str(results)),
-            scorer=ScorerConfig(name="conv_ae", checkpoint=train_cfg.output.checkpoint, cameras=per_camera, batch_size=16, device="cpu"),
-            decode=decode, ray=RayConfig(num_cpus=num_cpus), run_name="demo-score", **shared,
-        )
-        summary = run_scoring(score)
-        baseline = run_scoring(score.model_copy(update={
-            "scorer": score.scorer.model_copy(update={"checkpoint": one.checkpoint, "cameras": {}}), "run_name": "demo-score-shared",
-        }))
-        print(
-            f"[4/7] scored {summary.clips} clips from {summary.videos} videos with each camera's model in {summary.wall_s:.1f} s "
-            f"({summary.clips_per_s:.1f} clips/s), {summary.anomalous_clips} flagged; again with the shared model; Parquet under {results}"
-        )
-        report = evaluate_run(str(results), labels, summary.run_id, plots_dir=work / "demo" / "plots")
-        shared_report = evaluate_run(str(results), labels, baseline.run_id)
-        if summary.mlflow_run_id is not None:
-            log_evaluation(summary.mlflow_run_id, report)
-        print(
-            f"[5/7] frame-level AUC on the {report['videos']} test videos: per-camera models micro {report['auc_micro']:.3f}, "
-            f"macro {report['auc_macro']:.3f}, EER {report['eer']:.3f}; one shared model micro {shared_report['auc_micro']:.3f}, "
-            f"macro {shared_report['auc_macro']:.3f} (per-video {report['normalisation']} scores); plots: {', '.join(report['plots'])}\n"
-            f"      events at the models' thresholds: {report['segments_hit']} of {report['segments']} anomalies hit (event recall "
-            f"{report['event_recall']:.2f}), {report['false_events']} false events ({report['false_events_per_hour']:.0f} per hour of normal "
-            f"footage), mean delay {report['mean_delay_s']:.2f} s"
-        )
+        labels = _upload_scene(s3, quick)
+        ensure_ray(None, num_cpus, dashboard=True, verbose=verbose)  # one local Ray for every step
+        shared = {"source": SourceConfig(uri=f"s3://{BUCKET}/archive"), "storage": s3.storage_config(),
+                  "mlflow": MlflowConfig(experiment="vad-demo"), "work_dir": str(work), "ray": RayConfig(num_cpus=num_cpus)}
+        train_cfg, fleet, one = _train(shared, 3 if quick else epochs)
+        score, summary, baseline = _score(shared, train_cfg, fleet, one, results)
+        report, shared_report = _evaluate(results, labels, summary, baseline, work)
         from vad.review.report import run_report
 
         page = run_report(
-            str(results), storage=storage, run_id=summary.run_id, top_k=8, out_dir=work / "demo" / "reports",
+            str(results), storage=score.storage, run_id=summary.run_id, top_k=8, out_dir=work / "demo" / "reports",
             mlflow_run_id=summary.mlflow_run_id,
         )
         print(f"[6/7] review page of the night (per-camera models): {page.path}\n      ({page.line()}; logged to MLflow)")
@@ -142,6 +84,91 @@ def run_demo(work_dir: str = "vad-work", epochs: int = 25, num_cpus: int | None 
                 "feedback": loop}
     finally:
         s3.stop()
+
+
+def _upload_scene(s3, quick: bool) -> dict:
+    """[2/7] Two cameras' synthetic footage into the local S3 server; returns the test videos' frame labels by key."""
+    from vad.testing.s3server import upload_folder
+    from vad.testing.synthetic import generate_dataset
+
+    with tempfile.TemporaryDirectory(prefix="vad-demo-") as scratch:
+        videos = generate_dataset(
+            scratch, cameras=2, train_per_camera=2 if quick else 3, test_per_camera=2, num_frames=160 if quick else 240,
+            distinct_views=True,
+        )
+        uploaded = upload_folder(s3, scratch, BUCKET, "archive")
+    labels = {v.key: np.array(v.labels) for v in videos if v.split == "test"}
+    print(
+        f"[2/7] generated {len(videos)} synthetic videos from 2 cameras with different views ({len(labels)} with injected "
+        f"anomalies), uploaded {uploaded} objects to s3://{BUCKET}/archive"
+    )
+    return labels
+
+
+def _train(shared: dict, epochs: int) -> tuple:
+    """[3/7] A Conv-AE per camera (a fleet) and one shared by both cameras."""
+    from vad.training.fleet import run_fleet_training
+    from vad.training.job import run_training
+
+    train_cfg = TrainJobConfig(
+        output=TrainOutputConfig(checkpoint=f"s3://{BUCKET}/models/conv_ae/fleet/{{camera}}.pt", version="demo-1"),
+        model=TrainModelConfig(name="conv_ae", hparams={"widths": [64, 32, 16]}),
+        train=TrainLoopConfig(
+            epochs=epochs, batch_size=16, lr=2e-3, key_regex=r"/train_", device="cpu", val_fraction=0.25, per_camera=True, min_camera_clips=16,
+        ),
+        decode=DEMO_DECODE.model_copy(update={"stride": 4}), **shared,
+    )
+    fleet = run_fleet_training(train_cfg)
+    one = run_training(train_cfg.model_copy(update={
+        "train": train_cfg.train.model_copy(update={"per_camera": False}), "run_name": "demo-train",
+        "output": TrainOutputConfig(checkpoint=f"s3://{BUCKET}/models/conv_ae/shared.pt", version="demo-1"),
+    }))
+    print(
+        f"[3/7] trained conv_ae per camera ({fleet.count('trained')} models in {fleet.seconds:.1f} s) and one shared model on "
+        f"{one.clips} clips of both cameras ({one.result.seconds:.1f} s)\n{fleet.table()}"
+    )
+    return train_cfg, fleet, one
+
+
+def _score(shared: dict, train_cfg: TrainJobConfig, fleet, one, results: Path) -> tuple:
+    """[4/7] The night scored with each camera's model, and again with the shared one."""
+    from vad.scoring.job import run_scoring
+
+    # the models just trained, promoted or not (an earlier demo's champions may be better)
+    per_camera = {row["camera"]: row["checkpoint"] for row in fleet.rows if row["status"] == "trained"}
+    score = ScoreJobConfig(
+        output=OutputConfig(uri=str(results)),
+        scorer=ScorerConfig(name="conv_ae", checkpoint=train_cfg.output.checkpoint, cameras=per_camera, batch_size=16, device="cpu"),
+        decode=DEMO_DECODE, run_name="demo-score", **shared,
+    )
+    summary = run_scoring(score)
+    baseline = run_scoring(score.model_copy(update={
+        "scorer": score.scorer.model_copy(update={"checkpoint": one.checkpoint, "cameras": {}}), "run_name": "demo-score-shared",
+    }))
+    print(
+        f"[4/7] scored {summary.clips} clips from {summary.videos} videos with each camera's model in {summary.wall_s:.1f} s "
+        f"({summary.clips_per_s:.1f} clips/s), {summary.anomalous_clips} flagged; again with the shared model; Parquet under {results}"
+    )
+    return score, summary, baseline
+
+
+def _evaluate(results: Path, labels: dict, summary, baseline, work: Path) -> tuple[dict, dict]:
+    """[5/7] Frame AUC and events of both nights against the labels."""
+    from vad.evaluation.evaluate import evaluate_run, log_evaluation
+
+    report = evaluate_run(str(results), labels, summary.run_id, plots_dir=work / "demo" / "plots")
+    shared_report = evaluate_run(str(results), labels, baseline.run_id)
+    if summary.mlflow_run_id is not None:
+        log_evaluation(summary.mlflow_run_id, report)
+    print(
+        f"[5/7] frame-level AUC on the {report['videos']} test videos: per-camera models micro {report['auc_micro']:.3f}, "
+        f"macro {report['auc_macro']:.3f}, EER {report['eer']:.3f}; one shared model micro {shared_report['auc_micro']:.3f}, "
+        f"macro {shared_report['auc_macro']:.3f} (per-video {report['normalisation']} scores); plots: {', '.join(report['plots'])}\n"
+        f"      events at the models' thresholds: {report['segments_hit']} of {report['segments']} anomalies hit (event recall "
+        f"{report['event_recall']:.2f}), {report['false_events']} false events ({report['false_events_per_hour']:.0f} per hour of normal "
+        f"footage), mean delay {report['mean_delay_s']:.2f} s"
+    )
+    return report, shared_report
 
 
 def _night_events(results: Path, run_id: str, labels: dict) -> list[dict]:

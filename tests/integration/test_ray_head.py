@@ -111,7 +111,7 @@ def test_train_then_score_through_the_job_api(head, s3, archive, tmp_path):
         "output": {"checkpoint": str(tmp_path / "conv_ae.pt"), "version": "cluster-1"},
         "model": {"name": "conv_ae", "hparams": {"widths": [16, 8, 8]}},
         "train": {"epochs": 2, "batch_size": 8, "key_regex": "/train_", "val_fraction": 0.25, "device": "cpu"},
-        "distributed": {"ray_address": "auto", "num_workers": 1, "cpus_per_worker": 1, "storage_path": str(tmp_path / "ray-train")},
+        "ray": {"address": "auto"}, "distributed": {"num_workers": 1, "cpus_per_worker": 1, "storage_path": str(tmp_path / "ray-train")},
         "mlflow": {"tracking_uri": tracking, "experiment": "cluster-train"}, "work_dir": str(work),
     }
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(train))

@@ -40,7 +40,9 @@ def recorded_dev(name: str):
 
 @pytest.mark.parametrize("name", sorted(PED2_SETTINGS["fast"]))
 def test_scorer_reproduces_its_recorded_dev_figure(name):
-    hparams, decode, train_spec, epochs, lr = PED2_SETTINGS["fast"][name]
+    settings = PED2_SETTINGS["fast"][name]
+    hparams, decode, train_spec, epochs, lr = (
+        settings.hparams, settings.decode, settings.train_strides, settings.epochs, settings.lr)
     record = recorded_dev(name)
     assert design(name, "fast", hparams, decode, train_spec, epochs=epochs, lr=lr).digest == record.design_digest, (
         "the fast settings changed since they were measured: record and measure the new design")

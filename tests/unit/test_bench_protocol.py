@@ -204,7 +204,11 @@ def test_a_test_run_of_unrecorded_settings_is_refused_before_anything_is_read(tm
 def test_an_all_run_writes_dev_test_and_all_and_is_in_the_ledger(small_ped2, tmp_path):
     from bench.ped2_harness import PED2_SETTINGS, design
 
-    hparams, decode, spec, _, lr = PED2_SETTINGS["fast"]["conv_ae"]
+    settings = PED2_SETTINGS["fast"]["conv_ae"]
+
+    hparams, decode, spec, _, lr = (
+
+        settings.hparams, settings.decode, settings.train_strides, settings.epochs, settings.lr)
     record_design(design("conv_ae", "fast", hparams, decode, spec, epochs=1, lr=lr), tmp_path / "designs.json")
     records = _bench(small_ped2, tmp_path, "all")
     by_split = {r.split: r for r in records}

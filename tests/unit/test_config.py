@@ -73,7 +73,7 @@ def test_overrides_and_missing_file(tmp_path):
     cfg = load_config(_write(tmp_path, GOOD), ScoreJobConfig, {"decode.stride": 4, "scorer.device": "cpu"})
     assert cfg.decode.stride == 4 and cfg.scorer.device == "cpu"
     with pytest.raises(ConfigError, match="not found"):
-        load_config(tmp_path / "nope.yaml")
+        load_config(tmp_path / "nope.yaml", ScoreJobConfig)
 
 
 def test_secrets_are_not_printed():

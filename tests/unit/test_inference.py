@@ -26,7 +26,7 @@ SCORERS = {
     "conv_ae": ({"clip_len": 8, "widths": [16, 8, 4]}, (3, 8, 32, 48)),
     "st_ae": ({"clip_len": 10, "widths": [8, 4], "lstm": [4, 4, 4]}, (2, 10, 32, 48)),
     "pred": ({"widths": [8, 16, 32]}, (2, 8, 32, 48)),
-    "vgg_ae": ({"clip_len": 4, "width_divisor": 8}, (2, 4, 32, 48)),
+    "vgg_ae": ({"width_divisor": 8}, (2, 4, 32, 48)),
 }
 
 

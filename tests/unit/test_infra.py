@@ -48,7 +48,7 @@ def test_cluster_configs_are_valid_job_configs(name, config_model):
     elif config_model is ScoreJobConfig:
         assert cfg.ray.address == "auto" and cfg.scorer.num_gpus == 1
     else:
-        assert cfg.distributed.use_gpu and cfg.distributed.ray_address == "auto"
+        assert cfg.distributed.use_gpu and cfg.ray.address == "auto"
         assert cfg.distributed.storage_path.startswith("s3://"), "checkpoints must outlive the pods"
 
 

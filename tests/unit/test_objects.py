@@ -181,14 +181,14 @@ def test_a_third_fitted_scorer_needs_only_the_protocol():
     from pathlib import Path
 
     import vad.training.fitting as fitting
-    from vad.models.registry import ModelMeta
+    from vad.models.registry import LearningType, ModelMeta
     from vad.models.scorers import FittedScorer, ScoreOutput
     from vad.training.local import fit
 
     class Toy(FittedScorer):
         name = "toy_mean"
         max_candidates = 1000
-        meta = ModelMeta(name="toy_mean", builder=None, paper="-", fitted=True)
+        meta = ModelMeta(name="toy_mean", builder=None, paper="-", learning_type=LearningType.FITTED)
 
         def __init__(self):
             super().__init__()

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from vad.models.registry import LearningType
 from vad.models.scorers import SCORERS, build_scorer, register, scorer_meta
 from vad.models.scorers.base import frame_score_from_errors
 from vad.models.scorers.mil.loss import mil_ranking_loss
@@ -14,12 +15,12 @@ from vad.training.local import train_mil
 # Every registered scorer, with the tiny configuration its record carries.
 CASES = {name: (scorer_meta(name).tiny.hparams, scorer_meta(name).tiny.input_shape) for name in SCORERS}
 # not mil (weakly labelled bags), not the fitted ones (a memory bank: no gradient steps)
-TRAINED_ON_NORMAL_CLIPS = [name for name in SCORERS if scorer_meta(name).trains_on_normal_clips and not scorer_meta(name).fitted]
+TRAINED_ON_NORMAL_CLIPS = [name for name in SCORERS if scorer_meta(name).learning_type is LearningType.TRAINED]
 
 
 def ready(name: str, model, shape: tuple):
     """A fitted scorer needs its fit (on random clips here) before it can score."""
-    if scorer_meta(name).fitted:
+    if scorer_meta(name).learning_type is LearningType.FITTED:
         from vad.training.local import fit
 
         fit(model, (np.random.default_rng(0).random((6, *shape[1:])) * 255).astype(np.uint8), val_fraction=0.34)
@@ -177,8 +178,7 @@ def test_mil_scorer_is_the_trained_head_on_normalised_backbone_features():
         MILScorer.from_parts("c3d", build_backbone("c3d"), head)
     with pytest.raises(ValueError, match="grayscale: false"):
         scorer.score(torch.rand(1, 16, 32, 32))
-    with pytest.raises(NotImplementedError, match="weakly labelled"):
-        scorer.training_loss(clips)
+    assert not hasattr(scorer, "training_loss")  # weakly supervised: it ranks bags, it has no loss on normal clips
 
 
 def test_c3d_mil_scorer_feeds_the_backbone_0_255():

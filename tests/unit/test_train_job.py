@@ -114,7 +114,8 @@ def test_a_camera_threshold_set_from_a_false_alarm_budget_holds_on_its_held_out_
     from vad.models.scorers import build_scorer
     from vad.results.events import merge_flagged
     from vad.testing.synthetic import generate_dataset
-    from vad.training.fleet import decode_clips, train_camera
+    from vad.training.data import decode_clips
+    from vad.training.fleet import train_camera
     from vad.training.local import score_clips
 
     generate_dataset(tmp_path / "footage", cameras=1, train_per_camera=4, test_per_camera=0, num_frames=100, seed=5)
@@ -127,15 +128,15 @@ def test_a_camera_threshold_set_from_a_false_alarm_budget_holds_on_its_held_out_
         "alerts": {"max_false_per_hour": 2000.0, "merge_gap_s": 0.0},
     })
     with caplog.at_level(logging.WARNING, logger="vad.training.alerts"):
-        result = train_camera("cam01", train_videos, held_out, cfg, {"clip_len": 8, "widths": [8, 8, 4]}, threads=1)
-    payload = torch.load(io.BytesIO(result["checkpoint_bytes"]), weights_only=True)
+        row, trained = train_camera("cam01", train_videos, held_out, cfg, {"clip_len": 8, "widths": [8, 8, 4]}, threads=1)
+    payload = torch.load(io.BytesIO(trained.checkpoint), weights_only=True)
     budget = payload["alert_budget"]
     meta: dict = {}
     clips = decode_clips(held_out, cfg, meta=meta)
     hours = sum(meta["end_time_s"][meta["video_uri"] == v].max() - meta["start_time_s"][meta["video_uri"] == v].min()
                 for v in set(meta["video_uri"])) / 3600
     assert budget["max_false_per_hour"] == 2000.0 and budget["held_out_hours"] == pytest.approx(hours)
-    assert payload["threshold"] == budget["threshold"] == result["threshold"]
+    assert payload["threshold"] == budget["threshold"] == row["threshold"] == trained.threshold
     model = build_scorer("conv_ae", clip_len=8, widths=[8, 8, 4])
     model.load_state_dict(payload["state_dict"])
     held_out_scores = score_clips(model, clips)
@@ -164,7 +165,7 @@ def test_events_marked_normal_join_their_cameras_training_footage(tmp_path):
     from vad.results.schema import EVENTS_SCHEMA, SCORES_SCHEMA_VERSION
     from vad.testing.synthetic import generate_dataset
     from vad.training.feedback import feedback_footage
-    from vad.training.fleet import decode_clips
+    from vad.training.data import decode_clips
 
     generate_dataset(tmp_path / "footage", cameras=2, train_per_camera=1, test_per_camera=0, num_frames=100, seed=2)
     videos, _ = list_videos(SourceConfig(uri=str(tmp_path / "footage")))

@@ -34,7 +34,7 @@ class Calibrated:
                 "median": c.median, "recorded_in": self.recorded_in}
 
 
-def run_calibration(cfg: ScoreJobConfig, source_uri: str) -> list[Calibrated]:
+def run_calibration(cfg: ScoreJobConfig, source_uri: str, *, verbose: bool = False) -> list[Calibrated]:
     """Score the held-out normal videos under `source_uri` with `cfg`'s model(s) and record each one's calibration."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -55,7 +55,7 @@ def run_calibration(cfg: ScoreJobConfig, source_uri: str) -> list[Calibrated]:
     plan = plan_run(job)
     if not plan.todo:
         raise ValueError(f"no videos to calibrate on under {source_uri} (held-out normal footage of the model's cameras)")
-    summary = execute(job, plan, time.perf_counter())
+    summary = execute(job, plan, time.perf_counter(), verbose=verbose)
     if not summary.files:
         raise ValueError(f"none of the {len(plan.todo)} videos under {source_uri} could be scored: see {scratch}/errors")
     _, rows = run_query(str(scratch), "SELECT model_name, model_version, flatten(list(frame_scores)) FROM scores GROUP BY ALL ORDER BY ALL")

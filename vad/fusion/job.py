@@ -337,7 +337,7 @@ def _versions(plan: FusePlan) -> str:
     return versions[0] if len(versions) == 1 else f"{len(versions)} versions"
 
 
-def run_fusion(cfg: FuseJobConfig, run_date: str | None = None) -> RunSummary:
+def run_fusion(cfg: FuseJobConfig, run_date: str | None = None, *, verbose: bool = False) -> RunSummary:
     """Fuse every video the members have scored and the fused model has not (or not from these members)."""
     t0 = time.perf_counter()
     plan = plan_fusion(cfg, run_date)
@@ -354,5 +354,5 @@ def run_fusion(cfg: FuseJobConfig, run_date: str | None = None) -> RunSummary:
     if cfg.report.enabled and summary.files:
         from vad.review.report import review_page
 
-        summary.report_path = review_page(cfg, summary)
+        summary.report_path = review_page(cfg, summary, verbose=verbose)
     return summary

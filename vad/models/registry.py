@@ -9,11 +9,35 @@ nothing else keeps a table per model. A model registers its record from its own 
 
 from __future__ import annotations
 
+import enum
+import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 NORMALISATIONS = ("minmax", "regularity", "none")
+
+
+class LearningType(str, enum.Enum):
+    """How a model learns what normal is; `vad.training` asks it once and hands the model to that learner."""
+
+    TRAINED = "trained"  # by gradient, epochs over normal clips (`TrainedScorer.training_loss`)
+    FITTED = "fitted"  # in one pass over normal clips: a memory bank, densities (`FittedScorer`)
+    WEAKLY_SUPERVISED = "weakly_supervised"  # from videos labelled only anomalous or normal (MIL bags)
+    PRETRAINED = "pretrained"  # not trained by vad (backbones)
+
+
+@dataclass(frozen=True)
+class BenchmarkSettings:
+    """How a model is benchmarked on one dataset variant (e.g. Ped2 `full`): what `bench/` builds, decodes,
+    trains and evaluates with. The accuracy protocol records these before a test run."""
+
+    hparams: dict  # builder keyword arguments
+    decode: Any  # vad.config.DecodeConfig of the test videos (and, with `train_strides`, of the training footage)
+    train_strides: list  # training clips: strides in frames, and "x2"/"x3" for frame steps (bench/ped2_harness.training_decodes)
+    epochs: int  # 1 for fitted models
+    lr: float  # 0.0 for fitted models
+    smoothing: int = 1  # moving-average window over frame scores before evaluation (1: none)
 
 
 @dataclass(frozen=True)
@@ -37,19 +61,24 @@ class ModelMeta:
     normalisation: str = "pixels / 255"  # what the model does to its input, in words
     feature_dim: int | None = None  # backbones: the length of one clip's feature
     evaluation_normalisation: str = "minmax"  # per-video score scale of its paper (`vad.evaluation.metrics`)
-    trains_on_normal_clips: bool = True  # False: trained another way (MIL: weakly labelled bags)
-    fitted: bool = False  # True: fitted in one pass over normal clips (a memory bank), no epochs (`vad.training.fitting`)
+    learning_type: LearningType = LearningType.TRAINED  # which learner `vad.training` hands it to
     localises: bool = False  # True: `score` also returns pixel masks
     uint8_input: bool = False  # True: `score` takes the decoded uint8 clips as they are (work done in OpenCV/ONNX, not torch)
     precision: str = "bf16"  # what `precision: auto` runs it at on a GPU: bf16, or fp32 where bf16 measured slower or cannot help
     tiny: Tiny | None = None
-    benchmarks: dict[str, Any] = field(default_factory=dict)  # e.g. {"ped2": {"full": ..., "fast": ...}}
+    benchmarks: dict[str, dict[str, BenchmarkSettings]] = field(default_factory=dict)  # {"ped2": {"full": ..., "fast": ...}}
 
     def __post_init__(self):
         if self.evaluation_normalisation not in NORMALISATIONS:
             raise ValueError(f"{self.name}: evaluation_normalisation must be one of {NORMALISATIONS}")
         if self.precision not in ("bf16", "fp32"):
             raise ValueError(f"{self.name}: precision must be bf16 or fp32")
+        object.__setattr__(self, "learning_type", LearningType(self.learning_type))
+
+    def hparams_for(self, clip_len: int | None, hparams: dict) -> dict:
+        """The builder's keyword arguments: `hparams`, with the job's `clip_len` where the builder takes one."""
+        takes = self.builder is not None and "clip_len" in inspect.signature(self.builder).parameters
+        return {"clip_len": clip_len, **hparams} if takes and clip_len is not None else dict(hparams)
 
 
 class ModelRegistry:

@@ -132,7 +132,7 @@ def scoring_run(run_ids: list[str], tracking: str) -> str | None:
 def run_report(
     results_uri: str, *, storage: StorageConfig | None = None, date: str | None = None, run_id: str | None = None, top_k: int = 12,
     out_dir: str | Path = "vad-work/reports", concurrency: int = 2, ray_address: str | None = None, num_cpus: int | None = None,
-    mlflow_run_id: str | None = None, tracking_uri: str | None = None,
+    mlflow_run_id: str | None = None, tracking_uri: str | None = None, verbose: bool = False,
 ) -> ReportSummary:
     """Write the night's page under `out_dir` (report-<date>[-<run>].html) and, with `mlflow_run_id`,
     log it to that run as an artifact (`report/`); with `tracking_uri` and no `mlflow_run_id`, to the
@@ -152,7 +152,7 @@ def run_report(
         mlflow_run_id = mlflow_run_id or scoring_run(night.run_ids, tracking_uri)
     previews: dict[str, dict] = {}
     if night.top:
-        ensure_ray(ray_address, num_cpus)
+        ensure_ray(ray_address, num_cpus, verbose=verbose)
         previews = cut_previews(night, storage, concurrency)
     generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     page = render(night, previews, generated_at=generated)
@@ -175,7 +175,7 @@ def run_report(
     return summary
 
 
-def review_page(cfg, summary) -> str | None:
+def review_page(cfg, summary, *, verbose: bool = False) -> str | None:
     """The page of a job's run (`vad score`, `vad fuse`: `cfg` with output, storage, report, ray and work_dir
     sections; `summary` its `RunSummary`), logged to the run's MLflow run. A failure is logged, not raised:
     the rows are written by then."""
@@ -183,7 +183,7 @@ def review_page(cfg, summary) -> str | None:
         page = run_report(
             cfg.output.uri, storage=cfg.storage, run_id=summary.run_id, top_k=cfg.report.top_k,
             out_dir=cfg.report.out_dir or Path(cfg.work_dir) / "reports", concurrency=cfg.report.concurrency,
-            ray_address=cfg.ray.address, num_cpus=cfg.ray.num_cpus, mlflow_run_id=summary.mlflow_run_id,
+            ray_address=cfg.ray.address, num_cpus=cfg.ray.num_cpus, mlflow_run_id=summary.mlflow_run_id, verbose=verbose,
         )
     except Exception as exc:  # noqa: BLE001
         log.warning("the review page could not be written: %s: %s", type(exc).__name__, exc)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from vad.cluster import ensure_ray
 from vad.config import ScoreJobConfig
-from vad.console import Progress, verbose
+from vad.console import Progress
 from vad.io.sources import Rejected, VideoRef, scan_source
 from vad.io.storage import require_credentials
 from vad.results.ledger import (
@@ -35,7 +35,7 @@ from vad.results.ledger import (
 from vad.results.runs import write_run_record
 from vad.results.schema import signature_of
 from vad.scoring.routing import ModelRoute, Routing, plan_routes
-from vad.scoring.stages import DecodeAndScoreClips, ScoreClips, decode_tasks, map_decoded_clips
+from vad.scoring.stages import DecodeAndScoreClips, ScoreClips, map_decoded_clips, task_dataset
 from vad.scoring.summary import RunSummary
 from vad.scoring.writer import start_writers, write_by_video
 from vad.tracking.runs import mlflow_run
@@ -100,12 +100,8 @@ def build_dataset(cfg: ScoreJobConfig, listing: list[dict], run_id: str, routes:
     Each listing row names its model by `model_index` into `routes`; `writers` are the pass's
     `vad.scoring.writer.WriteScores` actors (`start_writers`). `errors` is the run's
     `vad.results.ledger.ErrorLog` actor; without one, the first failure fails the job."""
-    import ray
-
     storage = cfg.storage
-    tasks = decode_tasks(listing, cfg.decode)
-    ds = ray.data.from_items(tasks, override_num_blocks=max(1, min(len(tasks), 1000)))
-    ds.context.enable_progress_bars = verbose()  # the job draws its own; Ray Data's per operator with -v
+    ds = task_dataset(listing, cfg.decode)
     scorer_kwargs = {
         "routes": [route.to_dict() for route in routes],
         "storage": storage,
@@ -162,8 +158,8 @@ def plan_run(cfg: ScoreJobConfig, run_date: str | None = None) -> Plan:
     return plan
 
 
-def execute(cfg: ScoreJobConfig, plan: Plan, t0: float) -> RunSummary:
-    """Score `plan.todo` on Ray and write results, manifest and errors; returns the run's summary."""
+def execute(cfg: ScoreJobConfig, plan: Plan, t0: float, *, verbose: bool = False) -> RunSummary:
+    """Score `plan.todo` on Ray and write results, manifest and errors; returns the run's summary (`verbose`: -v, Ray's output shown)."""
     errors = [error_row(r.uri, "list", error_class="Rejected", message=r.reason, permanent=True, size=r.size) for r in plan.new_rejected]
     errors += [
         error_row(v.uri, "model", error_class="NoModel", message=plan.routing.missing[v.camera], size=v.size) for v in plan.unrouted
@@ -173,7 +169,7 @@ def execute(cfg: ScoreJobConfig, plan: Plan, t0: float) -> RunSummary:
         manifest_out.add(uri=video.uri, size=video.size, mtime=video.mtime, key=plan.key(video), status="scored", clips=rows, scores_path=path)
     files, clips, anomalies, events = [], 0, 0, 0
     if plan.todo:
-        ensure_ray(cfg.ray.address, cfg.ray.num_cpus)
+        ensure_ray(cfg.ray.address, cfg.ray.num_cpus, verbose=verbose)
         written, stage_errors = _score_videos(cfg, plan, manifest_out)
         for row in written:
             files.append(row["path"])
@@ -214,7 +210,7 @@ def report(cfg: ScoreJobConfig, summary: RunSummary, tracker) -> None:
     )
 
 
-def run_scoring(cfg: ScoreJobConfig, run_date: str | None = None) -> RunSummary:
+def run_scoring(cfg: ScoreJobConfig, run_date: str | None = None, *, verbose: bool = False) -> RunSummary:
     """Score every new or changed video under `cfg.source.uri`; returns what was written.
 
     Bad objects end up in the `errors` table, not in an exception; `RunSummary.failed` says
@@ -223,12 +219,12 @@ def run_scoring(cfg: ScoreJobConfig, run_date: str | None = None) -> RunSummary:
     plan = plan_run(cfg, run_date)
     with mlflow_run(cfg.mlflow, cfg.work_dir, cfg.run_name or f"score-{plan.run_date}", {"vad.run_id": plan.run_id, "vad.job": "score"}) as tracker:
         tracker.log_params(_params(cfg, plan))
-        summary = execute(cfg, plan, t0)
+        summary = execute(cfg, plan, t0, verbose=verbose)
         report(cfg, summary, tracker)
     if cfg.report.enabled:
         from vad.review.report import review_page
 
-        summary.report_path = review_page(cfg, summary)
+        summary.report_path = review_page(cfg, summary, verbose=verbose)
     return summary
 
 

@@ -28,6 +28,15 @@ def decode_tasks(listing: list[dict], decode: DecodeConfig) -> list[dict]:
     return tasks
 
 
+def task_dataset(listing: list[dict], decode: DecodeConfig):
+    """The start of every Ray Data pipeline that decodes videos (scoring, training, feature extraction): a
+    dataset of decode task rows (`decode_tasks`), in up to 1,000 blocks so the decode spreads across the cluster."""
+    import ray
+
+    tasks = decode_tasks(listing, decode)
+    return ray.data.from_items(tasks, override_num_blocks=max(1, min(len(tasks), 1000)))
+
+
 def decode_videos(
     batch: dict[str, np.ndarray], *, decode: DecodeConfig, storage: StorageConfig | None, errors=None
 ) -> Iterator[dict[str, np.ndarray]]:
@@ -140,9 +149,10 @@ class ScoreClips:
         localise, mask and pixel_scores."""
         import torch
 
+        from vad.models.inputs import model_input
+
         with torch.inference_mode(), self.options.autocast():
-            clips = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device, non_blocking=True)
-            output = self.score_fn(clips if self.loaded.model.meta.uint8_input else clips.float().div_(255.0))
+            output = self.score_fn(model_input(self.loaded.model.meta, frames, self.device))
         out = {"score": output.score, "frame_scores": output.frame_scores, "mask": output.mask, "pixel_scores": output.pixel_scores}
         arrays = {
             name: value.cpu().numpy() if value.dtype == torch.bool else value.float().cpu().numpy().astype(np.float32)
@@ -339,18 +349,18 @@ class ExtractFeatures:
         self.device = self.options.device
         self.model, self.extract = prepare(build_backbone(extractor, state_dict=state), self.options)
         self.name = extractor
-        self.pixel_divisor = 255.0 / backbone_meta(extractor).input_range  # e.g. C3D takes 0-255, I3D [0, 1]
+        self.meta = backbone_meta(extractor)  # its input_range: C3D takes 0-255, I3D [0, 1]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
+
+        from vad.models.inputs import model_input
 
         frames = batch.pop("frames")
         if frames.ndim != 5:
             raise ValueError(f"{self.name} needs RGB clips (B, T, H, W, 3); set decode.grayscale: false")
         with torch.inference_mode(), self.options.autocast():
-            clips = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
-            clips = clips.float().div_(self.pixel_divisor)
-            features = self.extract(clips).float().cpu().numpy()
+            features = self.extract(model_input(self.meta, frames, self.device)).float().cpu().numpy()
         batch["features"] = features
         batch["extractor"] = np.array([self.name] * len(features), dtype=object)
         batch["pretrained"] = np.full(len(features), bool(self.model.pretrained))

@@ -9,17 +9,44 @@ import logging
 
 import numpy as np
 
+from vad.models.calibration import Calibration
 from vad.results.events import Budget, budget_threshold
 
 log = logging.getLogger(__name__)
 
+NAN = float("nan")
 META = ("video_uri", "start_time_s", "end_time_s")  # what a held-out clip needs besides its score to count events
 
 
-def threshold_of(cfg, scores: np.ndarray, meta: dict | None, quantile_threshold: float, what: str) -> tuple[float, Budget | None]:
-    """(threshold, budget) for `what` (a model, a camera's): `scores` of held-out normal clips in the order of
-    `meta`'s columns (None: no held-out videos)."""
-    alerts = cfg.alerts
+@dataclasses.dataclass(frozen=True)
+class Settled:
+    """What held-out normal footage sets on a model: its threshold, its calibration (fusion's common scale) and,
+    with `alerts.max_false_per_hour`, the budget the threshold came from."""
+
+    threshold: float
+    calibration: Calibration
+    budget: Budget | None = None
+
+
+def settle(clip_scores: np.ndarray, frame_scores: np.ndarray, *, quantile: float, alerts=None, meta: dict | None = None,
+           held_out: bool = True, what: str = "the model") -> Settled:
+    """The one calibration step every learner ends with: held-out normal clips' scores (N,) and frame scores (N, T)
+    -> the threshold (the `quantile` of the clip scores, or the `alerts` budget's, measured on the clips' videos
+    and times in `meta`) and the model's `Calibration`. `held_out` False: the clips are training clips (no
+    footage was held out), which makes the threshold look better than it is; the calibration says so."""
+    scores = np.asarray(clip_scores, dtype=np.float64)
+    quantile_threshold = float(np.quantile(scores, quantile)) if len(scores) else NAN
+    calibration = Calibration.from_frame_scores(np.asarray(frame_scores, dtype=np.float64),
+                                                "held-out normal clips" if held_out else "training clips (none held out)")
+    if alerts is None:
+        return Settled(quantile_threshold, calibration)
+    threshold, budget = threshold_of(alerts, scores, meta if held_out else None, quantile_threshold, what)
+    return Settled(threshold, calibration, budget)
+
+
+def threshold_of(alerts, scores: np.ndarray, meta: dict | None, quantile_threshold: float, what: str) -> tuple[float, Budget | None]:
+    """(threshold, budget) for `what` (a model, a camera's) under `alerts` (the train job's section): `scores` of
+    held-out normal clips in the order of `meta`'s columns (None: no held-out videos)."""
     if alerts.max_false_per_hour is None:
         return quantile_threshold, None
     if not meta or len(scores) == 0:

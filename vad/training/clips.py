@@ -1,4 +1,4 @@
-"""Clip scorers (autoencoders, predictors) trained on normal footage with Ray Train.
+"""The gradient learner on the cluster (`LearningType.TRAINED`: autoencoders, predictors): trained on normal footage with Ray Train.
 
 The driver lists the normal footage and builds Ray Datasets with the scoring pipeline's decode stage
 (held-out videos for validation); a TorchTrainer runs `train_loop` on `distributed.num_workers`
@@ -12,47 +12,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from vad.config import TrainJobConfig
+from vad.models.inputs import unit_clips
 from vad.training import ray_train
-from vad.training.step import train_step, unit_clips
+from vad.training.result import Trained
+from vad.training.step import train_step
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class DistributedResult:
-    """What a Ray Train run produced (the model holds the final weights, on CPU)."""
-
-    model: object
-    history: list[dict] = field(default_factory=list)
-    val_scores: np.ndarray | None = None
-    threshold: float = float("nan")
-    train_clips: int = 0
-    val_clips: int = 0
-    seconds: float = 0.0
-    run_path: str = ""
-    calibration: object = None  # vad.models.calibration.Calibration of the held-out frame scores
-    budget: object = None  # vad.results.events.Budget, when the threshold came from alerts.max_false_per_hour
-
-
-def clips_dataset(videos: list, cfg: TrainJobConfig, columns: tuple[str, ...] = ("frames",)):
-    """A Ray Dataset with one row per clip (`columns`: its frames, and e.g. its video and times), decoded by
-    the scoring pipeline's stage, its blocks in order (so a seeded run and its resumption see the same clips
-    in the same order)."""
-    import ray
-
-    from vad.scoring.stages import decode_tasks, decode_videos
-
-    tasks = decode_tasks([v.to_row() for v in videos], cfg.decode)
-    ds = ray.data.from_items(tasks, override_num_blocks=max(1, min(len(tasks), 1000)))
-    ds.context.execution_options.preserve_order = True  # this dataset's own context, not the process's
-    ds = ds.map_batches(decode_videos, batch_size=1, fn_kwargs={"decode": cfg.decode, "storage": cfg.storage}, num_cpus=cfg.decode.num_cpus)
-    return ds.select_columns(list(columns))
 
 
 def _ordered_ingest():
@@ -126,16 +95,16 @@ def train_loop(config: dict) -> None:
 
 
 def train_distributed(
-    cfg: TrainJobConfig, train_videos: list, val_videos: list, hparams: dict, mlflow_spec: dict | None = None,
+    cfg: TrainJobConfig, train_videos: list, val_videos: list, hparams: dict, *, mlflow_spec: dict | None = None,
     epoch_callbacks: list[Callable[[dict], None]] = (),
-) -> DistributedResult:
+) -> Trained:
     """Train `cfg.model` with Ray Train on the clips of `train_videos`, validate on `val_videos`
     (`vad.training.split.split_videos`); returns the final model and threshold.
 
     `epoch_callbacks` run on every worker after each epoch's report, with its metrics."""
-    from vad.models.calibration import Calibration
     from vad.models.scorers import build_scorer
-    from vad.training.alerts import META, threshold_of
+    from vad.training.alerts import META, settle
+    from vad.training.data import clips_dataset, gather
     from vad.training.local import score_clips_and_frames
 
     run = ray_train.claim_run(cfg)
@@ -165,18 +134,14 @@ def train_distributed(
     model.load_state_dict(state["model"])
     model.eval()
     history = list(state["history"])  # every epoch, across restarts and resumptions
-    # The threshold is a quantile of held-out normal clips' scores (training clips when there are none).
-    reference = held_out if held_out is not None else datasets["train"].limit(512)
-    batches = list(reference.iter_batches(batch_size=256, batch_format="numpy"))
-    clips = np.concatenate([b["frames"] for b in batches])
-    meta = {k: np.concatenate([b[k] for b in batches]) for k in META} if held_out is not None else None
+    # The threshold comes from held-out normal clips' scores (training clips when there are none).
+    clips, meta = gather(held_out if held_out is not None else datasets["train"].limit(512), with_meta=held_out is not None)
     scores, frame_scores = score_clips_and_frames(model, clips)
-    threshold, budget = threshold_of(cfg, scores, meta, float(np.quantile(scores, cfg.train.threshold_quantile)), cfg.model.name)
-    calibration = Calibration.from_frame_scores(frame_scores, "held-out normal videos" if val_videos else "training clips (none held out)")
-    if hasattr(model, "calibrate"):  # scorers with pixel masks calibrate them on the same clips
-        model.calibrate(unit_clips(clips[:64]))
-    return DistributedResult(
-        model=model, history=history, val_scores=scores, threshold=threshold,
+    settled = settle(scores, frame_scores, quantile=cfg.train.threshold_quantile, alerts=cfg.alerts, meta=meta, held_out=bool(val_videos),
+                     what=cfg.model.name)
+    model.calibrate(unit_clips(clips[:64]))  # what the model sets from the same clips besides its threshold (pixel masks)
+    return Trained(
+        model, settled.threshold, history, scores, settled.calibration, settled.budget,
         train_clips=int(history[-1]["train/clips"]) if history else 0, val_clips=len(clips) if val_videos else 0,
-        seconds=seconds, run_path=path, calibration=calibration, budget=budget,
+        seconds=seconds, run_path=path,
     )

@@ -45,11 +45,12 @@ FITTED_REPEAT, TRAINED_REPEAT = 16, 4
 def feedback_repeat(cfg: TrainJobConfig) -> int:
     """`train.feedback_repeat`, or by how the model learns: a fitted scorer's density needs more weight on a few dismissed
     objects than a trained scorer's epochs do on a few clips."""
+    from vad.models.registry import LearningType
     from vad.models.scorers import scorer_meta
 
     if cfg.train.feedback_repeat is not None:
         return cfg.train.feedback_repeat
-    return FITTED_REPEAT if scorer_meta(cfg.model.name).fitted else TRAINED_REPEAT
+    return FITTED_REPEAT if scorer_meta(cfg.model.name).learning_type is LearningType.FITTED else TRAINED_REPEAT
 
 
 def _video(uri: str, camera: str, cfg: TrainJobConfig) -> VideoRef | None:

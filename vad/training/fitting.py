@@ -1,8 +1,8 @@
-"""Scorers that are fitted, not trained (`ModelMeta.fitted`; `vad.models.scorers.FittedScorer`, e.g.
+"""The fitted learner (`LearningType.FITTED`, the `vad.models.scorers.FittedScorer` protocol, e.g.
 `patch_knn`, `objects`): one pass over normal clips gathers the scorer's rows (`fit_rows`) into a
 bounded pool, the scorer fits itself on them (`fit`), and a second pass over held-out normal clips
-gives the values it calibrates on (`calibration_values`, `calibrate_values`); the threshold is a
-quantile of those clips' scores.
+gives the values it calibrates on (`calibration_values`, `calibrate_values`); the threshold comes from
+those clips' scores (`vad.training.alerts.settle`).
 
 `fit_in_process` does both passes here (benchmarks, tests, a fleet's camera task); `fit_with_ray_data`
 runs them as Ray Data stages (actors on GPUs where the cluster has them) for `vad train`. Neither
@@ -17,21 +17,14 @@ import time
 import numpy as np
 import torch
 
+from vad.models.inputs import model_input
 from vad.models.memory import CandidatePool
-from vad.training.alerts import META
-from vad.training.step import unit_clips
+from vad.training.alerts import META, settle
+from vad.training.result import Trained
 
 log = logging.getLogger(__name__)
 
 CALIBRATION_SAMPLE = 256  # clips of the training footage calibrated on when there is no held-out footage
-
-
-def model_input(model, clips: np.ndarray | torch.Tensor, device: str | torch.device = "cpu") -> torch.Tensor:
-    """uint8 clips as the scorer takes them: unchanged for `ModelMeta.uint8_input` scorers, else in [0, 1]."""
-    if model.meta.uint8_input:
-        tensor = torch.from_numpy(np.ascontiguousarray(clips)) if isinstance(clips, np.ndarray) else clips
-        return tensor.to(device)
-    return unit_clips(clips, device)
 
 
 def _fit(model, pool: CandidatePool) -> dict[str, float]:
@@ -41,43 +34,43 @@ def _fit(model, pool: CandidatePool) -> dict[str, float]:
     return metrics
 
 
-def _finish(model, fit_metrics: dict, values: torch.Tensor, threshold_quantile: float, seconds: float, on_epoch=None,
-            held_out: bool = True):
-    """Calibrate on held-out values; the threshold is a quantile of their clip scores (a fitted scorer's
-    clip score is its worst frame), the model's `Calibration` their frame scores' statistics."""
-    from vad.models.calibration import Calibration
-    from vad.training.local import FitResult
-
+def _finish(model, fit_metrics: dict, values: torch.Tensor, *, threshold_quantile: float, alerts, val_meta: dict | None, what: str,
+            started: float, held_out: bool, on_epoch=None) -> Trained:
+    """Calibrate on held-out values (`settle`: a fitted scorer's clip score is its worst frame)."""
     frame_scores, val_metrics = model.calibrate_values(values)
     frame_scores = np.asarray(frame_scores, dtype=np.float64)
     scores = frame_scores.max(axis=1)
-    calibration = Calibration.from_frame_scores(frame_scores, "held-out normal clips" if held_out else "training clips (none held out)")
-    row = {"epoch": 0, **fit_metrics, **val_metrics, "val/score_mean": float(scores.mean()), **model.fit_summary()}
-    row.setdefault("train/loss", float("nan"))
-    row.setdefault("val/loss", float("nan"))
+    settled = settle(scores, frame_scores, quantile=threshold_quantile, alerts=alerts, meta=val_meta, held_out=held_out, what=what)
+    row = {"epoch": 0, "train/loss": float("nan"), "val/loss": float("nan"), **fit_metrics, **val_metrics,
+           "val/score_mean": float(scores.mean()), **model.fit_summary()}
     if on_epoch is not None:
         on_epoch(row)
     log.info("fitted %s: train/loss %.4f, val/loss %.4f", model.name, row["train/loss"], row["val/loss"])
-    return FitResult(float(np.quantile(scores, threshold_quantile)), [row], scores, seconds, calibration)
+    return Trained(model, settled.threshold, [row], scores, settled.calibration, settled.budget, val_clips=len(values) if held_out else 0,
+                   seconds=time.perf_counter() - started)
 
 
 def fit_in_process(
     model, train: np.ndarray, val: np.ndarray, *, batch_size: int = 16, device: str = "cpu", threshold_quantile: float = 0.99,
-    seed: int = 0, on_epoch=None,
-):
-    """Fit `model` on uint8 normal clips `train`; calibrate on `val` (held-out normal clips; a
-    sample of `train` if there are none, which makes the scores look better than they are)."""
+    seed: int = 0, on_epoch=None, alerts=None, val_meta: dict | None = None, what: str = "the model",
+) -> Trained:
+    """Fit `model` on uint8 normal clips `train`; calibrate on `val` (held-out normal clips, their videos and
+    times in `val_meta` for an `alerts` budget; a sample of `train` if there are none, which makes the scores
+    look better than they are)."""
     started = time.perf_counter()
     model.to(device).eval()
     pool = CandidatePool(model.max_candidates, seed)
     with torch.inference_mode():
         for i in range(0, len(train), batch_size):
-            pool.add(model.fit_rows(model_input(model, train[i : i + batch_size], device)))
+            pool.add(model.fit_rows(model_input(model.meta, train[i : i + batch_size], device)))
         metrics = _fit(model, pool)
         reference = val if len(val) else train[:CALIBRATION_SAMPLE]
-        values = torch.cat([model.calibration_values(model_input(model, reference[i : i + batch_size], device)).cpu()
+        values = torch.cat([model.calibration_values(model_input(model.meta, reference[i : i + batch_size], device)).cpu()
                             for i in range(0, len(reference), batch_size)])
-        return _finish(model, metrics, values, threshold_quantile, time.perf_counter() - started, on_epoch, held_out=len(val) > 0)
+    fitted = _finish(model, metrics, values, threshold_quantile=threshold_quantile, alerts=alerts, val_meta=val_meta, what=what,
+                     started=started, held_out=len(val) > 0, on_epoch=on_epoch)
+    fitted.train_clips = len(train)
+    return fitted
 
 
 class FitPass:
@@ -104,7 +97,7 @@ class FitPass:
         that counts the batch's clips on its first row (a batch without rows gives one NaN row to carry it)."""
         clips = len(batch["frames"])
         with torch.inference_mode():
-            out = self.method(model_input(self.model, batch["frames"], self.device)).float().cpu().numpy()
+            out = self.method(model_input(self.model.meta, batch["frames"], self.device)).float().cpu().numpy()
         if self.method.__name__ != "fit_rows":  # each clip's video and times travel along (the budget threshold counts events)
             return {"values": out, **{k: batch[k] for k in META if k in batch}}
         if len(out) == 0:
@@ -114,13 +107,12 @@ class FitPass:
         return {"values": out, "clips": counts}
 
 
-def fit_with_ray_data(cfg, train_videos: list, val_videos: list, hparams: dict):
+def fit_with_ray_data(cfg, train_videos: list, val_videos: list, hparams: dict, **_) -> Trained:
     """`vad train` for a fitted scorer: both passes are Ray Data stages (`distributed.num_workers`
     actors, each with `cpus_per_worker` CPUs and `gpus_per_worker` GPUs when `use_gpu`); the scorer
     is fitted in the driver from a pool bounded by its `max_candidates`."""
     from vad.models.scorers import build_scorer
-    from vad.training.alerts import threshold_of
-    from vad.training.clips import DistributedResult, clips_dataset
+    from vad.training.data import clips_dataset
 
     dist = cfg.distributed
     started = time.perf_counter()
@@ -145,18 +137,15 @@ def fit_with_ray_data(cfg, train_videos: list, val_videos: list, hparams: dict):
         pool.add(rows[~torch.isnan(rows.flatten(1)).any(1)])
         clips += int(np.sum(batch["clips"]))
     metrics = _fit(model, pool)
-    reference = val_videos or train_videos
     state = {k: v.cpu() for k, v in model.state_dict().items()}
     parts, meta = [], {k: [] for k in META}
-    for b in run_pass(reference, "calibration_values", state, None if val_videos else CALIBRATION_SAMPLE).iter_batches(batch_size=1024, batch_format="numpy"):
+    reference = run_pass(val_videos or train_videos, "calibration_values", state, None if val_videos else CALIBRATION_SAMPLE)
+    for b in reference.iter_batches(batch_size=1024, batch_format="numpy"):
         parts.append(torch.from_numpy(np.array(b["values"])))
         for k in META:
             meta[k].append(b[k])
-    values = torch.cat(parts)
-    fitted = _finish(model, metrics, values, cfg.train.threshold_quantile, time.perf_counter() - started, held_out=bool(val_videos))
-    held_out = {k: np.concatenate(v) for k, v in meta.items()} if val_videos else None
-    threshold, budget = threshold_of(cfg, fitted.val_scores, held_out, fitted.threshold, cfg.model.name)
-    return DistributedResult(
-        model=model, history=fitted.history, val_scores=fitted.val_scores, threshold=threshold, calibration=fitted.calibration, budget=budget,
-        train_clips=clips, val_clips=len(values) if val_videos else 0, seconds=fitted.seconds, run_path="",
-    )
+    fitted = _finish(model, metrics, torch.cat(parts), threshold_quantile=cfg.train.threshold_quantile, alerts=cfg.alerts,
+                     val_meta={k: np.concatenate(v) for k, v in meta.items()}, what=cfg.model.name, started=started,
+                     held_out=bool(val_videos))
+    fitted.train_clips = clips
+    return fitted

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from vad.config import TrainJobConfig
+from vad.training.result import Trained
 
 log = logging.getLogger(__name__)
 
@@ -57,47 +58,14 @@ def _cell(value):
     return f"{value:.5g}" if isinstance(value, float) else ("" if value is None else value)
 
 
-def decode_clips(videos: list, cfg: TrainJobConfig, limit: int | None = None, meta: dict | None = None,
-                 spans: dict | None = None) -> np.ndarray:
-    """Every clip of `videos` as one uint8 array (decoded once; the epochs reuse it); with `meta` (a dict),
-    each clip's video and times are added to it, column by column (`vad.training.alerts.META`). Event spans
-    (listed `feedback_repeat` times) are decoded once, into `spans` when the caller passes one to reuse."""
-    from vad.training.alerts import META
-    from vad.video.clips import iter_clip_batches
-
-    parts: list[np.ndarray] = []
-    columns: dict[str, list] = {k: [] for k in META}
-    spans = {} if spans is None else spans  # an event's span is listed train.feedback_repeat times: decoded once
-    count = 0
-    for video in videos:
-        if video.first_frame is not None and video not in spans:
-            spans[video] = list(iter_clip_batches(video, cfg.decode, cfg.storage))
-        for batch in spans[video] if video.first_frame is not None else iter_clip_batches(video, cfg.decode, cfg.storage):
-            parts.append(batch["frames"])
-            for k in META:
-                columns[k].append(batch[k])
-            count += len(batch["frames"])
-            if limit is not None and count >= limit:
-                break
-        if limit is not None and count >= limit:
-            break
-    if meta is not None:
-        meta.update({k: np.concatenate(v)[:limit] if v else np.zeros(0) for k, v in columns.items()})
-    if not parts:
-        return np.zeros((0, cfg.decode.clip_len), dtype=np.uint8)
-    return np.concatenate(parts)[:limit]
-
-
-def train_camera(camera: str, train_videos: list, val_videos: list, cfg: TrainJobConfig, hparams: dict, threads: int) -> dict:
-    """One camera's model (runs as a Ray task): decode its clips once, fit, return the checkpoint."""
+def train_camera(camera: str, train_videos: list, val_videos: list, cfg: TrainJobConfig, hparams: dict, threads: int) -> tuple[dict, Trained | None]:
+    """One camera's model (runs as a Ray task): decode its clips once, learn (`vad.training.local.fit`, by the
+    model's kind), return its summary row and what it learned, packed (None when skipped)."""
     import torch
 
-    from vad.models.checkpoint import checkpoint_bytes, decode_record, load_checkpoint
     from vad.models.inference import pick_device
-    from vad.models.scorers import build_scorer
-    from vad.tracking.registry import registry_name
-    from vad.training.alerts import budget_metrics, feedback_floor, threshold_of
-    from vad.training.local import fit, score_clips
+    from vad.training.data import decode_clips
+    from vad.training.local import fit
 
     torch.set_num_threads(max(1, threads))
     started = time.perf_counter()
@@ -106,44 +74,55 @@ def train_camera(camera: str, train_videos: list, val_videos: list, cfg: TrainJo
     row = {"camera": camera, "videos": len(train_videos) + len(val_videos), "clips": len(clips), "val_clips": 0}
     if len(clips) < cfg.train.min_camera_clips:
         note = f"{len(clips)} training clips, fewer than train.min_camera_clips {cfg.train.min_camera_clips}: add footage or lower it"
-        return {**row, "status": "skipped", "note": note, "seconds": time.perf_counter() - started}
+        return {**row, "status": "skipped", "note": note, "seconds": time.perf_counter() - started}, None
     held_out: dict = {}
     val = decode_clips(val_videos, cfg, meta=held_out) if val_videos else None
+    model = _camera_model(camera, cfg, hparams)
+    loop = cfg.train
+    trained = fit(
+        model, clips, epochs=loop.epochs, batch_size=loop.batch_size, lr=loop.lr, weight_decay=loop.weight_decay,
+        val_fraction=0.0, threshold_quantile=loop.threshold_quantile, seed=loop.seed, device=pick_device("cuda" if cfg.distributed.use_gpu else "cpu"),
+        val_clips=val if val is not None and len(val) else None, alerts=cfg.alerts, val_meta=held_out or None, what=f"camera {camera}",
+    )
+    model.to("cpu")
+    _apply_feedback_floor(trained, [v for v in train_videos if v.first_frame is not None], cfg, spans, camera)
+    trained.pack(cfg, camera)
+    trained.model = None  # the checkpoint travels back, not the module
+    final = trained.history[-1]
+    return {
+        **row, "status": "trained", "val_clips": trained.val_clips if val is not None else 0, "val_loss": final["val/loss"],
+        "threshold": trained.threshold, "seconds": time.perf_counter() - started,
+        "note": "" if val_videos else "no held-out video: not promoted",
+    }, trained
+
+
+def _camera_model(camera: str, cfg: TrainJobConfig, hparams: dict):
+    """The camera's model before learning: new, or fine-tuned from `train.init_from` (a trained scorer's refit with feedback)."""
+    from vad.models.checkpoint import load_checkpoint
+    from vad.models.registry import LearningType
+    from vad.models.scorers import build_scorer
+
     model = build_scorer(cfg.model.name, **hparams)
-    if cfg.train.init_from and not model.meta.fitted:  # fine-tune the camera's model (e.g. a refit with feedback)
+    if cfg.train.init_from and model.meta.learning_type is LearningType.TRAINED:
         start = load_checkpoint(cfg.train.init_from.replace("{camera}", camera), cfg.storage)
         if start.name != cfg.model.name:
             raise ValueError(f"train.init_from for camera {camera} holds a {start.name!r} model, not {cfg.model.name!r}")
         model.load_state_dict(start.model.state_dict())
     model.bind_storage(cfg.storage)  # what it reads besides clips (a detector's weights)
-    loop = cfg.train
-    device = pick_device("cuda" if cfg.distributed.use_gpu else "cpu")
-    result = fit(
-        model, clips, epochs=loop.epochs, batch_size=loop.batch_size, lr=loop.lr, weight_decay=loop.weight_decay,
-        val_fraction=0.0, threshold_quantile=loop.threshold_quantile, seed=loop.seed, device=device,
-        val_clips=val if val is not None and len(val) else None,
-    )
-    model.to("cpu")
-    threshold, budget = threshold_of(cfg, result.val_scores if val is not None else np.zeros(0), held_out or None, result.threshold,
-                                     f"camera {camera}")
-    dismissed = list(dict.fromkeys(v for v in train_videos if v.first_frame is not None))  # footage of events marked normal
-    floor = None
+    return model
+
+
+def _apply_feedback_floor(trained: Trained, spans_trained: list, cfg: TrainJobConfig, spans: dict, camera: str) -> None:
+    """With footage operators dismissed, the camera's threshold stays above the refitted model's scores of it."""
+    from vad.training.alerts import feedback_floor
+    from vad.training.data import decode_clips
+    from vad.training.local import score_clips
+
+    dismissed = list(dict.fromkeys(spans_trained))  # each event's span is listed feedback_repeat times
     if dismissed:
         dismissed_clips = decode_clips(dismissed, cfg, spans=spans)
-        threshold, floor = feedback_floor(threshold, score_clips(model, dismissed_clips, loop.batch_size), f"camera {camera}")
-    final = result.history[-1]
-    metrics = {"train/loss": final["train/loss"], "val/loss": final["val/loss"], "train/seconds": result.seconds}
-    data = checkpoint_bytes(
-        model, version=cfg.output.version, threshold=threshold, decode=decode_record(cfg.decode), metrics=metrics,
-        model_name=registry_name(cfg.registry, cfg.model.name, camera), calibration=result.calibration, budget=budget,
-    )
-    return {
-        **row, "status": "trained", "val_clips": 0 if val is None else len(val), "val_loss": final["val/loss"],
-        "threshold": threshold, "history": result.history, "metrics": metrics, "checkpoint_bytes": data,
-        "logged_metrics": {**(result.calibration.metrics() if result.calibration else {}), **budget_metrics(budget),
-                           **({"alerts/feedback_floor": floor} if floor is not None else {})},
-        "seconds": time.perf_counter() - started, "note": "" if val_videos else "no held-out video: not promoted",
-    }
+        scores = score_clips(trained.model, dismissed_clips, cfg.train.batch_size)
+        trained.threshold, trained.feedback_floor = feedback_floor(trained.threshold, scores, f"camera {camera}")
 
 
 class FleetState:
@@ -184,22 +163,18 @@ def by_camera(videos: list) -> dict[str, list]:
     return dict(sorted(groups.items()))
 
 
-def run_fleet_training(cfg: TrainJobConfig, *, on_camera: Callable[[dict], None] | None = None) -> FleetSummary:
+def run_fleet_training(cfg: TrainJobConfig, *, on_camera: Callable[[dict], None] | None = None, verbose: bool = False) -> FleetSummary:
     """Train one model per camera under `cfg.source.uri` (see the module doc); `on_camera` is called
     with each finished camera's summary row (the tests use it to stop a run part-way)."""
-    import ray
-
     from vad.cluster import ensure_ray
-    from vad.console import Progress
     from vad.io.storage import require_credentials
     from vad.models.scorers import build_scorer
     from vad.tracking.runs import mlflow_run
-    from vad.training.job import run_params, training_videos
     from vad.training.feedback import feedback_footage
-    from vad.training.split import split_videos, split_warning
+    from vad.training.job import model_hparams, run_params, training_videos
 
     t0 = time.perf_counter()
-    hparams = {"clip_len": cfg.decode.clip_len, **cfg.model.hparams}
+    hparams = model_hparams(cfg)
     build_scorer(cfg.model.name, **hparams).bind_storage(cfg.storage)  # bad names, hparams or weights fail before any cluster work
     require_credentials(cfg.output.checkpoint, cfg.storage)
     cameras = by_camera(training_videos(cfg))
@@ -208,45 +183,14 @@ def run_fleet_training(cfg: TrainJobConfig, *, on_camera: Callable[[dict], None]
     resumed = [c for c, row in state.rows.items() if c in cameras and row["status"] in ("trained", "skipped")]
     if resumed:
         log.warning("resuming fleet run %s: %d of %d cameras already finished", state.path.stem, len(resumed), len(cameras))
-    ensure_ray(cfg.distributed.ray_address, cfg.distributed.num_cpus, dashboard=True)
-    dist = cfg.distributed
-    task = ray.remote(train_camera).options(
-        num_cpus=dist.cpus_per_worker, num_gpus=dist.gpus_per_worker if dist.use_gpu else 0, max_retries=max(dist.max_failures, 0),
-    )
-    threads = max(1, int(dist.cpus_per_worker))
+    ensure_ray(cfg.ray.address, cfg.ray.num_cpus, dashboard=True, verbose=verbose)
     rows = {c: state.rows[c] for c in resumed}
-    progress = Progress("training", len(cameras), "cameras")
     tags = {"vad.job": "train", "vad.fleet": "true"}
     with mlflow_run(cfg.mlflow, cfg.work_dir, cfg.run_name or f"train-{cfg.model.name}-fleet", tags) as tracker:
         tracker.log_params({**run_params(cfg, hparams, sum(len(v) for v in cameras.values())), "fleet.cameras": len(cameras),
                             "feedback.normal_events": sum(len(v) for v in marked_normal.values())})
-        pending = {}
-        for camera, videos in cameras.items():
-            if camera in rows:
-                continue
-            train_videos, val_videos = split_videos(videos, cfg.train.val_fraction)
-            if warning := split_warning(f"camera {camera}", train_videos, val_videos, cfg.train.val_fraction):
-                log.warning(warning)
-            train_videos = train_videos + marked_normal.get(camera, [])  # trained on, never held out
-            pending[task.remote(camera, train_videos, val_videos, cfg, hparams, threads)] = camera
-        try:
-            while pending:
-                progress.update(len(rows), f"{len(pending)} in training")
-                ready, _ = ray.wait(list(pending), num_returns=1)
-                camera = pending.pop(ready[0])
-                try:
-                    row = _finish_camera(ray.get(ready[0]), cfg, tracker)
-                except Exception as exc:  # this camera failed (after Ray's retries); the others go on
-                    log.warning("camera %s failed: %s", camera, exc)
-                    row = {"camera": camera, "status": "failed", "videos": len(cameras[camera]), "note": str(exc).strip().splitlines()[0][:200]}
-                rows[camera] = row
-                state.record(row)
-                if on_camera is not None:
-                    on_camera(row)
-        finally:
-            progress.close()
-            for ref in pending:
-                ray.cancel(ref, force=True)
+        pending = _start_cameras(cfg, hparams, {c: v for c, v in cameras.items() if c not in rows}, marked_normal)
+        _gather_cameras(pending, rows, cameras, cfg, tracker, state, on_camera)
         summary = FleetSummary([rows[c] for c in cameras], resumed, tracker.run_id, time.perf_counter() - t0)
         tracker.log_text(summary.table() + "\n", "fleet_summary.txt")
         tracker.log_text(json.dumps(summary.rows, indent=1, default=str), "fleet_summary.json")
@@ -256,22 +200,70 @@ def run_fleet_training(cfg: TrainJobConfig, *, on_camera: Callable[[dict], None]
     return summary
 
 
-def _finish_camera(result: dict, cfg: TrainJobConfig, tracker) -> dict:
+def _start_cameras(cfg: TrainJobConfig, hparams: dict, cameras: dict[str, list], marked_normal: dict[str, list]) -> dict:
+    """One Ray task per camera (`distributed.cpus_per_worker` CPUs, `gpus_per_worker` GPUs with `use_gpu`); {task: camera}."""
+    import ray
+
+    from vad.training.split import split_videos, split_warning
+
+    dist = cfg.distributed
+    task = ray.remote(train_camera).options(
+        num_cpus=dist.cpus_per_worker, num_gpus=dist.gpus_per_worker if dist.use_gpu else 0, max_retries=max(dist.max_failures, 0),
+        num_returns=2,
+    )
+    pending = {}
+    for camera, videos in cameras.items():
+        train_videos, val_videos = split_videos(videos, cfg.train.val_fraction)
+        if warning := split_warning(f"camera {camera}", train_videos, val_videos, cfg.train.val_fraction):
+            log.warning(warning)
+        train_videos = train_videos + marked_normal.get(camera, [])  # trained on, never held out
+        row_ref, trained_ref = task.remote(camera, train_videos, val_videos, cfg, hparams, max(1, int(dist.cpus_per_worker)))
+        pending[row_ref] = (camera, trained_ref)
+    return pending
+
+
+def _gather_cameras(pending: dict, rows: dict, cameras: dict, cfg: TrainJobConfig, tracker, state: FleetState, on_camera) -> None:
+    """Each camera's result as it comes: tracked, registered, written, recorded in `rows` and the run's state."""
+    import ray
+
+    from vad.console import Progress
+
+    progress = Progress("training", len(cameras), "cameras")
+    try:
+        while pending:
+            progress.update(len(rows), f"{len(pending)} in training")
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            camera, trained_ref = pending.pop(ready[0])
+            try:
+                row = _finish_camera(ray.get(ready[0]), ray.get(trained_ref), cfg, tracker)
+            except Exception as exc:  # this camera failed (after Ray's retries); the others go on
+                log.warning("camera %s failed: %s", camera, exc)
+                row = {"camera": camera, "status": "failed", "videos": len(cameras[camera]), "note": str(exc).strip().splitlines()[0][:200]}
+            rows[camera] = row
+            state.record(row)
+            if on_camera is not None:
+                on_camera(row)
+    finally:
+        progress.close()
+        for ref in pending:
+            ray.cancel(ref, force=True)
+
+
+def _finish_camera(row: dict, trained: Trained | None, cfg: TrainJobConfig, tracker) -> dict:
     """A camera task's result tracked, registered and written; returns its summary row."""
     from vad.training.job import register_and_write
 
-    camera = result["camera"]
-    row = {k: v for k, v in result.items() if k not in ("history", "metrics", "checkpoint_bytes", "logged_metrics")}
-    if result["status"] != "trained":
-        log.warning("camera %s skipped: %s", camera, result["note"])
+    camera = row["camera"]
+    if trained is None:
+        log.warning("camera %s skipped: %s", camera, row["note"])
         return row
     with tracker.child(camera, {"vad.camera": camera, "vad.job": "train"}) as child:
-        for epoch_row in result["history"]:
+        for epoch_row in trained.history:
             child.log_metrics({k: v for k, v in epoch_row.items() if k != "epoch" and not np.isnan(v)}, step=int(epoch_row["epoch"]))
-        child.log_metrics({"train/threshold": result["threshold"], "train/clips": result["clips"], "val/clips": result["val_clips"],
-                           **result["logged_metrics"]})
-        registered, checkpoint = register_and_write(child, cfg, result["checkpoint_bytes"], result["metrics"], camera)
-    row |= {"checkpoint": checkpoint, "model": f"{registered.name}/{registered.version}" if registered else "", "promoted": bool(registered and registered.promoted)}
+        child.log_metrics(trained.logged_metrics())
+        registered, checkpoint = register_and_write(child, cfg, trained, camera)
+    row = {**row, "checkpoint": checkpoint, "model": f"{registered.name}/{registered.version}" if registered else "",
+           "promoted": bool(registered and registered.promoted)}
     if registered is not None and not registered.promoted and not row["note"]:
         row["note"] = registered.reason
     return row

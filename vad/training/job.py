@@ -1,53 +1,41 @@
-"""`vad train`: train a scorer on normal footage (or, for MIL, weakly labelled footage) with Ray Train,
-write its checkpoint, track and register it in MLflow."""
+"""`vad train`: a scorer learns normal from footage on the cluster, by its kind (`LearningType`, asked once):
+trained by gradient on Ray Train (`clips`), fitted in Ray Data passes (`fitting`), or weakly supervised on
+labelled videos (`mil`); every learner hands back one `Trained`, whose checkpoint is written, tracked and
+registered here (`register_and_write`, the fleet's cameras included)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-
 from vad.cluster import ensure_ray
 from vad.config import TrainJobConfig
 from vad.io.sources import list_videos
 from vad.io.storage import require_credentials, write_bytes
-from vad.models.checkpoint import checkpoint_bytes, decode_record
+from vad.models.checkpoint import decode_record
+from vad.models.registry import LearningType
 from vad.tracking.runs import mlflow_run
-from vad.training.alerts import budget_metrics
-from vad.training.local import FitResult
+from vad.training.result import Trained
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class TrainSummary:
+    """What `vad train` reports: where the checkpoint went and what the learner handed back."""
+
     checkpoint: str
     clips: int
-    result: FitResult
+    result: Trained
     mlflow_run_id: str | None = None
     registered: object | None = None  # vad.tracking.registry.Registration
-    budget: object | None = None  # vad.results.events.Budget, when the threshold came from alerts.max_false_per_hour
 
-
-@dataclass
-class Trained:
-    """What either kind of training hands back to the job: the model, its threshold and history,
-    the metrics of the checkpoint (the registry's promotion metric among them) and the run's extras."""
-
-    model: object
-    threshold: float
-    history: list[dict]
-    metrics: dict
-    extra_metrics: dict
-    clips: int
-    seconds: float
-    run_path: str
-    val_scores: np.ndarray
-    calibration: object = None  # vad.models.calibration.Calibration
-    budget: object = None  # vad.results.events.Budget: the threshold came from alerts.max_false_per_hour
+    @property
+    def budget(self):  # vad.results.events.Budget, when the threshold came from alerts.max_false_per_hour
+        return self.result.budget
 
 
 def training_videos(cfg: TrainJobConfig) -> list:
@@ -74,11 +62,10 @@ def run_params(cfg: TrainJobConfig, hparams: dict, videos: int) -> dict:
     }
 
 
-def _train_clip_scorer(cfg: TrainJobConfig, videos: list, hparams: dict, tracker, epoch_callbacks) -> Trained:
-    from vad.models.scorers import scorer_meta
-    from vad.training.clips import train_distributed
+def _learn_from_normal(cfg: TrainJobConfig, videos: list, hparams: dict, tracker, epoch_callbacks, learn) -> Trained:
+    """Trained and fitted scorers: whole videos held out, footage operators marked normal added (never held
+    out), then the kind's learner (`learn`)."""
     from vad.training.feedback import feedback_footage
-    from vad.training.fitting import fit_with_ray_data
     from vad.training.split import split_videos, split_warning
 
     train_videos, val_videos = split_videos(videos, cfg.train.val_fraction)
@@ -88,40 +75,32 @@ def _train_clip_scorer(cfg: TrainJobConfig, videos: list, hparams: dict, tracker
     marked_normal = feedback_footage(cfg)  # events operators marked normal: trained on, never held out
     train_videos = train_videos + marked_normal
     tracker.log_params({"split.train_videos": len(train_videos), "split.val_videos": len(val_videos), "feedback.normal_events": len(marked_normal)})
-    if scorer_meta(cfg.model.name).fitted:  # a memory bank: Ray Data passes, no Ray Train epochs
-        trained = fit_with_ray_data(cfg, train_videos, val_videos, hparams)
-    else:
-        trained = train_distributed(cfg, train_videos, val_videos, hparams, tracker.worker_spec(), epoch_callbacks)
-    log.info(
-        "trained on %d videos (%d clips), validated on %d videos (%d clips)",
-        len(train_videos), trained.train_clips, len(val_videos), trained.val_clips,
-    )
-    final = trained.history[-1] if trained.history else {}
-    metrics = {"train/loss": final.get("train/loss", float("nan")), "val/loss": final.get("val/loss", float("nan")), "train/seconds": trained.seconds}
-    return Trained(
-        trained.model, trained.threshold, trained.history, metrics,
-        {"train/clips": trained.train_clips, "val/clips": trained.val_clips,
-         **{k: v for k, v in final.items() if k not in ("epoch", "train/loss", "val/loss", "val/score_mean")}},  # a fit's own (bank size, objects)
-        trained.train_clips, trained.seconds, trained.run_path, trained.val_scores, trained.calibration, trained.budget,
-    )
+    trained = learn(cfg, train_videos, val_videos, hparams, mlflow_spec=tracker.worker_spec(), epoch_callbacks=epoch_callbacks)
+    log.info("trained on %d videos (%d clips), validated on %d videos (%d clips)",
+             len(train_videos), trained.train_clips, len(val_videos), trained.val_clips)
+    return trained
 
 
-def _train_mil(cfg: TrainJobConfig, videos: list, hparams: dict, tracker, epoch_callbacks) -> Trained:
+def _learner(kind: LearningType) -> Callable[..., Trained]:
+    """The learner of a kind of model, asked once: each takes (cfg, videos, hparams, tracker, epoch_callbacks)."""
+    from vad.training.clips import train_distributed
+    from vad.training.fitting import fit_with_ray_data
     from vad.training.mil import train_mil_job
 
-    if cfg.alerts.max_false_per_hour is not None:
-        log.warning("mil: alerts.max_false_per_hour is not supported (its held-out clips are bag features without times); "
-                    "the threshold is train.threshold_quantile's")
-    trained = train_mil_job(cfg, videos, epoch_callbacks)
-    for row in trained.history:  # per epoch, as rank 0 reported them
-        tracker.log_metric("train/loss", row["train/loss"], step=int(row["epoch"]))
-    final = trained.history[-1] if trained.history else {}
-    metrics = {"train/loss": final.get("train/loss", float("nan")), **trained.val_metrics, "train/seconds": trained.seconds}
-    extra = {**trained.val_metrics, **{f"train/bags_{k}": v for k, v in trained.bags.items()}}
-    return Trained(
-        trained.model, trained.threshold, trained.history, metrics, extra, trained.clips, trained.seconds, trained.run_path, np.array([]),
-        trained.calibration,
-    )
+    if kind is LearningType.TRAINED:
+        return functools.partial(_learn_from_normal, learn=train_distributed)
+    if kind is LearningType.FITTED:
+        return functools.partial(_learn_from_normal, learn=fit_with_ray_data)
+    if kind is LearningType.WEAKLY_SUPERVISED:
+        return lambda cfg, videos, hparams, tracker, epoch_callbacks: train_mil_job(cfg, videos, hparams, epoch_callbacks=epoch_callbacks)
+    raise ValueError(f"{kind.value} models are not trained by vad train")
+
+
+def model_hparams(cfg: TrainJobConfig) -> dict:
+    """The scorer's builder arguments: `model.hparams`, with `decode.clip_len` where the builder takes one."""
+    from vad.models.scorers import scorer_meta
+
+    return scorer_meta(cfg.model.name).hparams_for(cfg.decode.clip_len, cfg.model.hparams)
 
 
 def check_resources(cfg: TrainJobConfig) -> None:
@@ -146,7 +125,7 @@ def check_resources(cfg: TrainJobConfig) -> None:
         )
 
 
-def run_training(cfg: TrainJobConfig, *, epoch_callbacks: list[Callable[[dict], None]] = ()) -> TrainSummary:
+def run_training(cfg: TrainJobConfig, *, epoch_callbacks: list[Callable[[dict], None]] = (), verbose: bool = False) -> TrainSummary:
     """Train, write the checkpoint to `cfg.output.checkpoint`, log and register it.
 
     `epoch_callbacks` run on every Ray Train worker after each epoch with its metrics (the tests use
@@ -154,33 +133,31 @@ def run_training(cfg: TrainJobConfig, *, epoch_callbacks: list[Callable[[dict], 
     from vad.models.scorers import build_scorer, scorer_meta
     from vad.training.mil import WEAK_LABELS_NEEDED
 
-    hparams = {"clip_len": cfg.decode.clip_len, **cfg.model.hparams}
+    hparams = model_hparams(cfg)
     build_scorer(cfg.model.name, **hparams).bind_storage(cfg.storage)  # bad names, hparams or weights fail here, before any cluster work
     for uri in (cfg.output.checkpoint, cfg.distributed.storage_path or ""):
         require_credentials(uri, cfg.storage)
-    trains_on_normal_clips = scorer_meta(cfg.model.name).trains_on_normal_clips
-    if not trains_on_normal_clips and not cfg.train.anomalous_regex:
+    kind = scorer_meta(cfg.model.name).learning_type
+    if kind is LearningType.WEAKLY_SUPERVISED and not cfg.train.anomalous_regex:
         raise ValueError(WEAK_LABELS_NEEDED)
+    learn = _learner(kind)
     videos = training_videos(cfg)
-    train = _train_clip_scorer if trains_on_normal_clips else _train_mil
-    log.info("training %s on %d videos with %d Ray Train worker(s)", cfg.model.name, len(videos), cfg.distributed.num_workers)
-    ensure_ray(cfg.distributed.ray_address, cfg.distributed.num_cpus, dashboard=True)
+    log.info("training %s (%s) on %d videos with %d worker(s)", cfg.model.name, kind.value, len(videos), cfg.distributed.num_workers)
+    ensure_ray(cfg.ray.address, cfg.ray.num_cpus, dashboard=True, verbose=verbose)
     if cfg.distributed.check_resources:
         check_resources(cfg)
-    if cfg.distributed.num_workers > 1 and trains_on_normal_clips:
+    if cfg.distributed.num_workers > 1 and kind is LearningType.TRAINED:
         log.info("each of the %d workers takes the same number of clips: up to %d clips are left out of an epoch",
                  cfg.distributed.num_workers, cfg.distributed.num_workers - 1)
     with mlflow_run(cfg.mlflow, cfg.work_dir, cfg.run_name or f"train-{cfg.model.name}", {"vad.job": "train"}) as tracker:
         tracker.log_params(run_params(cfg, hparams, len(videos)))
-        trained = train(cfg, videos, hparams, tracker, epoch_callbacks)
-        data = checkpoint_bytes(
-            trained.model, version=cfg.output.version, threshold=trained.threshold, decode=decode_record(cfg.decode), metrics=trained.metrics,
-            calibration=trained.calibration, budget=trained.budget,
-        )
-        recorded = {**(trained.calibration.metrics() if trained.calibration else {}), **budget_metrics(trained.budget)}
-        tracker.log_metrics({**trained.extra_metrics, **recorded, "train/threshold": trained.threshold, "train/seconds": trained.seconds})
+        trained = learn(cfg, videos, hparams, tracker, epoch_callbacks)
+        if kind is LearningType.WEAKLY_SUPERVISED:  # its Ray Train loop logs nothing itself: per epoch, as rank 0 reported them
+            for row in trained.history:
+                tracker.log_metric("train/loss", row["train/loss"], step=int(row["epoch"]))
+        tracker.log_metrics(trained.logged_metrics())
         tracker.set_tag("vad.ray_train_path", trained.run_path)
-        registered, checkpoint = register_and_write(tracker, cfg, data, trained.metrics)
+        registered, checkpoint = register_and_write(tracker, cfg, trained)
     if registered is not None and not registered.promoted:
         log.warning(
             "%s version %s is registered but @%s was not moved to it: %s. Its checkpoint is %s (%s still holds the "
@@ -188,14 +165,14 @@ def run_training(cfg: TrainJobConfig, *, epoch_callbacks: list[Callable[[dict], 
             registered.name, registered.version, cfg.registry.alias, registered.reason, checkpoint, cfg.output.checkpoint,
             registered.name, registered.version,
         )
-    result = FitResult(trained.threshold, trained.history, trained.val_scores, trained.seconds, trained.calibration)
-    return TrainSummary(checkpoint, trained.clips, result, tracker.run_id, registered, trained.budget)
+    return TrainSummary(checkpoint, trained.train_clips, trained, tracker.run_id, registered)
 
 
-def register_and_write(tracker, cfg: TrainJobConfig, data: bytes, metrics: dict, camera: str | None = None) -> tuple:
-    """Register the checkpoint `data` in the tracker's run (promoted on `registry.metric` from
-    `metrics`), write it to `output.checkpoint` (`{camera}` filled in for a fleet's camera; beside it
-    when not promoted, see `checkpoint_path`) and tag the run with where; returns (registration, path)."""
+def register_and_write(tracker, cfg: TrainJobConfig, trained: Trained, camera: str | None = None) -> tuple:
+    """Register what a learner handed back in the tracker's run (promoted on `registry.metric` from its
+    metrics), write its checkpoint to `output.checkpoint` (`{camera}` filled in for a fleet's camera; beside
+    it when not promoted, see `checkpoint_path`) and tag the run with where; returns (registration, path)."""
+    data, metrics = trained.pack(cfg, camera), trained.metrics()
     shape = (cfg.decode.clip_len, *(cfg.decode.resize or ())) + (() if cfg.decode.grayscale else (3,))
     registered = tracker.register(data, cfg.registry, cfg.model.name, shape, metrics.get(cfg.registry.metric, float("nan")), camera)
     checkpoint = checkpoint_path(cfg.output.checkpoint.replace("{camera}", camera) if camera else cfg.output.checkpoint, registered)

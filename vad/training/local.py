@@ -1,32 +1,25 @@
-"""Single-process training and batch scoring of clip scorers on in-memory clips (benchmarks, tests).
+"""Single-process learning and batch scoring on in-memory clips (a fleet camera's task, benchmarks, tests).
 
-`vad train` runs on Ray Train instead (`vad.training.clips`): the same model, loss, Adam optimiser and
-`train_step`, with Ray Data feeding clips and checkpoints between epochs.
+`vad train` runs on the cluster instead (`vad.training.job`): the same model, loss, optimiser, `train_step`,
+MIL loop (`mil_epoch`) and calibration step (`vad.training.alerts.settle`), with Ray Data feeding clips.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from vad.models.calibration import Calibration
+from vad.models.inputs import unit_clips
+from vad.models.registry import LearningType
 from vad.models.scorers import ClipScorer
-from vad.training.step import optimise, train_step, unit_clips
+from vad.training.alerts import settle
+from vad.training.result import Trained
+from vad.training.step import mil_epoch, train_step
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class FitResult:
-    threshold: float
-    history: list[dict] = field(default_factory=list)
-    val_scores: np.ndarray | None = None
-    seconds: float = 0.0
-    calibration: Calibration | None = None  # held-out normal frame scores' statistics (`vad.models.calibration`)
 
 
 def _batches(clips: np.ndarray, batch_size: int, rng: np.random.Generator | None):
@@ -57,7 +50,7 @@ def score_clips_and_frames(model: ClipScorer, clips: np.ndarray, batch_size: int
     return np.concatenate(scores), np.concatenate(frames)
 
 
-def validation_loss(model: ClipScorer, clips: np.ndarray, batch_size: int = 32, device: str = "cpu") -> float:
+def validation_loss(model, clips: np.ndarray, batch_size: int = 32, device: str = "cpu") -> float:
     """The training loss on held-out clips (what the registry promotes on); NaN without any."""
     if len(clips) == 0:
         return float("nan")
@@ -83,24 +76,37 @@ def fit(
     device: str = "cpu",
     on_epoch=None,
     val_clips: np.ndarray | None = None,
-) -> FitResult:
-    """Train on normal clips; the threshold is a quantile of the scores of held-out normal clips:
-    `val_clips` when given (e.g. whole held-out videos), else `val_fraction` of `clips` at random.
-    A fitted scorer (`ModelMeta.fitted`) is fitted instead: one pass, the epoch settings unused."""
+    alerts=None,
+    val_meta: dict | None = None,
+    what: str = "the model",
+) -> Trained:
+    """Learn normal from uint8 clips in this process, by the model's kind: a trained scorer by `epochs` of
+    gradient steps, a fitted one in one pass (`vad.training.fitting`, the epoch settings unused). The
+    threshold comes from held-out normal clips: `val_clips` when given (e.g. whole held-out videos, with
+    their videos and times in `val_meta` for an `alerts` budget), else `val_fraction` of `clips` at random."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     if val_clips is not None:
-        val, train, n_val = val_clips, clips, len(val_clips)
+        val, train = val_clips, clips
     else:
         order = rng.permutation(len(clips))
         n_val = max(1, int(round(len(clips) * val_fraction))) if len(clips) > 1 else 0
         val, train = clips[order[:n_val]], clips[order[n_val:]]
-    if model.meta.fitted:  # a memory bank: one pass, no epochs (`vad.training.fitting`)
+        val_meta = None
+    settings = {"threshold_quantile": threshold_quantile, "alerts": alerts, "val_meta": val_meta, "what": what}
+    if model.meta.learning_type is LearningType.FITTED:
         from vad.training.fitting import fit_in_process
 
-        return fit_in_process(
-            model, train, val, batch_size=batch_size, device=device, threshold_quantile=threshold_quantile, seed=seed, on_epoch=on_epoch,
-        )
+        return fit_in_process(model, train, val, batch_size=batch_size, device=device, seed=seed, on_epoch=on_epoch, **settings)
+    if model.meta.learning_type is not LearningType.TRAINED:
+        raise ValueError(f"{model.name} learns {model.meta.learning_type.value}, not from normal clips: see vad.training.mil")
+    return _train(model, train, val, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, rng=rng, device=device,
+                  on_epoch=on_epoch, **settings)
+
+
+def _train(model, train: np.ndarray, val: np.ndarray, *, epochs: int, batch_size: int, lr: float, weight_decay: float, rng,
+           device: str, on_epoch, threshold_quantile: float, alerts, val_meta, what: str) -> Trained:
+    """The gradient learner: Adam over `epochs` of `train`, validated on `val` after each."""
     model.to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     history: list[dict] = []
@@ -108,47 +114,39 @@ def fit(
     for epoch in range(epochs):
         model.train()
         losses = [train_step(model.training_loss, optimiser, batch.to(device)) for batch in _batches(train, batch_size, rng)]
-        val_scores, val_frames = score_clips_and_frames(model, val, batch_size, device) if n_val else (np.zeros(0), None)
+        val_scores, val_frames = score_clips_and_frames(model, val, batch_size, device) if len(val) else (np.zeros(0), None)
         row = {
             "epoch": epoch, "train/loss": float(np.mean(losses)), "val/loss": validation_loss(model, val, batch_size, device),
-            "val/score_mean": float(val_scores.mean()) if n_val else float("nan"),
+            "val/score_mean": float(val_scores.mean()) if len(val) else float("nan"),
         }
         history.append(row)
         log.info("epoch %d/%d  train/loss %.5f  val/score_mean %.5f", epoch + 1, epochs, row["train/loss"], row["val/score_mean"])
         if on_epoch is not None:
             on_epoch(row)
-    reference = val_scores if n_val else score_clips(model, train, batch_size, device)
-    if hasattr(model, "calibrate"):  # scorers with pixel masks calibrate them on held-out normal clips
-        model.eval()
-        model.calibrate(unit_clips(val if n_val else train[:64], device))
-    threshold = float(np.quantile(reference, threshold_quantile))
-    frames = val_frames if n_val else score_clips(model, train[:256], batch_size, device, field="frame_scores")
-    calibration = Calibration.from_frame_scores(frames, "held-out normal clips" if n_val else "training clips (none held out)")
-    return FitResult(threshold, history, reference, time.perf_counter() - started, calibration)
+    held_out = len(val) > 0
+    if not held_out:  # the threshold from the training clips: it looks better than it is
+        val_scores, val_frames = score_clips_and_frames(model, train[:256], batch_size, device)
+    model.eval()
+    model.calibrate(unit_clips(val if held_out else train[:64], device))
+    settled = settle(val_scores, val_frames, quantile=threshold_quantile, alerts=alerts, meta=val_meta, held_out=held_out, what=what)
+    return Trained(model, settled.threshold, history, val_scores, settled.calibration, settled.budget, train_clips=len(train),
+                   val_clips=len(val), seconds=time.perf_counter() - started)
 
 
 def train_mil(
-    anomalous: np.ndarray, normal: np.ndarray, *, epochs: int = 200, batch_pairs: int = 30, lr: float = 1e-3,
-    weight_decay: float = 1e-3, seed: int = 0,
+    anomalous: np.ndarray, normal: np.ndarray, *, epochs: int = 200, steps_per_epoch: int = 1, batch_pairs: int = 30, lr: float = 1e-3,
+    weight_decay: float = 1e-3, dropout: float = 0.6, seed: int = 0,
 ) -> tuple[torch.nn.Module, list[float]]:
     """The MIL head (Sultani et al.) trained in this process on bags (n, 32, d) of anomalous and normal
-    videos; Adagrad as in the paper's code (`vad.training.mil` trains it on Ray Train)."""
-    from vad.models.scorers.mil.loss import mil_ranking_loss
-    from vad.models.scorers.mil.model import MILHead
+    videos, by the loop `vad train` runs on Ray Train (`mil_epoch`); Adagrad as in the paper's code."""
+    from vad.models.scorers.mil.model import MILScorer
 
     torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    head = MILHead(feature_dim=anomalous.shape[-1])
+    head = MILScorer.head_for(anomalous.shape[-1], dropout=dropout)
     optimiser = torch.optim.Adagrad(head.parameters(), lr=lr, weight_decay=weight_decay)
     a_all, n_all = torch.from_numpy(anomalous).float(), torch.from_numpy(normal).float()
-    losses = []
-    for _ in range(epochs):
-        head.train()
-        # The paper's batch: 30 anomalous and 30 normal videos, paired; smaller sets are cycled.
-        ia = rng.permutation(len(a_all))[:batch_pairs]
-        inn = rng.permutation(len(n_all))[:batch_pairs]
-        pairs = max(len(ia), len(inn))
-        scores_a, scores_n = head(a_all[ia]), head(n_all[inn])
-        losses.append(optimise(optimiser, mil_ranking_loss(scores_a[np.arange(pairs) % len(ia)], scores_n[np.arange(pairs) % len(inn)])))
+    losses: list[float] = []
+    for epoch in range(epochs):
+        losses += mil_epoch(head, MILScorer.ranking_loss, optimiser, a_all, n_all, steps=steps_per_epoch, pairs=batch_pairs, seed=seed, epoch=epoch)
     head.eval()
     return head, losses

@@ -1,18 +1,11 @@
 """The optimisation step every training loop takes, on a laptop or a Ray Train worker: `train_step`
-for clip scorers, `optimise` under it and under the MIL ranking loops."""
+for trained scorers, `optimise` under it and under `mil_epoch`, the MIL ranker's one loop."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
 import torch
-
-
-def unit_clips(clips: np.ndarray | torch.Tensor, device: str | torch.device = "cpu") -> torch.Tensor:
-    """uint8 clips (0-255) -> float32 in [0, 1] on `device`, the input every clip scorer takes."""
-    tensor = torch.from_numpy(np.ascontiguousarray(clips)) if isinstance(clips, np.ndarray) else clips
-    return tensor.to(device).float().div_(255.0)
 
 
 def optimise(optimiser: torch.optim.Optimizer, loss: torch.Tensor) -> float:
@@ -31,3 +24,20 @@ def train_step(loss_model: Callable[[torch.Tensor], torch.Tensor], optimiser: to
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
         loss = loss_model(clips)
     return optimise(optimiser, loss)
+
+
+def mil_epoch(head: torch.nn.Module, ranking_loss: Callable, optimiser: torch.optim.Optimizer, anomalous: torch.Tensor,
+              normal: torch.Tensor, *, steps: int, pairs: int, seed: int, epoch: int, rank: int = 0) -> list[float]:
+    """One epoch of the MIL ranker (Sultani et al. 2018), the one loop both learners run (`vad.training.mil`
+    on Ray Train, `vad.training.local.train_mil` in one process): `steps` steps, each ranking `pairs`
+    (anomalous, normal) bags drawn with replacement; each rank of a group draws its own pairs. `head` scores
+    bags' segments (B, S, d) -> (B, S); `ranking_loss` ranks two such batches. Returns the steps' losses."""
+    import numpy as np
+
+    rng = np.random.default_rng([seed, rank, epoch])
+    head.train()
+    losses = []
+    for _ in range(steps):
+        ia, inn = rng.integers(0, len(anomalous), pairs), rng.integers(0, len(normal), pairs)
+        losses.append(optimise(optimiser, ranking_loss(head(anomalous[ia]), head(normal[inn]))))
+    return losses

@@ -1,31 +1,13 @@
-"""The scorers: one folder each, which registers its record (`vad.models.registry.ModelMeta`) when
-imported. Every folder here is imported below, so adding a scorer touches only its own folder."""
+"""The scorers: one folder each, which registers its record (`vad.models.registry.ModelMeta`) in the leaf
+`catalog` when imported. Every folder here is imported below, so adding a scorer touches only its own folder."""
 
 from __future__ import annotations
 
-from vad.models.registry import ModelMeta, ModelRegistry, import_submodules
-from vad.models.scorers.base import ClipScorer, FittedScorer, ScoreOutput
-
-SCORERS = ModelRegistry("scorer")
-
-
-def register(meta: ModelMeta) -> ModelMeta:
-    return SCORERS.register(meta)
-
-
-def scorer_meta(name: str) -> ModelMeta:
-    return SCORERS.meta(name)
-
-
-def build_scorer(name: str, **hparams) -> ClipScorer:
-    return SCORERS.build(name, **hparams)
-
-
-def evaluation_normalisation(name: str) -> str:
-    """The per-video normalisation `vad evaluate` and the benchmarks use for `name` (min-max if unknown)."""
-    return SCORERS.meta(name).evaluation_normalisation if name in SCORERS else "minmax"
-
+from vad.models.registry import import_submodules
+from vad.models.scorers.base import ClipScorer, FittedScorer, ScoreOutput, TrainedScorer, WeaklySupervisedScorer
+from vad.models.scorers.catalog import SCORERS, build_scorer, evaluation_normalisation, register, scorer_meta
 
 import_submodules(__name__, __path__)
 
-__all__ = ["SCORERS", "ClipScorer", "FittedScorer", "ScoreOutput", "build_scorer", "evaluation_normalisation", "register", "scorer_meta"]
+__all__ = ["SCORERS", "ClipScorer", "FittedScorer", "ScoreOutput", "TrainedScorer", "WeaklySupervisedScorer", "build_scorer",
+           "evaluation_normalisation", "register", "scorer_meta"]

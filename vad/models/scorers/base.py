@@ -46,20 +46,20 @@ def reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor) -> t
 
 
 class ClipScorer(nn.Module):
-    """A model that scores clips of shape (B, T, H, W) (grayscale) or (B, T, H, W, 3), floats in [0, 1].
+    """What every scorer provides, however it learns: it scores clips of shape (B, T, H, W) (grayscale) or
+    (B, T, H, W, 3), floats in [0, 1] (uint8 as decoded for `ModelMeta.uint8_input` scorers).
 
-    `name` is its key in the scorer registry, whose record (`meta`) says what else it needs and gives."""
+    `name` is its key in the scorer registry, whose record (`meta`) says what else it needs and gives, and
+    how it learns (`meta.learning_type`): each kind implements one of the learner protocols below, and
+    `vad.training` hands it to that kind's learner."""
 
     name: ClassVar[str]
 
     @property
     def meta(self):
-        from vad.models.scorers import scorer_meta
+        from vad.models.scorers.catalog import scorer_meta
 
         return scorer_meta(self.name)
-
-    def training_loss(self, clips: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
 
     def bind_storage(self, storage) -> None:
         """Where the model reads what it needs besides its checkpoint (a detector's weights at an
@@ -73,7 +73,20 @@ class ClipScorer(nn.Module):
         raise NotImplementedError
 
 
-class ReconstructionScorer(ClipScorer):
+class TrainedScorer(ClipScorer):
+    """`LearningType.TRAINED`: learns by gradient over epochs of normal clips (`vad.training.clips` on Ray
+    Train, `vad.training.local.fit` in one process), both through `training_loss`."""
+
+    def training_loss(self, clips: torch.Tensor) -> torch.Tensor:
+        """The loss of a batch of unit normal clips (what the optimiser lowers, and `val/loss` on held-out ones)."""
+        raise NotImplementedError
+
+    def calibrate(self, clips: torch.Tensor) -> None:
+        """Set what the model derives from held-out normal clips besides its threshold (a pixel-mask
+        threshold); called once after training. Most set nothing."""
+
+
+class ReconstructionScorer(TrainedScorer):
     """A scorer whose forward pass reconstructs its input clip: trained on the reconstruction
     loss, scored by each frame's reconstruction error (Hasan et al. 2016; Chong & Tay 2017).
     Subclasses set `score_patch` (see `frame_score_from_errors`)."""
@@ -89,7 +102,7 @@ class ReconstructionScorer(ClipScorer):
 
 
 class FittedScorer(ClipScorer):
-    """A scorer fitted, not trained (`ModelMeta.fitted`): a pass over normal clips gathers rows (patch
+    """`LearningType.FITTED`: fitted, not trained: a pass over normal clips gathers rows (patch
     features, objects), bounded by `max_candidates`, from which `fit` builds the model (a memory bank,
     densities); a pass over held-out normal clips gives the values `calibrate_values` puts on a common
     scale. `vad.training.fitting` runs both passes, in this process or as Ray Data stages; a scorer
@@ -122,3 +135,27 @@ class FittedScorer(ClipScorer):
     def fit_summary(self) -> dict[str, float]:
         """Size of what was fitted, for the run's metrics (e.g. bank rows)."""
         return {}
+
+
+class WeaklySupervisedScorer(ClipScorer):
+    """`LearningType.WEAKLY_SUPERVISED`: learns from whole videos labelled only anomalous or normal (MIL). A
+    frozen backbone gives `clip_features`; `vad.training.mil` ranks 32-segment bags of them with the model's
+    head (`head_for`, its loss `ranking_loss`) and joins the trained head to the backbone (`with_head`)."""
+
+    def clip_features(self, clips: torch.Tensor) -> torch.Tensor:
+        """Clips -> backbone features (B, d), as the head is trained on them."""
+        raise NotImplementedError
+
+    @staticmethod
+    def head_for(feature_dim: int, **hparams) -> nn.Module:
+        """A new head over `feature_dim`-d segment features (what the weak learner trains)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def ranking_loss(scores_anomalous: torch.Tensor, scores_normal: torch.Tensor) -> torch.Tensor:
+        """The loss of paired bags' segment scores (B, segments) each."""
+        raise NotImplementedError
+
+    def with_head(self, head: nn.Module, backbone_state: dict | None = None) -> "WeaklySupervisedScorer":
+        """This model with `head` trained (and the backbone weights the features came from, when given)."""
+        raise NotImplementedError

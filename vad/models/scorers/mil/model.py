@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vad.models.scorers.base import ClipScorer, ScoreOutput
+from vad.models.scorers.base import ScoreOutput, WeaklySupervisedScorer
 
 SEGMENTS = 32
 
@@ -52,10 +52,10 @@ def segment_features(clip_features: np.ndarray, segments: int = SEGMENTS) -> np.
     return out / np.maximum(norms, 1e-12)
 
 
-class MILScorer(ClipScorer):
+class MILScorer(WeaklySupervisedScorer):
     """A backbone (C3D or I3D) and a trained MIL head: scores RGB clips in the scoring pipeline.
 
-    Training ranks 32-segment bags (`vad.training.local.train_mil`); at scoring time each clip is one instance, its
+    Training ranks 32-segment bags (`vad.training.mil`; `vad.training.local.train_mil` in one process); at scoring time each clip is one instance, its
     L2-normalised feature scored by the head, so a nightly job needs no whole-video pass. Every frame
     of a clip takes the clip's score. The checkpoint holds the backbone too, so it is self-contained.
     """
@@ -96,16 +96,26 @@ class MILScorer(ClipScorer):
         scores = self.head(features)
         return ScoreOutput(score=scores, frame_scores=scores[:, None].expand(-1, clips.shape[1]))
 
-    def training_loss(self, clips: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError(
-            "mil is trained on weakly labelled videos, not on normal clips: train a head with "
-            "vad.training.local.train_mil on segment features and join it with MILScorer.from_parts"
-        )
+    # -- the weakly supervised learner's protocol (`vad.training.mil`) ------------------------------
+    @staticmethod
+    def head_for(feature_dim: int, dropout: float = 0.6) -> MILHead:
+        return MILHead(feature_dim=feature_dim, dropout=dropout)
+
+    @staticmethod
+    def ranking_loss(scores_anomalous: torch.Tensor, scores_normal: torch.Tensor) -> torch.Tensor:
+        from vad.models.scorers.mil.loss import mil_ranking_loss
+
+        return mil_ranking_loss(scores_anomalous, scores_normal)
+
+    def with_head(self, head: MILHead, backbone_state: dict | None = None) -> "MILScorer":
+        from vad.models.backbones import build_backbone
+
+        backbone = build_backbone(self.extractor, state_dict=backbone_state) if backbone_state is not None else self.backbone
+        return MILScorer.from_parts(self.extractor, backbone, head)
 
     def hparams(self) -> dict:
         return {"extractor": self.extractor, "dropout": self.head.dropout, "pretrained_backbone": self.pretrained_backbone}
 
 
-def mil(*, extractor: str = "i3d", dropout: float = 0.6, pretrained_backbone: bool = False, clip_len: int | None = None) -> MILScorer:
-    """`clip_len` is accepted for a uniform builder call and unused: the backbone fixes its own."""
+def mil(*, extractor: str = "i3d", dropout: float = 0.6, pretrained_backbone: bool = False) -> MILScorer:
     return MILScorer(extractor=extractor, dropout=dropout, pretrained_backbone=pretrained_backbone)

@@ -149,9 +149,6 @@ class PatchKNN(FittedScorer):
     def fit_summary(self) -> dict[str, float]:
         return {"train/bank_patches": float(len(self.bank))}
 
-    def calibrate(self, clips: torch.Tensor) -> None:
-        self.calibrate_distances(self.raw_distances(clips))
-
     def calibrated(self, distances: torch.Tensor) -> torch.Tensor:
         """Raw distances (B, T', h, w) -> patch scores on the held-out normal clips' scale."""
         if self.position_mean.numel() == 0:
@@ -183,11 +180,6 @@ class PatchKNN(FittedScorer):
 
     def score(self, clips: torch.Tensor) -> ScoreOutput:
         return self.output(self.calibrated(self.raw_distances(clips)), clips.shape[1], tuple(clips.shape[2:4]))
-
-    def training_loss(self, clips: torch.Tensor) -> torch.Tensor:
-        """The mean raw patch distance to the bank: how far held-out normal footage lies from it
-        (what `val/loss` reports and the registry promotes on). Nothing here is trained."""
-        return self.raw_distances(clips).mean()
 
     def hparams(self) -> dict:
         return {

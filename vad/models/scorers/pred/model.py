@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vad.models.scorers.base import ClipScorer, ScoreOutput
+from vad.models.scorers.base import ScoreOutput, TrainedScorer
 from vad.models.scorers.pred.loss import gradient_loss, intensity_loss, psnr
 
 
@@ -51,7 +51,7 @@ class UNet(nn.Module):
         return self.head(x)
 
 
-class FramePredictor(ClipScorer):
+class FramePredictor(TrainedScorer):
     name = "pred"
 
     def __init__(
@@ -99,7 +99,6 @@ class FramePredictor(ClipScorer):
 
 def pred(
     *, history: int = 3, widths=(32, 64, 128), gradient_weight: float = 1.0, score_patch: int | None = None,
-    clip_len: int | None = None,
 ) -> FramePredictor:
-    """`clip_len` is accepted for a uniform builder call and unused: any clip longer than `history` works."""
+    """Any clip longer than `history` works: the builder takes no clip length."""
     return FramePredictor(history=history, widths=tuple(widths), gradient_weight=gradient_weight, score_patch=score_patch)

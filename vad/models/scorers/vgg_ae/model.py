@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vad.models.scorers.base import ClipScorer, ScoreOutput, frame_score_from_errors
+from vad.models.scorers.base import ScoreOutput, TrainedScorer, frame_score_from_errors
 
 # torchvision vgg16 `features` up to pool3, with its layer indices.
 _VGG16_BLOCKS = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M"]
@@ -35,7 +35,7 @@ def vgg16_features(blocks=_VGG16_BLOCKS) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class VGGAutoencoder(ClipScorer):
+class VGGAutoencoder(TrainedScorer):
     name = "vgg_ae"
 
     def __init__(
@@ -92,7 +92,7 @@ class VGGAutoencoder(ClipScorer):
         return (self(clips) - clips) ** 2
 
     def calibrate(self, clips: torch.Tensor) -> float:
-        """Set the calibrated pixel threshold from normal clips; returns it."""
+        """Set the calibrated pixel threshold from held-out normal clips; returns it."""
         with torch.inference_mode():
             errors = self.pixel_errors(clips).flatten()
         sample = errors[torch.randperm(errors.numel(), generator=torch.Generator().manual_seed(0))[:1_000_000]]
@@ -118,7 +118,7 @@ class VGGAutoencoder(ClipScorer):
 
 def vgg_ae(
     *, mask_percentile: float = 99.0, mask_mode: str = "calibrated", width_divisor: int = 1,
-    score_patch: int | None = None, clip_len: int | None = None,
+    score_patch: int | None = None,
 ) -> VGGAutoencoder:
-    """`clip_len` is accepted for a uniform builder call and unused: frames are scored one by one."""
+    """Frames are scored one by one: the builder takes no clip length."""
     return VGGAutoencoder(mask_percentile=mask_percentile, mask_mode=mask_mode, width_divisor=width_divisor, score_patch=score_patch)

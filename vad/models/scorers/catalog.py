@@ -1,0 +1,26 @@
+"""The scorer registry, a leaf module: each scorer folder registers its record here, and everything that
+looks a scorer up by name (`vad.models.scorers` re-exports these) reads it here. It imports no scorer, so
+a folder importing it closes no circle."""
+
+from __future__ import annotations
+
+from vad.models.registry import ModelMeta, ModelRegistry
+
+SCORERS = ModelRegistry("scorer")
+
+
+def register(meta: ModelMeta) -> ModelMeta:
+    return SCORERS.register(meta)
+
+
+def scorer_meta(name: str) -> ModelMeta:
+    return SCORERS.meta(name)
+
+
+def build_scorer(name: str, **hparams):
+    return SCORERS.build(name, **hparams)
+
+
+def evaluation_normalisation(name: str) -> str:
+    """The per-video normalisation `vad evaluate` and the benchmarks use for `name` (min-max if unknown)."""
+    return SCORERS.meta(name).evaluation_normalisation if name in SCORERS else "minmax"
