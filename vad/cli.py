@@ -20,8 +20,8 @@ def _overrides(items: list[str]) -> dict:
 def cmd_demo(args) -> int:
     from vad.demo import run_demo
 
-    with job_output(args.work_dir, "demo"):
-        run_demo(work_dir=args.work_dir, epochs=args.epochs, num_cpus=args.num_cpus, quick=args.quick)
+    with job_output(args.work_dir, "demo", verbose=args.verbose):
+        run_demo(work_dir=args.work_dir, epochs=args.epochs, num_cpus=args.num_cpus, quick=args.quick, verbose=args.verbose)
     return 0
 
 
@@ -30,8 +30,8 @@ def cmd_score(args) -> int:
     from vad.scoring.job import run_scoring
 
     cfg = load_config(args.config, ScoreJobConfig, _overrides(args.set))
-    with job_output(cfg.work_dir, "score"):
-        summary = run_scoring(cfg, run_date=args.date)
+    with job_output(cfg.work_dir, "score", verbose=args.verbose):
+        summary = run_scoring(cfg, run_date=args.date, verbose=args.verbose)
     print(json.dumps(summary.cli(), indent=2))
     return _exit_code("score", summary, "objects failed")
 
@@ -54,8 +54,8 @@ def cmd_fuse(args) -> int:
     from vad.fusion.job import run_fusion
 
     cfg = load_config(args.config, FuseJobConfig, _overrides(args.set))
-    with job_output(cfg.work_dir, "fuse"):
-        summary = run_fusion(cfg, run_date=args.date)
+    with job_output(cfg.work_dir, "fuse", verbose=args.verbose):
+        summary = run_fusion(cfg, run_date=args.date, verbose=args.verbose)
     print(json.dumps({**summary.cli(), "model_name": summary.model_name, "model_version": summary.model_version,
                       "errors_by_stage": summary.errors_by_stage()}, indent=2))
     return _exit_code("fuse", summary, "videos could not be fused")
@@ -66,8 +66,8 @@ def cmd_calibrate(args) -> int:
     from vad.fusion.calibrate import run_calibration
 
     cfg = load_config(args.config, ScoreJobConfig, _overrides(args.set))
-    with job_output(cfg.work_dir, "calibrate"):
-        done = run_calibration(cfg, args.source)
+    with job_output(cfg.work_dir, "calibrate", verbose=args.verbose):
+        done = run_calibration(cfg, args.source, verbose=args.verbose)
     print(json.dumps([c.row() for c in done], indent=2))
     return 0
 
@@ -94,9 +94,9 @@ def cmd_train(args) -> int:
 
     cfg = load_config(args.config, TrainJobConfig, _overrides(args.set))
     if cfg.train.per_camera:
-        return _train_fleet(cfg)
-    with job_output(cfg.work_dir, "train"):
-        summary = run_training(cfg)
+        return _train_fleet(cfg, args.verbose)
+    with job_output(cfg.work_dir, "train", verbose=args.verbose):
+        summary = run_training(cfg, verbose=args.verbose)
     registered = summary.registered
     print(
         json.dumps(
@@ -116,11 +116,11 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _train_fleet(cfg) -> int:
+def _train_fleet(cfg, verbose: bool) -> int:
     from vad.training.fleet import run_fleet_training
 
-    with job_output(cfg.work_dir, "train"):
-        summary = run_fleet_training(cfg)
+    with job_output(cfg.work_dir, "train", verbose=verbose):
+        summary = run_fleet_training(cfg, verbose=verbose)
     print(summary.table())
     counts = {s: summary.count(s) for s in ("trained", "skipped", "failed")}
     print(json.dumps({"cameras": len(summary.rows), **counts, "resumed": len(summary.resumed),
@@ -267,10 +267,10 @@ def cmd_report(args) -> int:
     use_mlflow = not args.no_mlflow and (args.tracking_uri or args.mlflow_run_id or (Path(args.work_dir) / "mlflow.db").is_file())
     uri = args.tracking_uri or tracking_uri(MlflowConfig(), args.work_dir) if use_mlflow else None
     try:
-        with job_output(args.work_dir, "report"):  # Ray's and MLflow's logs to a file, as for the jobs
+        with job_output(args.work_dir, "report", verbose=args.verbose):  # Ray's and MLflow's logs to a file, as for the jobs
             summary = run_report(
                 args.results, storage=storage, date=args.date, run_id=args.run_id, top_k=args.top, out_dir=args.out,
-                mlflow_run_id=args.mlflow_run_id, tracking_uri=uri,
+                mlflow_run_id=args.mlflow_run_id, tracking_uri=uri, verbose=args.verbose,
             )
     except OSError as exc:
         raise _unreadable(args.results, exc) from None
@@ -291,14 +291,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="show library and Ray logs on the console (otherwise they go to <work_dir>/logs/, printed at the end)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_jobs(sub)
+    readers = _add_readers(sub)
+    for reader in readers:
+        reader.add_argument("--config", default=None, help="a job YAML whose storage section (endpoint, credentials) reaches the results")
+        reader.add_argument("--endpoint-url", default=None, help="S3 endpoint of the results, e.g. http://127.0.0.1:9000 for MinIO")
+    return parser
 
+
+def _add_jobs(sub) -> None:
+    """The commands that run jobs: demo, score, train, fuse, calibrate, promote."""
     demo = sub.add_parser("demo", help="run everything on an embedded local S3 server, Ray and MLflow")
     demo.add_argument("--work-dir", default="vad-work")
     demo.add_argument("--epochs", type=int, default=25)
     demo.add_argument("--num-cpus", type=int, default=None)
     demo.add_argument("--quick", action="store_true", help="fewer videos and epochs (for smoke tests)")
     demo.set_defaults(func=cmd_demo)
-
     jobs = (("score", cmd_score, "run the nightly scoring job"), ("train", cmd_train, "train a scorer"),
             ("fuse", cmd_fuse, "fuse several models' scores of the same videos into one model's rows (after each has scored them)"))
     for name, func, text in jobs:
@@ -324,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--work-dir", default="vad-work")
     promote.set_defaults(func=cmd_promote)
 
+
+def _add_readers(sub) -> list:
+    """The commands that read results: query, evaluate, feedback, report (each also takes --config/--endpoint-url)."""
     query = sub.add_parser("query", help="run SQL (DuckDB) over the results; views: scores, masks, objects, events, feedback, runs, errors, manifest, scores_regularity")
     query.add_argument("sql", help="the SQL statement, or - to read it from stdin")
     query.add_argument("--results", default="vad-work/demo/results", help="results root (folder or s3:// uri)")
@@ -350,6 +361,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--mlflow-run-id", default=None, help="log metrics and plots into this MLflow run")
     evaluate.add_argument("--tracking-uri", default=None)
     evaluate.set_defaults(func=cmd_evaluate)
+    return [query, evaluate, *_add_answer_readers(sub)]
+
+
+def _add_answer_readers(sub) -> list:
+    """feedback and report: what operators answer and review."""
     feedback = sub.add_parser("feedback", help="record an operator's answer about an event: --normal (a false alarm) or --anomaly")
     feedback.add_argument("event_id", help="the event (events.event_id; printed on the review page)")
     answer = feedback.add_mutually_exclusive_group(required=True)
@@ -370,10 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--work-dir", default="vad-work")
     report.add_argument("--no-mlflow", action="store_true", help="do not look for the scoring run in MLflow")
     report.set_defaults(func=cmd_report)
-    for reader in (query, evaluate, report, feedback):
-        reader.add_argument("--config", default=None, help="a job YAML whose storage section (endpoint, credentials) reaches the results")
-        reader.add_argument("--endpoint-url", default=None, help="S3 endpoint of the results, e.g. http://127.0.0.1:9000 for MinIO")
-    return parser
+    return [report, feedback]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,11 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-_console = None  # the terminal's stream while stderr goes to the log file
-
-
-def verbose() -> bool:
-    return os.environ.get("VAD_VERBOSE") == "1"
+_console = None  # the terminal's stream while `stderr_to_file` sends fd 2 to a log file
 
 
 def stream():
@@ -27,29 +23,56 @@ def stream():
     return _console or sys.stderr
 
 
-def setup_logging(is_verbose: bool) -> None:
+def setup_logging(verbose: bool) -> None:
     """Console logging for a command: INFO and up with -v, WARNING and up otherwise."""
-    if is_verbose:
-        os.environ["VAD_VERBOSE"] = "1"  # Ray workers started later inherit it
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "INFO" if is_verbose else "WARNING")
+    logging.getLogger("mlflow").setLevel(logging.INFO if verbose else logging.WARNING)
     root = logging.getLogger()
     root.setLevel(logging.DEBUG)
     handler = logging.StreamHandler(stream())
-    handler.setLevel(logging.INFO if is_verbose else logging.WARNING)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s" if is_verbose else "%(levelname)s: %(message)s"))
-    handler.addFilter(lambda record: is_verbose or record.name.startswith("vad"))  # others' warnings: log file only
+    handler.setLevel(logging.INFO if verbose else logging.WARNING)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s" if verbose else "%(levelname)s: %(message)s"))
+    handler.addFilter(lambda record: verbose or record.name.startswith("vad"))  # others' warnings: log file only
     handler.set_name("vad-console")
     root.handlers = [h for h in root.handlers if h.get_name() != "vad-console"] + [handler]
     logging.captureWarnings(True)
 
 
+def _console_handlers(to) -> None:
+    for handler in logging.getLogger().handlers:
+        if handler.get_name() == "vad-console":
+            handler.setStream(to)
+
+
 @contextlib.contextmanager
-def job_output(work_dir: str, command: str):
-    """Send this process's stderr (and what its child processes write there) to a log file under
-    `work_dir/logs/` for the duration of a job, keeping the terminal for progress and warnings;
-    yields the log file's path and names it on the console at the end, also when the job fails.
-    With -v nothing is redirected."""
+def stderr_to_file(path: Path):
+    """Send this process's file descriptor 2 (and so its child processes' stderr: Ray's, C++ messages) to `path`
+    while it lasts; the console handler and `stream()` keep writing to the terminal. Nested: nothing more."""
     global _console
+    if _console is not None:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    _console = os.fdopen(os.dup(saved), "w", buffering=1)
+    _console_handlers(_console)
+    with open(path, "ab", buffering=0) as log:
+        os.dup2(log.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        _console_handlers(sys.stderr)
+        _console.close()
+        _console = None
+
+
+@contextlib.contextmanager
+def job_output(work_dir: str, command: str, *, verbose: bool = False):
+    """A job's log file under `work_dir/logs/`: everything the library logs, and (without `verbose`, -v) this
+    process's stderr and its child processes' (`stderr_to_file`), the terminal kept for progress and warnings;
+    yields the file's path and names it on the console at the end, also when the job fails."""
     folder = Path(work_dir).expanduser().resolve() / "logs"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{command}-{dt.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
@@ -58,33 +81,10 @@ def job_output(work_dir: str, command: str):
     file_handler.addFilter(lambda record: record.levelno >= logging.INFO or record.name.startswith("vad"))  # not botocore's DEBUG
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(file_handler)
-    if verbose() or _console is not None:
-        try:
-            yield path
-        finally:
-            logging.getLogger().removeHandler(file_handler)
-            file_handler.close()
-            print(f"vad {command}: log in {path}", file=sys.stderr)
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    _console = os.fdopen(os.dup(saved), "w", buffering=1)
-    for handler in logging.getLogger().handlers:
-        if handler.get_name() == "vad-console":
-            handler.setStream(_console)
-    with open(path, "ab", buffering=0) as log:
-        os.dup2(log.fileno(), 2)
     try:
-        yield path
+        with contextlib.nullcontext() if verbose else stderr_to_file(path):
+            yield path
     finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        for handler in logging.getLogger().handlers:
-            if handler.get_name() == "vad-console":
-                handler.setStream(sys.stderr)
-        _console.close()
-        _console = None
         logging.getLogger().removeHandler(file_handler)
         file_handler.close()
         print(f"vad {command}: log in {path}", file=sys.stderr)

@@ -79,3 +79,82 @@ def test_the_check_would_catch_a_wrong_import(tmp_path):
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "architecture.md").write_text((ROOT / "docs" / "architecture.md").read_text())
     assert wrong_imports(tmp_path) == ["io imports scoring (vad/io/bad.py)"]
+
+
+def module_imports(root: Path = ROOT) -> dict[str, set[str]]:
+    """vad module -> the vad modules it imports (module level or inside a function). A package that imports all
+    its folders by name (`import_submodules`, the scorer and backbone registries) imports each of them."""
+    files = {}
+    for path in (root / "vad").rglob("*.py"):
+        parts = path.relative_to(root).with_suffix("").parts
+        files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+
+    def known(name: str) -> str:
+        while name and name not in files:
+            name = name.rpartition(".")[0]
+        return name
+
+    graph: dict[str, set[str]] = {}
+    for module, path in files.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {known(a.name) for a in node.names if a.name.startswith("vad")}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("vad"):
+                found |= {known(f"{node.module}.{a.name}") for a in node.names}
+            elif isinstance(node, ast.Call) and getattr(node.func, "id", None) == "import_submodules":
+                found |= {m for m in files if m.rpartition(".")[0] == module}
+        graph[module] = found - {module, ""}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import circles of `graph` (strongly connected groups of more than one module), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for dep in sorted(graph.get(node, ())):
+            if dep not in index:
+                visit(dep)
+                low[node] = min(low[node], low[dep])
+            elif dep in stack:
+                low[node] = min(low[node], index[dep])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_module_imports_itself_round_a_circle():
+    assert cycles(module_imports()) == []
+
+
+def test_the_circle_check_would_catch_one(tmp_path):
+    """A registry package importing its folders, one of which imports the package back, is a circle."""
+    folder = tmp_path / "vad" / "models" / "scorers"
+    (folder / "toy").mkdir(parents=True)
+    (folder / "__init__.py").write_text("from vad.models.registry import import_submodules\nimport_submodules(__name__, __path__)\n")
+    (folder / "toy" / "__init__.py").write_text("from vad.models.scorers import register\n")
+    assert cycles(module_imports(tmp_path)) == [["vad.models.scorers", "vad.models.scorers.toy"]]
+
+
+def test_no_function_in_vad_is_over_60_lines():
+    long = [f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for path in (ROOT / "vad").rglob("*.py") for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 60]
+    assert not long, "split these functions:\n  " + "\n  ".join(long)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from vad.config import StorageConfig
-from vad.evaluation.metrics import frame_level_report, frames_from_clips, prepare_scores
+from vad.evaluation.metrics import frame_level_report, frames_from_clips, matches, prepare_scores
 from vad.results.sql import with_readable_files
 
 
@@ -35,13 +35,6 @@ def video_frame_scores(
     for uri, start, step, scores, _ in rows:
         out.setdefault(uri, []).append((start, step, scores))
     return out, (rows[0][4] if rows else None), chosen
-
-
-def matches(uri: str, key: str) -> bool:
-    """A label key names a video by a suffix of its uri, with or without the file extension."""
-    key = key.strip("/")
-    stem = uri.rsplit(".", 1)[0] if "." in uri.rsplit("/", 1)[-1] else uri
-    return any(candidate == key or candidate.endswith("/" + key) for candidate in (uri, stem))
 
 
 def match_labels(clips: dict[str, list], labels: dict[str, np.ndarray], overlap: str = "mean"):

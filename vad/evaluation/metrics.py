@@ -148,3 +148,10 @@ def event_report(videos: list[tuple[np.ndarray, list[tuple[int, int]], float]]) 
         "false_events_per_hour": false / (normal_s / 3600.0) if normal_s > 0 else float("nan"),
         "mean_delay_s": float(np.mean(delays)) if delays else float("nan"),
     }
+
+
+def matches(uri: str, key: str) -> bool:
+    """A label key names a video by a suffix of its uri, with or without the file extension."""
+    key = key.strip("/")
+    stem = uri.rsplit(".", 1)[0] if "." in uri.rsplit("/", 1)[-1] else uri
+    return any(candidate == key or candidate.endswith("/" + key) for candidate in (uri, stem))

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from vad.config import StorageConfig
-from vad.evaluation.metrics import pixel_level_report
+from vad.evaluation.metrics import matches, pixel_level_report
 
 
 def load_pixel_truth(folder: str | Path) -> dict[str, Callable[[], np.ndarray]]:
@@ -65,7 +65,6 @@ def pixel_report(results_uri: str, truth_dir: str | Path, run_id: str, storage: 
     AUC) on every frame that has ground truth, plus the videos matched and missed."""
     from PIL import Image
 
-    from vad.evaluation.evaluate import matches
     from vad.results.sql import with_readable_files
 
     truth = load_pixel_truth(truth_dir)

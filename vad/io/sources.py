@@ -137,83 +137,93 @@ def scan_source(source: SourceConfig, storage: StorageConfig | None = None, run_
     A video is an object with a video extension, or whose first bytes are a video container's, or a
     folder of image frames. Images in a folder that also holds videos are sidecars (thumbnails), not
     frames. Hidden files (a name starting with '.') are not considered."""
-    root = parse_uri(source.uri)
-    fs = filesystem(root, storage)
-    info = fs.get_file_info(root.path)
-    if info.type == pafs.FileType.NotFound:
-        raise FileNotFoundError(f"source {source.uri!r} does not exist")
-    if info.type == pafs.FileType.File:
-        entries = [info]
-        base = root.path.rsplit("/", 1)[0]
-    else:
-        entries = [e for e in fs.get_file_info(pafs.FileSelector(root.path, recursive=True)) if e.is_file]
-        base = root.path.rstrip("/")
-    pattern = re.compile(source.key_pattern)
-    default_date = run_date or dt.date.today().isoformat()
-    video_ext = tuple(e.lower() for e in source.video_extensions)
-    frame_ext = tuple(e.lower() for e in source.frame_extensions)
+    scan = _Scan(source, storage, run_date)
+    folders = scan.objects()
+    for folder, members in folders.items():
+        scan.frame_folder(folder, members)
+    scan.videos.sort(key=lambda v: v.key)
+    return Listing(scan.videos, scan.rejected, scan.skipped)
 
-    def to_uri(path: str) -> str:
-        return f"s3://{path}" if root.scheme == "s3" else path
 
-    def considered(key: str) -> bool:
+class _Scan:
+    """One listing of a source: what it found so far, and how it names and sorts what it finds."""
+
+    def __init__(self, source: SourceConfig, storage: StorageConfig | None, run_date: str | None):
+        self.source, self.root = source, parse_uri(source.uri)
+        self.fs = filesystem(self.root, storage)
+        self.pattern = re.compile(source.key_pattern)
+        self.default_date = run_date or dt.date.today().isoformat()
+        self.video_ext = tuple(e.lower() for e in source.video_extensions)
+        self.frame_ext = tuple(e.lower() for e in source.frame_extensions)
+        self.videos: list[VideoRef] = []
+        self.rejected: list[Rejected] = []
+        self.skipped: list[Rejected] = []
+        self.video_folders: set[str] = set()
+
+    def entries(self) -> tuple[list[pafs.FileInfo], str]:
+        info = self.fs.get_file_info(self.root.path)
+        if info.type == pafs.FileType.NotFound:
+            raise FileNotFoundError(f"source {self.source.uri!r} does not exist")
+        if info.type == pafs.FileType.File:
+            return [info], self.root.path.rsplit("/", 1)[0]
+        return [e for e in self.fs.get_file_info(pafs.FileSelector(self.root.path, recursive=True)) if e.is_file], self.root.path.rstrip("/")
+
+    def to_uri(self, path: str) -> str:
+        return f"s3://{path}" if self.root.scheme == "s3" else path
+
+    def considered(self, key: str) -> bool:
         if key.rsplit("/", 1)[-1].startswith("."):
             return False
-        if source.include and not any(fnmatch.fnmatchcase(key, p) for p in source.include):
+        if self.source.include and not any(fnmatch.fnmatchcase(key, p) for p in self.source.include):
             return False
-        return not any(fnmatch.fnmatchcase(key, p) for p in source.exclude)
+        return not any(fnmatch.fnmatchcase(key, p) for p in self.source.exclude)
 
-    def video(entry: pafs.FileInfo, key: str, mtime: float) -> None:
+    def objects(self) -> dict[str, list[pafs.FileInfo]]:
+        """Videos, rejected and skipped objects sorted out; returns the folders of frame images, for `frame_folder`."""
+        entries, self.base = self.entries()
+        folders: dict[str, list[pafs.FileInfo]] = defaultdict(list)
+        for entry in entries:
+            key = entry.path[len(self.base) :].lstrip("/")
+            if not self.considered(key):
+                continue
+            name = key.lower()
+            mtime = entry.mtime.timestamp() if entry.mtime else 0.0
+            if name.endswith(self.video_ext) or (not name.endswith(self.frame_ext) and entry.size
+                                                 and looks_like_video(_sniff(self.fs, entry.path))):
+                self.video(entry, key, mtime)
+                self.video_folders.add(entry.path.rsplit("/", 1)[0])
+            elif name.endswith(self.frame_ext):
+                folders[entry.path.rsplit("/", 1)[0]].append(entry)
+            else:
+                self.skipped.append(Rejected(self.to_uri(entry.path), "not video (by name and first bytes)", entry.size or 0, mtime))
+        return folders
+
+    def video(self, entry: pafs.FileInfo, key: str, mtime: float) -> None:
         try:
-            camera, date = identify(entry.path, pattern, source.default_camera, default_date)
+            camera, date = identify(entry.path, self.pattern, self.source.default_camera, self.default_date)
         except ValueError as exc:
-            rejected.append(Rejected(to_uri(entry.path), str(exc), entry.size or 0, mtime))
+            self.rejected.append(Rejected(self.to_uri(entry.path), str(exc), entry.size or 0, mtime))
             return
-        videos.append(VideoRef(to_uri(entry.path), key, "video", entry.size or 0, mtime, camera, date))
+        self.videos.append(VideoRef(self.to_uri(entry.path), key, "video", entry.size or 0, mtime, camera, date))
 
-    videos: list[VideoRef] = []
-    rejected: list[Rejected] = []
-    skipped: list[Rejected] = []
-    folders: dict[str, list[pafs.FileInfo]] = defaultdict(list)
-    video_folders: set[str] = set()
-    for entry in entries:
-        key = entry.path[len(base) :].lstrip("/")
-        if not considered(key):
-            continue
-        name = key.lower()
-        mtime = entry.mtime.timestamp() if entry.mtime else 0.0
-        if name.endswith(video_ext):
-            video(entry, key, mtime)
-            video_folders.add(entry.path.rsplit("/", 1)[0])
-        elif name.endswith(frame_ext):
-            folders[entry.path.rsplit("/", 1)[0]].append(entry)
-        elif entry.size and looks_like_video(_sniff(fs, entry.path)):
-            video(entry, key, mtime)
-            video_folders.add(entry.path.rsplit("/", 1)[0])
-        else:
-            skipped.append(Rejected(to_uri(entry.path), "not video (by name and first bytes)", entry.size or 0, mtime))
-
-    for folder, members in folders.items():
-        key = folder[len(base) :].lstrip("/") or folder.rsplit("/", 1)[-1]
+    def frame_folder(self, folder: str, members: list[pafs.FileInfo]) -> None:
+        """A folder of frame images: one video, unless it is too short or its images sit beside videos (sidecars)."""
+        key = folder[len(self.base) :].lstrip("/") or folder.rsplit("/", 1)[-1]
         size = sum(m.size or 0 for m in members)
         mtime = max((m.mtime.timestamp() if m.mtime else 0.0) for m in members)
-        if folder in video_folders:  # thumbnails or stills beside videos
-            skipped += [Rejected(to_uri(m.path), "an image beside videos (a sidecar, not a frame)", m.size or 0, mtime) for m in members]
-            continue
-        if len(members) < source.min_frames_per_folder:
-            rejected.append(Rejected(to_uri(folder), f"only {len(members)} frames", size, mtime))
-            continue
+        if folder in self.video_folders:  # thumbnails or stills beside videos
+            self.skipped += [Rejected(self.to_uri(m.path), "an image beside videos (a sidecar, not a frame)", m.size or 0, mtime) for m in members]
+            return
+        if len(members) < self.source.min_frames_per_folder:
+            self.rejected.append(Rejected(self.to_uri(folder), f"only {len(members)} frames", size, mtime))
+            return
         try:
-            camera, date = identify(folder, pattern, source.default_camera, default_date)
+            camera, date = identify(folder, self.pattern, self.source.default_camera, self.default_date)
         except ValueError as exc:
-            rejected.append(Rejected(to_uri(folder), str(exc), size, mtime))
-            continue
+            self.rejected.append(Rejected(self.to_uri(folder), str(exc), size, mtime))
+            return
         members.sort(key=lambda e: e.path)
-        videos.append(
-            VideoRef(
-                uri=to_uri(folder), key=key, kind="frames", size=size, mtime=mtime, camera=camera, date=date,
-                frames=tuple(to_uri(m.path) for m in members),
-            )
-        )
-    videos.sort(key=lambda v: v.key)
-    return Listing(videos, rejected, skipped)
+        self.videos.append(VideoRef(
+            uri=self.to_uri(folder), key=key, kind="frames", size=size, mtime=mtime, camera=camera, date=date,
+            frames=tuple(self.to_uri(m.path) for m in members),
+        ))

@@ -50,46 +50,14 @@ def read_night(results_uri: str, storage: StorageConfig | None = None, *, date: 
         if night_date is None:
             return Night(results_uri, None, run_id)
         params = [night_date, run_id, run_id]
-        cameras = _rows(con, _NIGHT + """, per_video AS (
-                SELECT camera, video_uri, max(end_time_s) - min(start_time_s) AS seconds FROM night GROUP BY camera, video_uri),
-            night_events AS (SELECT e.camera FROM events e JOIN night n ON n.clip_id = e.peak_clip_id AND n.run_id = e.run_id)
-            SELECT camera, count(DISTINCT video_uri) AS videos, count(*) AS clips, sum(is_anomaly::INT) AS flagged,
-                   max(score) AS max_score, min(threshold) AS threshold,
-                   (SELECT sum(seconds) FROM per_video p WHERE p.camera = night.camera) / 3600.0 AS hours,
-                   (SELECT count(*) FROM night_events x WHERE x.camera = night.camera) AS events
-            FROM night GROUP BY camera ORDER BY camera""", params)
-        for cam in cameras:
-            cam["events_per_hour"] = cam["events"] / cam["hours"] if cam["hours"] else None
-        # errors are kept under the run's date, scores under the videos': the night's errors are its runs'
-        errors = _rows(con, _NIGHT + """
-            SELECT uri, stage, error_class, message, permanent FROM errors
-            WHERE run_id = ? OR run_id IN (SELECT DISTINCT run_id FROM night) ORDER BY uri""", [*params, run_id])
+        cameras, errors = _cameras(con, params, run_id)
         timelines: dict[str, list[dict]] = {}
         for row in _rows(con, _NIGHT + """
                 SELECT camera, video_uri, clip_id, start_time_s, end_time_s, score, threshold, is_anomaly
                 FROM night ORDER BY camera, video_uri, start_time_s""", params):
             timelines.setdefault(row.pop("camera"), []).append(row)
-        top = _rows(con, _NIGHT + """, answers AS (
-                SELECT event_id, answer, operator, note FROM feedback
-                QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY answered_at DESC) = 1)
-            SELECT e.event_id, e.camera, e.video_uri, e.start_frame, e.end_frame, e.start_time_s, e.end_time_s, e.clips,
-                   e.peak_score, e.peak_score AS score, e.peak_clip_id, e.peak_clip_id AS clip_id, e.peak_frame, e.threshold,
-                   e.reason, e.model_name, e.model_version, e.run_id, n.model_fallback, n.start_frame AS peak_start,
-                   n.frame_step, a.answer, a.operator AS answered_by, a.note AS answer_note,
-                   m.heatmap_png, m.heatmap_scale, m.mask_png
-            FROM events e JOIN night n ON n.clip_id = e.peak_clip_id AND n.run_id = e.run_id
-            LEFT JOIN masks m ON m.clip_id = e.peak_clip_id AND m.run_id = e.run_id
-            LEFT JOIN answers a ON a.event_id = e.event_id
-            ORDER BY e.peak_score DESC, e.event_id LIMIT ?""", [*params, top_k])
-        _attach_objects(con, top)
+        top = _top_events(con, params, top_k)
         run_ids = [r["run_id"] for r in _rows(con, _NIGHT + "SELECT DISTINCT run_id FROM night ORDER BY run_id", params)]
-        by_camera_errors: dict[str, int] = {}
-        for err in errors:
-            for cam in cameras:
-                if f"/{cam['camera']}/" in err["uri"]:
-                    by_camera_errors[cam["camera"]] = by_camera_errors.get(cam["camera"], 0) + 1
-        for cam in cameras:
-            cam["errors"] = by_camera_errors.get(cam["camera"], 0)
         totals = {
             "videos": sum(c["videos"] for c in cameras), "clips": sum(c["clips"] for c in cameras),
             "flagged": sum(c["flagged"] or 0 for c in cameras), "events": sum(c["events"] for c in cameras), "errors": len(errors),
@@ -98,6 +66,45 @@ def read_night(results_uri: str, storage: StorageConfig | None = None, *, date: 
         return Night(results_uri, night_date, run_id, run_ids, totals, cameras, timelines, top, errors)
 
     return with_readable_files(results_uri, storage, work)
+
+
+def _cameras(con, params: list, run_id: str | None) -> tuple[list[dict], list[dict]]:
+    """The night's cameras (videos, clips, flagged, events per camera-hour, errors) and its errors."""
+    cameras = _rows(con, _NIGHT + """, per_video AS (
+                SELECT camera, video_uri, max(end_time_s) - min(start_time_s) AS seconds FROM night GROUP BY camera, video_uri),
+            night_events AS (SELECT e.camera FROM events e JOIN night n ON n.clip_id = e.peak_clip_id AND n.run_id = e.run_id)
+            SELECT camera, count(DISTINCT video_uri) AS videos, count(*) AS clips, sum(is_anomaly::INT) AS flagged,
+                   max(score) AS max_score, min(threshold) AS threshold,
+                   (SELECT sum(seconds) FROM per_video p WHERE p.camera = night.camera) / 3600.0 AS hours,
+                   (SELECT count(*) FROM night_events x WHERE x.camera = night.camera) AS events
+            FROM night GROUP BY camera ORDER BY camera""", params)
+    for cam in cameras:
+        cam["events_per_hour"] = cam["events"] / cam["hours"] if cam["hours"] else None
+    # errors are kept under the run's date, scores under the videos': the night's errors are its runs'
+    errors = _rows(con, _NIGHT + """
+        SELECT uri, stage, error_class, message, permanent FROM errors
+        WHERE run_id = ? OR run_id IN (SELECT DISTINCT run_id FROM night) ORDER BY uri""", [*params, run_id])
+    for cam in cameras:
+        cam["errors"] = sum(f"/{cam['camera']}/" in err["uri"] for err in errors)
+    return cameras, errors
+
+
+def _top_events(con, params: list, top_k: int) -> list[dict]:
+    """The night's `top_k` events, highest peak first, with their answers, heat maps and objects."""
+    top = _rows(con, _NIGHT + """, answers AS (
+            SELECT event_id, answer, operator, note FROM feedback
+            QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY answered_at DESC) = 1)
+        SELECT e.event_id, e.camera, e.video_uri, e.start_frame, e.end_frame, e.start_time_s, e.end_time_s, e.clips,
+               e.peak_score, e.peak_score AS score, e.peak_clip_id, e.peak_clip_id AS clip_id, e.peak_frame, e.threshold,
+               e.reason, e.model_name, e.model_version, e.run_id, n.model_fallback, n.start_frame AS peak_start,
+               n.frame_step, a.answer, a.operator AS answered_by, a.note AS answer_note,
+               m.heatmap_png, m.heatmap_scale, m.mask_png
+        FROM events e JOIN night n ON n.clip_id = e.peak_clip_id AND n.run_id = e.run_id
+        LEFT JOIN masks m ON m.clip_id = e.peak_clip_id AND m.run_id = e.run_id
+        LEFT JOIN answers a ON a.event_id = e.event_id
+        ORDER BY e.peak_score DESC, e.event_id LIMIT ?""", [*params, top_k])
+    _attach_objects(con, top)
+    return top
 
 
 def _attach_objects(con, top: list[dict], limit: int = 8) -> None:

@@ -136,63 +136,70 @@ class FaultyS3Proxy:
             return "pass"
 
     def _handler(self):
-        proxy = self
+        return type("Handler", (_ProxyHandler,), {"proxy": self})
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
 
-            def log_message(self, *args) -> None:  # quiet
-                pass
+class _ProxyHandler(BaseHTTPRequestHandler):
+    """Forwards each request to `proxy.upstream`, or fails, drops or delays it as the proxy decides."""
 
-            def _body(self) -> bytes:
-                if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-                    chunks = []
-                    while True:
-                        size = int(self.rfile.readline().split(b";")[0].strip(), 16)
-                        if size == 0:
-                            self.rfile.readline()
-                            return b"".join(chunks)
-                        chunks.append(self.rfile.read(size))
-                        self.rfile.readline()
-                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+    proxy: "FaultyS3Proxy"
 
-            def _forward(self) -> None:
-                body = self._body()
-                action = proxy._decide(self.path)
-                if action == "drop":
-                    self.close_connection = True
-                    self.connection.close()
-                    return
-                if action == "fail":
-                    payload = b"<?xml version='1.0'?><Error><Code>SlowDown</Code><Message>injected</Message></Error>"
-                    self.send_response(503)
-                    self.send_header("Content-Type", "application/xml")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                    return
-                if action == "delay":
-                    threading.Event().wait(proxy.delay_s)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
-                if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-                    headers["Content-Length"] = str(len(body))
-                upstream = http.client.HTTPConnection(proxy.upstream, timeout=60)
-                try:
-                    upstream.request(self.command, self.path, body=body or None, headers=headers)
-                    response = upstream.getresponse()
-                    payload = response.read()
-                    self.send_response(response.status, response.reason)
-                    for key, value in response.getheaders():
-                        if key.lower() not in _HOP_BY_HOP and key.lower() != "content-length":
-                            self.send_header(key, value)
-                    length = response.getheader("Content-Length", "0") if self.command == "HEAD" else str(len(payload))
-                    self.send_header("Content-Length", length)
-                    self.end_headers()
-                    if self.command != "HEAD":
-                        self.wfile.write(payload)
-                finally:
-                    upstream.close()
+    protocol_version = "HTTP/1.1"
 
-            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+    def log_message(self, *args) -> None:  # quiet
+        pass
 
-        return Handler
+    def _body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _slow_down(self) -> None:
+        """The injected failure: S3's 503 SlowDown, which clients retry."""
+        payload = b"<?xml version='1.0'?><Error><Code>SlowDown</Code><Message>injected</Message></Error>"
+        self.send_response(503)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _forward(self) -> None:
+        body = self._body()
+        action = self.proxy._decide(self.path)
+        if action == "drop":
+            self.close_connection = True
+            self.connection.close()
+            return
+        if action == "fail":
+            self._slow_down()
+            return
+        if action == "delay":
+            threading.Event().wait(self.proxy.delay_s)
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            headers["Content-Length"] = str(len(body))
+        upstream = http.client.HTTPConnection(self.proxy.upstream, timeout=60)
+        try:
+            upstream.request(self.command, self.path, body=body or None, headers=headers)
+            response = upstream.getresponse()
+            payload = response.read()
+            self.send_response(response.status, response.reason)
+            for key, value in response.getheaders():
+                if key.lower() not in _HOP_BY_HOP and key.lower() != "content-length":
+                    self.send_header(key, value)
+            length = response.getheader("Content-Length", "0") if self.command == "HEAD" else str(len(payload))
+            self.send_header("Content-Length", length)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(payload)
+        finally:
+            upstream.close()
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward

@@ -71,6 +71,22 @@ def _stamp(canvas: np.ndarray, cy: float, cx: float, h: int, w: int, value: floa
     return True
 
 
+def _draw_anomaly(canvas: np.ndarray, kind: str, age: int, mask: np.ndarray) -> bool:
+    """Draw anomaly `kind`, `age` frames after it started, into a frame (and its mask); whether any of it shows."""
+    height, width = canvas.shape
+    if kind == "fast":
+        return _stamp(canvas, height * 0.55, -20 + 7.0 * age, 14, 26, 235, mask)
+    if kind == "wrong_way":
+        visible = _stamp(canvas, -10 + 2.0 * age, width * 0.5, 12, 5, 55, mask)
+        return visible | _stamp(canvas, -18 + 2.0 * age, width * 0.5, 4, 4, 35, mask)
+    if kind == "pedestrian":  # a walker along a lane, where only vehicles go
+        visible = _stamp(canvas, height * LANE, -10 + 0.9 * age, 12, 5, 60, mask)
+        return visible | _stamp(canvas, height * LANE - 8, -10 + 0.9 * age, 4, 4, 40, mask)
+    if kind == "vehicle":  # a vehicle along a lane at road speed, where only walkers go
+        return _stamp(canvas, height * LANE, -20 + 3.0 * age, 14, 26, 230, mask)
+    raise ValueError(f"unknown anomaly kind {kind!r}; choose from {ANOMALY_KINDS}")
+
+
 def render_scene(
     seed: int,
     num_frames: int,
@@ -112,22 +128,8 @@ def render_scene(
             if walking:
                 _stamp(canvas, p["y"] - 8 + bob, x, 4, 4, p["tone"] - 20)  # head
         for kind, start in anomalies:
-            age = t - start
-            if age < 0:
-                continue
-            if kind == "fast":
-                visible = _stamp(canvas, height * 0.55, -20 + 7.0 * age, 14, 26, 235, masks[t])
-            elif kind == "wrong_way":
-                visible = _stamp(canvas, -10 + 2.0 * age, width * 0.5, 12, 5, 55, masks[t])
-                visible |= _stamp(canvas, -18 + 2.0 * age, width * 0.5, 4, 4, 35, masks[t])
-            elif kind == "pedestrian":  # a walker along a lane, where only vehicles go
-                visible = _stamp(canvas, height * LANE, -10 + 0.9 * age, 12, 5, 60, masks[t])
-                visible |= _stamp(canvas, height * LANE - 8, -10 + 0.9 * age, 4, 4, 40, masks[t])
-            elif kind == "vehicle":  # a vehicle along a lane at road speed, where only walkers go
-                visible = _stamp(canvas, height * LANE, -20 + 3.0 * age, 14, 26, 230, masks[t])
-            else:
-                raise ValueError(f"unknown anomaly kind {kind!r}; choose from {ANOMALY_KINDS}")
-            labels[t] |= visible
+            if t >= start:
+                labels[t] |= _draw_anomaly(canvas, kind, t - start, masks[t])
         noise = rng.normal(0, 2.0, canvas.shape)
         frames[t] = np.clip(canvas + noise, 0, 255).astype(np.uint8)
     described = [{"kind": k, "start_frame": s} for k, s in anomalies]

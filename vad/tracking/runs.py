@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 from pathlib import Path
 
 from vad.config import MlflowConfig
@@ -120,10 +119,10 @@ def mlflow_run(cfg: MlflowConfig, work_dir: str, run_name: str | None = None, ta
     if not cfg.enabled:
         yield NullTracker()
         return
-    os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     import mlflow
 
+    mlflow.config.enable_async_logging(False)  # every metric is in the store when the job returns
     mlflow.set_tracking_uri(tracking_uri(cfg, work_dir))
     experiment_id = _experiment_id(mlflow, cfg.experiment, work_dir)
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags or {}):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vad.models.backbones import register
+from vad.models.backbones.catalog import register
 from vad.models.registry import ModelMeta, Tiny
 
 # c3d.pickle (the common PyTorch port of the Caffe model) takes RGB 0-255 minus this mean.

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vad.models.backbones import register
+from vad.models.backbones.catalog import register
 from vad.models.registry import ModelMeta, Tiny
 
 
