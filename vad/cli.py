@@ -294,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_jobs(sub)
     readers = _add_readers(sub)
     for reader in readers:
+        reader.add_argument("--results", default="vad-work/demo/results", help="results root (folder or s3:// uri)")
         reader.add_argument("--config", default=None, help="a job YAML whose storage section (endpoint, credentials) reaches the results")
         reader.add_argument("--endpoint-url", default=None, help="S3 endpoint of the results, e.g. http://127.0.0.1:9000 for MinIO")
     return parser
@@ -337,12 +338,10 @@ def _add_readers(sub) -> list:
     """The commands that read results: query, evaluate, feedback, report (each also takes --config/--endpoint-url)."""
     query = sub.add_parser("query", help="run SQL (DuckDB) over the results; views: scores, masks, objects, events, feedback, runs, errors, manifest, scores_regularity")
     query.add_argument("sql", help="the SQL statement, or - to read it from stdin")
-    query.add_argument("--results", default="vad-work/demo/results", help="results root (folder or s3:// uri)")
     query.add_argument("--format", choices=["table", "csv", "json"], default="table")
     query.set_defaults(func=cmd_query)
 
     evaluate = sub.add_parser("evaluate", help="frame-level AUC/EER of a scoring run against frame labels, with plots")
-    evaluate.add_argument("--results", default="vad-work/demo/results", help="results root (folder or s3:// uri)")
     evaluate.add_argument("--labels", required=True, help="JSON {video key: [0/1 per frame]}, or 'ped2' (all 12 test videos), 'ped2:dev' (01-06), 'ped2:test' (07-12)")
     evaluate.add_argument("--run-id", default=None, help="scoring run (default: the latest)")
     evaluate.add_argument("--smoothing", type=int, default=1, help="moving-average window in frames")
@@ -373,10 +372,8 @@ def _add_answer_readers(sub) -> list:
     answer.add_argument("--anomaly", action="store_true", help="a true anomaly: never added to a normal set")
     feedback.add_argument("--note", default=None, help="free text kept with the answer")
     feedback.add_argument("--operator", default=None, help="who answers (default: the OS user name)")
-    feedback.add_argument("--results", default="vad-work/demo/results", help="results root (folder or s3:// uri)")
     feedback.set_defaults(func=cmd_feedback)
     report = sub.add_parser("report", help="the night's review page: summary, timelines, the top flagged clips with previews (HTML)")
-    report.add_argument("--results", default="vad-work/demo/results", help="results root (folder or s3:// uri)")
     report.add_argument("--date", default=None, help="the night (yyyy-mm-dd); default: the latest with scores")
     report.add_argument("--run-id", default=None, help="only this scoring run's clips (default: each clip's latest score)")
     report.add_argument("--top", type=int, default=12, help="flagged clips shown with previews")

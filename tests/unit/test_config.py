@@ -134,3 +134,16 @@ def test_every_field_is_described_and_documented_in_the_example_config(name):
 def test_the_example_configs_load(name):
     cfg = load_config(CONFIGS / name, EXAMPLES[name])
     assert (cfg.output.uri if name == "fuse.yaml" else cfg.source.uri).startswith("s3://")
+
+
+def test_training_names_the_ray_address_as_scoring_does_and_reads_the_old_key_with_a_warning(caplog):
+    import logging
+
+    base = {"source": {"uri": "s3://a/b"}, "output": {"checkpoint": "s3://m/x.pt"}}
+    assert parse_config({**base, "ray": {"address": "auto", "num_cpus": 4}}, TrainJobConfig).ray.address == "auto"
+    with caplog.at_level(logging.WARNING, logger="vad.config"):
+        old = parse_config({**base, "distributed": {"ray_address": "auto", "num_cpus": 4, "num_workers": 2}}, TrainJobConfig)
+    assert (old.ray.address, old.ray.num_cpus, old.distributed.num_workers) == ("auto", 4, 2)
+    assert "distributed.ray_address is deprecated: use ray.address" in caplog.text
+    with pytest.raises(ConfigError, match="disagree"):
+        parse_config({**base, "distributed": {"ray_address": "auto"}, "ray": {"address": "10.0.0.1:6379"}}, TrainJobConfig)

@@ -215,3 +215,41 @@ def test_score_patch_is_kept_in_hparams_and_changes_frame_scores(name):
     assert a.shape == b.shape
     assert (b >= a - 1e-4).all()  # the worst window's error >= the frame's mean error (pred: -PSNR of it)
     assert not torch.allclose(a, b)
+
+
+@pytest.mark.parametrize("name", sorted(SCORERS))
+def test_every_scorer_implements_the_learner_protocol_of_its_kind(name):
+    """The record's LearningType names the protocol `vad.training` hands the model to; the model implements
+    each of that protocol's methods itself (none left to the protocol's NotImplementedError)."""
+    from vad.models.scorers import FittedScorer, TrainedScorer, WeaklySupervisedScorer
+
+    protocols = {
+        LearningType.TRAINED: (TrainedScorer, ("training_loss",)),
+        LearningType.FITTED: (FittedScorer, ("fit_rows", "fit", "calibration_values", "calibrate_values")),
+        LearningType.WEAKLY_SUPERVISED: (WeaklySupervisedScorer, ("clip_features", "head_for", "ranking_loss", "with_head")),
+    }
+    meta = scorer_meta(name)
+    protocol, methods = protocols[meta.learning_type]
+    model = build_scorer(name, **meta.tiny.hparams)
+    assert isinstance(model, protocol)
+    assert [m for m in methods if getattr(type(model), m) is getattr(protocol, m)] == []
+    others = [p for p, _ in protocols.values() if p is not protocol]
+    assert not any(isinstance(model, p) for p in others)
+
+
+def test_the_one_calibration_step_gives_a_quantile_or_a_budget_threshold():
+    from vad.config import TrainAlertsConfig
+    from vad.training.alerts import settle
+
+    rng = np.random.default_rng(0)
+    scores = rng.random(200)
+    frames = np.repeat(scores[:, None], 4, axis=1)
+    plain = settle(scores, frames, quantile=0.9)
+    assert plain.threshold == pytest.approx(np.quantile(scores, 0.9)) and plain.budget is None
+    assert plain.calibration.frames == 800 and plain.calibration.source == "held-out normal clips"
+    meta = {"video_uri": np.array(["v"] * 200), "start_time_s": np.arange(200.0), "end_time_s": np.arange(200.0) + 1}
+    budget = settle(scores, frames, quantile=0.9, alerts=TrainAlertsConfig(max_false_per_hour=36.0, merge_gap_s=0.0), meta=meta)
+    assert budget.budget is not None and budget.threshold == budget.budget.threshold and budget.budget.events <= 2  # 36/h in 200 s
+    assert budget.budget.quantile_threshold == pytest.approx(plain.threshold)
+    training = settle(scores, frames, quantile=0.9, alerts=TrainAlertsConfig(max_false_per_hour=36.0), meta=meta, held_out=False)
+    assert training.budget is None and training.calibration.source == "training clips (none held out)"

@@ -3,18 +3,9 @@ re-exports these), so a backbone importing it closes no circle."""
 
 from __future__ import annotations
 
-from vad.models.registry import ModelMeta, ModelRegistry
+from vad.models.registry import ModelRegistry
 
 BACKBONES = ModelRegistry("backbone")
-
-
-def register(meta: ModelMeta) -> ModelMeta:
-    return BACKBONES.register(meta)
-
-
-def backbone_meta(name: str) -> ModelMeta:
-    return BACKBONES.meta(name)
-
-
-def build_backbone(name: str, **kwargs):
-    return BACKBONES.build(name, **kwargs)
+register = BACKBONES.register  # a backbone's folder or file registers its record
+backbone_meta = BACKBONES.meta
+build_backbone = BACKBONES.build  # keyword arguments: the builder's own

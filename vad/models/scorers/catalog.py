@@ -4,21 +4,12 @@ a folder importing it closes no circle."""
 
 from __future__ import annotations
 
-from vad.models.registry import ModelMeta, ModelRegistry
+from vad.models.registry import ModelRegistry
 
 SCORERS = ModelRegistry("scorer")
-
-
-def register(meta: ModelMeta) -> ModelMeta:
-    return SCORERS.register(meta)
-
-
-def scorer_meta(name: str) -> ModelMeta:
-    return SCORERS.meta(name)
-
-
-def build_scorer(name: str, **hparams):
-    return SCORERS.build(name, **hparams)
+register = SCORERS.register  # a scorer's folder or file registers its record
+scorer_meta = SCORERS.meta
+build_scorer = SCORERS.build  # keyword arguments: the builder's own
 
 
 def evaluation_normalisation(name: str) -> str:
