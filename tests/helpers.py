@@ -22,6 +22,8 @@ from vad.video.clips import clip_starts
 # Small clips for the integration tests: quick to train and score on 2 CPUs.
 DECODE = DecodeConfig(clip_len=8, stride=8, resize=(48, 64), grayscale=True, clips_per_batch=4)
 DAY = "2026-11-24"
+# The tests' local Ray: 2 CPUs, a small object store (two test workers each start one).
+LOCAL_RAY = {"num_cpus": 2, "object_store_memory": 2 * 2**30, "include_dashboard": False, "log_to_driver": False}
 
 
 def level(i: int) -> int:
@@ -113,8 +115,8 @@ def actor_pids(class_part: str) -> list[int]:
 
 @contextlib.contextmanager
 def ray_head(*args: str, path_first: str | None = None, log: Path | None = None):
-    """`ray start --head --block <args>` from this environment in its own process group, stopped by
-    its PID on exit (`--block` stops what it started); the host's record of the latest cluster
+    """`ray start --head --block <args>` from this environment in its own process group, stopped with
+    the whole group on exit; the host's record of the latest cluster
     (/tmp/ray/ray_current_cluster, which plain `ray.init()` would follow) is put back as it was.
     `path_first`: a folder put first on the head's PATH, as an activated virtualenv does; `log`: a file
     for the head's own output."""
@@ -132,9 +134,16 @@ def ray_head(*args: str, path_first: str | None = None, log: Path | None = None)
     try:
         yield process
     finally:
+        # Every process of the head (gcs_server, raylet, its workers) is in this process group. `ray start --block`
+        # takes some 30 s to stop them gracefully; a test head has nothing to save: they are killed after 3 s.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=60)
+        try:
+            process.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
         if log is not None:
             output.close()
         if before is None:

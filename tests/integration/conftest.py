@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from helpers import DECODE
+from helpers import DECODE, LOCAL_RAY
 
 from vad.config import SourceConfig
 from vad.testing.s3server import start_local_s3, upload_folder
@@ -11,10 +11,11 @@ from vad.testing.synthetic import generate_dataset
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """The tests' local Ray (2 CPUs), started before any job in this process could start its own."""
+    """The tests' local Ray (2 CPUs, a 2 GB object store: one per test worker), started before any job in this
+    process could start its own."""
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", **LOCAL_RAY)
     yield ray
     ray.shutdown()
 
@@ -37,9 +38,17 @@ def archive(s3, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def checkpoint(ray_local, s3, archive, tmp_path_factory):
+def checkpoint(s3, archive, tmp_path_factory):
+    """The suite's conv_ae, as `vad train` makes one but learned in this process (`vad.training.local.fit`, the
+    learner a fleet camera runs; test_training covers the Ray Train path): its checkpoint written to
+    s3://models and registered in MLflow as vad-conv-ae@champion in its work folder."""
     from vad.config import MlflowConfig, TrainJobConfig, TrainLoopConfig, TrainModelConfig, TrainOutputConfig
-    from vad.training.job import run_training
+    from vad.models.scorers import build_scorer
+    from vad.tracking.runs import mlflow_run
+    from vad.training.data import decode_clips
+    from vad.training.job import model_hparams, register_and_write, run_params, training_videos
+    from vad.training.local import fit
+    from vad.training.split import split_videos
 
     work = tmp_path_factory.mktemp("train-work")
     cfg = TrainJobConfig(
@@ -53,5 +62,15 @@ def checkpoint(ray_local, s3, archive, tmp_path_factory):
         work_dir=str(work),
     )
     s3.client().create_bucket(Bucket="models")
-    summary = run_training(cfg)
-    return {"uri": summary.checkpoint, "summary": summary, "work": work}
+    videos = training_videos(cfg)
+    train_videos, val_videos = split_videos(videos, cfg.train.val_fraction)
+    hparams, loop = model_hparams(cfg), cfg.train
+    trained = fit(build_scorer(cfg.model.name, **hparams), decode_clips(train_videos, cfg), epochs=loop.epochs, batch_size=loop.batch_size,
+                  lr=loop.lr, weight_decay=loop.weight_decay, seed=loop.seed, threshold_quantile=loop.threshold_quantile,
+                  val_clips=decode_clips(val_videos, cfg))
+    with mlflow_run(cfg.mlflow, cfg.work_dir, "suite-conv-ae", {"vad.job": "train"}) as tracker:
+        tracker.log_params(run_params(cfg, hparams, len(videos)))
+        tracker.log_metrics(trained.logged_metrics())
+        registered, uri = register_and_write(tracker, cfg, trained)
+    assert registered.promoted
+    return {"uri": uri, "trained": trained, "work": work}

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import DAY, DECODE, actor_pids, assert_exactly_once, job_config, put
+from helpers import DAY, DECODE, LOCAL_RAY, actor_pids, assert_exactly_once, job_config, put
 
 from vad.config import MlflowConfig, RayConfig
 from vad.models.checkpoint import decode_record, save_checkpoint
@@ -95,7 +95,7 @@ def two_node_cluster(ray_local):
     finally:
         ray.shutdown()
         cluster.shutdown()
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", **LOCAL_RAY)
 
 
 def test_losing_a_node_mid_run_loses_and_duplicates_nothing(two_node_cluster, s3, long_archive, tmp_path):
