@@ -22,7 +22,7 @@ from vad.video.clips import clip_starts
 # Small clips for the integration tests: quick to train and score on 2 CPUs.
 DECODE = DecodeConfig(clip_len=8, stride=8, resize=(48, 64), grayscale=True, clips_per_batch=4)
 DAY = "2026-11-24"
-# The tests' local Ray: 2 CPUs, a small object store (two test workers each start one).
+# The tests' local Ray: 2 CPUs, an object store sized for the small test footage.
 LOCAL_RAY = {"num_cpus": 2, "object_store_memory": 2 * 2**30, "include_dashboard": False, "log_to_driver": False}
 
 

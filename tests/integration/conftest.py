@@ -11,7 +11,7 @@ from vad.testing.synthetic import generate_dataset
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """The tests' local Ray (2 CPUs, a 2 GB object store: one per test worker), started before any job in this
+    """The tests' local Ray (2 CPUs, a 2 GB object store), started before any job in this
     process could start its own."""
     import ray
 
