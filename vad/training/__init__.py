@@ -1,1 +1,3 @@
-"""Training: `vad train` on Ray Train (`job`), its clip and MIL loops, and the local fit of the benchmarks."""
+"""Learning models of normal: `vad train` (`job`) hands each model to the learner of its kind (`LearningType`:
+`clips` by gradient on Ray Train, `fitting` in Ray Data passes, `mil` weakly supervised), each returning one
+`result.Trained`; `local` runs the same learners in one process (a fleet camera's task, benchmarks, tests)."""
