@@ -35,7 +35,7 @@ def _fit(model, pool: CandidatePool) -> dict[str, float]:
 
 
 def _finish(model, fit_metrics: dict, values: torch.Tensor, *, threshold_quantile: float, alerts, val_meta: dict | None, what: str,
-            started: float, held_out: bool, on_epoch=None) -> Trained:
+            started: float, held_out: bool, train_clips: int, on_epoch=None) -> Trained:
     """Calibrate on held-out values (`settle`: a fitted scorer's clip score is its worst frame)."""
     frame_scores, val_metrics = model.calibrate_values(values)
     frame_scores = np.asarray(frame_scores, dtype=np.float64)
@@ -46,8 +46,8 @@ def _finish(model, fit_metrics: dict, values: torch.Tensor, *, threshold_quantil
     if on_epoch is not None:
         on_epoch(row)
     log.info("fitted %s: train/loss %.4f, val/loss %.4f", model.name, row["train/loss"], row["val/loss"])
-    return Trained(model, settled.threshold, [row], scores, settled.calibration, settled.budget, val_clips=len(values) if held_out else 0,
-                   seconds=time.perf_counter() - started)
+    return Trained(model, settled.threshold, [row], scores, settled.calibration, settled.budget, train_clips=train_clips,
+                   val_clips=len(values) if held_out else 0, seconds=time.perf_counter() - started)
 
 
 def fit_in_process(
@@ -67,10 +67,8 @@ def fit_in_process(
         reference = val if len(val) else train[:CALIBRATION_SAMPLE]
         values = torch.cat([model.calibration_values(model_input(model.meta, reference[i : i + batch_size], device)).cpu()
                             for i in range(0, len(reference), batch_size)])
-    fitted = _finish(model, metrics, values, threshold_quantile=threshold_quantile, alerts=alerts, val_meta=val_meta, what=what,
-                     started=started, held_out=len(val) > 0, on_epoch=on_epoch)
-    fitted.train_clips = len(train)
-    return fitted
+    return _finish(model, metrics, values, threshold_quantile=threshold_quantile, alerts=alerts, val_meta=val_meta, what=what,
+                   started=started, held_out=len(val) > 0, train_clips=len(train), on_epoch=on_epoch)
 
 
 class FitPass:
@@ -144,8 +142,6 @@ def fit_with_ray_data(cfg, train_videos: list, val_videos: list, hparams: dict, 
         parts.append(torch.from_numpy(np.array(b["values"])))
         for k in META:
             meta[k].append(b[k])
-    fitted = _finish(model, metrics, torch.cat(parts), threshold_quantile=cfg.train.threshold_quantile, alerts=cfg.alerts,
-                     val_meta={k: np.concatenate(v) for k, v in meta.items()}, what=cfg.model.name, started=started,
-                     held_out=bool(val_videos))
-    fitted.train_clips = clips
-    return fitted
+    return _finish(model, metrics, torch.cat(parts), threshold_quantile=cfg.train.threshold_quantile, alerts=cfg.alerts,
+                   val_meta={k: np.concatenate(v) for k, v in meta.items()}, what=cfg.model.name, started=started,
+                   held_out=bool(val_videos), train_clips=clips)
