@@ -21,14 +21,17 @@ PROBE = (
 @pytest.fixture
 def stranger():
     """Another user's Ray head on this host, started with `ray start` as they would (so it is the
-    host's "latest cluster"), with a resource of its own."""
+    host's "latest cluster"), with a resource of its own; yields its address and the resources a job
+    naming that address saw once the head was up."""
     port = free_port()
     with ray_head(f"--port={port}", "--num-cpus=1", '--resources={"stranger": 1}', "--include-dashboard=false"):
         address = f"127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and _probe(address).get("stranger") is None:
-            time.sleep(2)
-        yield address
+        deadline, joined = time.monotonic() + 120, {}
+        while time.monotonic() < deadline and joined.get("stranger") is None:
+            joined = _probe(address)
+            if joined.get("stranger") is None:
+                time.sleep(0.5)
+        yield address, joined
 
 
 def _probe(address: str | None) -> dict:
@@ -44,7 +47,7 @@ def _probe(address: str | None) -> dict:
 
 
 def test_a_job_without_an_address_starts_its_own_ray_beside_a_strangers(stranger):
+    _, joined = stranger
+    assert joined.get("stranger") == 1, joined  # naming the cluster joins it: the check below can tell them apart
     own = _probe(None)
     assert own.get("CPU") == 1 and "stranger" not in own, own
-    joined = _probe(stranger)  # naming the cluster joins it: the check above can tell them apart
-    assert joined.get("stranger") == 1, joined

@@ -7,6 +7,9 @@ from vad.results.sql import run_query
 
 
 def test_demo_quick(ray_local, tmp_path, capsys):
+    """The whole platform once; its step 7 is the suite's end-to-end check of the operator's feedback loop
+    (a fitted object model per camera, a false alarm dismissed, its camera refitted with `train.use_feedback`
+    and alone re-scored, the dismissed event gone and the true ones kept)."""
     assert main(["demo", "--quick", "--work-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "[5/7] frame-level AUC" in out

@@ -73,32 +73,40 @@ def test_vad_train_fits_the_bank_with_ray_data_and_registers_it(fitted):
     budget_threshold_holds(summary.checkpoint, run.data.metrics)
 
 
-def test_the_nightly_job_scores_with_the_bank_and_writes_heat_maps(fitted, s3, archive, tmp_path):
-    cfg, summary, _ = fitted
-    out = tmp_path / "results"
+@pytest.fixture(scope="module")
+def eager_night(fitted, s3, archive, tmp_path_factory):
+    """cam01's night scored by the fitted bank saved with a threshold below any score (the same weights, so the
+    same scores; every clip flagged, so each of the camera's 3 videos is one event for the review page)."""
+    from vad.models.checkpoint import save_checkpoint
+
+    _, summary, _ = fitted
+    tmp = tmp_path_factory.mktemp("patch-knn-night")
+    loaded = load_checkpoint(summary.checkpoint)
+    eager = str(tmp / "eager.pt")
+    save_checkpoint(eager, loaded.model, version="eager", threshold=-1e9, decode=loaded.decode)
     job = ScoreJobConfig(
-        source=SourceConfig(uri=f"{archive['uri']}/cam01"),
-        output=OutputConfig(uri=str(out)),
-        scorer=ScorerConfig(name="patch_knn", checkpoint=summary.checkpoint, batch_size=4, device="cpu"),
-        decode=DECODE,
-        storage=s3.storage_config(),
-        mlflow=MlflowConfig(enabled=False),
-        work_dir=str(tmp_path / "work"),
+        source=SourceConfig(uri=f"{archive['uri']}/cam01"), output=OutputConfig(uri=str(tmp / "results")),
+        scorer=ScorerConfig(name="patch_knn", checkpoint=eager, batch_size=4, device="cpu"), decode=DECODE,
+        storage=s3.storage_config(), mlflow=MlflowConfig(enabled=False), work_dir=str(tmp / "work"),
     )
-    scored = run_scoring(job)
+    return job, run_scoring(job), loaded.model
+
+
+def test_the_nightly_job_scores_with_the_bank_and_writes_heat_maps(eager_night):
+    job, scored, model = eager_night
+    out = job.output.uri
     assert scored.clips > 0 and not scored.errors
-    _, rows = run_query(str(out), "SELECT count(*), count(DISTINCT m.clip_id), max(s.score) FROM masks m JOIN scores s USING (clip_id)")
+    _, rows = run_query(out, "SELECT count(*), count(DISTINCT m.clip_id), max(s.score) FROM masks m JOIN scores s USING (clip_id)")
     assert rows[0][:2] == (scored.clips, scored.clips) and np.isfinite(rows[0][2])
     # The stored scores are the checkpoint's own scores of those clips.
     from vad.io.sources import list_videos
     from vad.video.clips import iter_clips
 
-    model = load_checkpoint(summary.checkpoint).model
     video = next(v for v in list_videos(job.source, job.storage, run_date="2026-11-24")[0] if "/test_" in v.uri)
     clips = np.stack([c.frames for c in iter_clips(video, DECODE, job.storage)])
     with torch.inference_mode():
         expected = model.score(torch.from_numpy(clips).float() / 255).score.numpy()
-    _, stored = run_query(str(out), f"SELECT score FROM scores WHERE video_uri = '{video.uri}' ORDER BY clip_index")
+    _, stored = run_query(out, f"SELECT score FROM scores WHERE video_uri = '{video.uri}' ORDER BY clip_index")
     assert np.allclose([s for (s,) in stored], expected, rtol=1e-4, atol=1e-4)
 
 
@@ -114,24 +122,13 @@ def test_a_fleet_fits_one_bank_per_camera(ray_local, archive, s3, tmp_path):
     assert not torch.equal(banks[0].model.bank, banks[1].model.bank)
 
 
-def test_the_review_page_lays_the_heat_maps_over_the_previews(fitted, s3, archive, tmp_path):
-    """A localising scorer's night: every card of the review page carries its heat map (here every clip
-    is flagged: the same bank saved with a threshold below any score, so each of the camera's 3 videos is one event)."""
-    from vad.models.checkpoint import save_checkpoint
+def test_the_review_page_lays_the_heat_maps_over_the_previews(eager_night, s3, tmp_path):
+    """A localising scorer's night: every card of the review page carries its heat map."""
     from vad.review.report import run_report
 
-    _, summary, _ = fitted
-    loaded = load_checkpoint(summary.checkpoint)
-    eager = str(tmp_path / "eager.pt")
-    save_checkpoint(eager, loaded.model, version="eager", threshold=-1e9, decode=loaded.decode)
-    out = tmp_path / "results"
-    job = ScoreJobConfig(
-        source=SourceConfig(uri=f"{archive['uri']}/cam02"), output=OutputConfig(uri=str(out)),
-        scorer=ScorerConfig(name="patch_knn", checkpoint=eager, batch_size=4, device="cpu"), decode=DECODE,
-        storage=s3.storage_config(), mlflow=MlflowConfig(enabled=False), work_dir=str(tmp_path / "work"),
-    )
-    scored = run_scoring(job)
-    page = run_report(str(out), storage=s3.storage_config(), top_k=3, out_dir=tmp_path / "pages")
+    job, scored, _ = eager_night
+    out = job.output.uri
+    page = run_report(out, storage=s3.storage_config(), top_k=3, out_dir=tmp_path / "pages")
     assert page.flagged == scored.clips and page.shown == 3 and not page.previews_failed
     html = Path(page.path).read_text()
     assert page.events == 3 and html.count("overlaid on the peak clip (red), mask outlined (yellow)") == 3
