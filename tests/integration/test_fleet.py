@@ -128,9 +128,21 @@ def _rows(out: Path):
     return pads.dataset(str(out / "scores"), format="parquet", partitioning="hive").to_table().to_pandas()
 
 
-def test_every_clip_is_scored_by_its_cameras_model_and_a_camera_without_one_is_an_error(trained, fleet, tmp_path):
-    out = tmp_path / "results"
-    summary = run_scoring(score_config(fleet, out), run_date=DAY)
+@pytest.fixture(scope="module")
+def first_night(trained, fleet, tmp_path_factory):
+    """The fleet's first night: its results folder and summary (tests score on into copies of the folder)."""
+    out = tmp_path_factory.mktemp("fleet-night") / "results"
+    return out, run_scoring(score_config(fleet, out), run_date=DAY)
+
+
+def _copy(first_night, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(first_night[0], tmp_path / "results"))
+
+
+def test_every_clip_is_scored_by_its_cameras_model_and_a_camera_without_one_is_an_error(first_night, fleet, tmp_path):
+    out, summary = _copy(first_night, tmp_path), first_night[1]
     rows = _rows(out)
     assert sorted(rows.camera.unique()) == list(TRAINED)
     for camera, group in rows.groupby("camera"):
@@ -146,12 +158,11 @@ def test_every_clip_is_scored_by_its_cameras_model_and_a_camera_without_one_is_a
     assert len(fallback_rows) > 0 and fallback_rows.model_fallback.all() and set(fallback_rows.model_name) == {"vad-conv-ae.cam01"}
 
 
-def test_a_new_champion_rescores_only_its_camera(trained, fleet, tmp_path):
+def test_a_new_champion_rescores_only_its_camera(first_night, fleet, tmp_path):
     from vad.tracking.registry import promote
     from vad.tracking.runs import tracking_uri
 
-    out = tmp_path / "results"
-    first = run_scoring(score_config(fleet, out), run_date=DAY)
+    out, first = _copy(first_night, tmp_path), first_night[1]
     assert len(first.files) == 3
     cfg = train_config(fleet, key_regex="cam02/.*/train_", seed=1)
     retrained = run_fleet_training(cfg)
