@@ -243,23 +243,8 @@ def test_credentials_never_reach_logs_parquet_or_mlflow(ray_local, s3, archive, 
     assert leaks == []
 
 
-def test_partition_values_from_keys_are_validated(ray_local, s3, checkpoint, tmp_path):
-    """Camera ids and dates from object keys become folders: hostile ones are refused, not written."""
-    s3.client().create_bucket(Bucket="hostile")
-    video = encode_mp4(render_scene(3, 24, height=64, width=96).frames)
-    for key in ("footage/..%2F..%2Fetc/2026-11-24/a.mp4", "footage/cam$(id)/2026-11-24/b.mp4",
-                "footage/cam01/2026-13-45/c.mp4", "footage/cam01/2026-11-24/ok.mp4"):
-        put(s3, "hostile", key, video)
-    cfg = job_config(s3, "s3://hostile/footage", checkpoint["uri"], tmp_path, max_failure_rate=1.0)
-    summary = run_scoring(cfg, run_date=DAY)
-    assert len(summary.files) == 1 and len(summary.errors) == 3
-    assert {e["stage"] for e in summary.errors} == {"list"}
-    folders = {p.relative_to(tmp_path / "results").as_posix() for p in (tmp_path / "results").rglob("*") if p.is_dir()}
-    assert all(".." not in f and "$" not in f for f in folders)
-    assert os.listdir(tmp_path / "results" / "scores" / "date=2026-11-24") == ["camera=cam01"]
-
-
 _VALID = encode_mp4(render_scene(9, 24, height=64, width=96).frames)
+HOSTILE_KEYS = ("footage/..%2F..%2Fetc/2026-11-24/a.mp4", "footage/cam$(id)/2026-11-24/b.mp4", "footage/cam01/2026-13-45/c.mp4")
 
 
 def _mixed_objects(seed: int) -> list[bytes]:
@@ -271,22 +256,45 @@ def _mixed_objects(seed: int) -> list[bytes]:
     return [rng.bytes(3000), _VALID[: len(_VALID) // 2], bytes(corrupted), _VALID]
 
 
-def test_random_corrupted_objects_never_crash_the_job(ray_local, s3, checkpoint, tmp_path):
+@pytest.fixture(scope="module")
+def hostile_night(ray_local, s3, checkpoint, tmp_path_factory):
+    """One night of a hostile archive: keys whose camera id or date would escape or break the results'
+    folders, and under cam01 a fixed mix of random and corrupted objects."""
+    s3.client().create_bucket(Bucket="hostile")
+    for key in HOSTILE_KEYS:
+        put(s3, "hostile", key, _VALID)
+    mixed = []
+    for i, raw in enumerate(_mixed_objects(7)):
+        put(s3, "hostile", f"footage/cam01/{DAY}/o{i}.mp4", raw)
+        mixed.append(f"s3://hostile/footage/cam01/{DAY}/o{i}.mp4")
+    out = tmp_path_factory.mktemp("hostile")
+    cfg = job_config(s3, "s3://hostile/footage", checkpoint["uri"], out, max_failure_rate=1.0)
+    summary = run_scoring(cfg.model_copy(update={"mlflow": MlflowConfig(enabled=False)}), run_date=DAY)
+    return {"root": out / "results", "summary": summary, "hostile": [f"s3://hostile/{k}" for k in HOSTILE_KEYS], "mixed": mixed}
+
+
+def test_partition_values_from_keys_are_validated(hostile_night):
+    """Camera ids and dates from object keys become folders: hostile ones are refused, not written."""
+    root, summary = hostile_night["root"], hostile_night["summary"]
+    refused = {e["uri"]: e["stage"] for e in summary.errors if e["uri"] in hostile_night["hostile"]}
+    assert refused == dict.fromkeys(hostile_night["hostile"], "list")
+    assert all(e["stage"] != "list" for e in summary.errors if e["uri"] not in refused)
+    assert not set(scores(root).video_uri) & refused.keys()
+    folders = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_dir()}
+    assert all(".." not in f and "$" not in f for f in folders)
+    assert os.listdir(root / "scores" / "date=2026-11-24") == ["camera=cam01"]
+
+
+def test_random_corrupted_objects_never_crash_the_job(hostile_night):
     """Random and corrupted objects in one night: the job finishes, and each object is either scored completely
     or has one row in the errors table. (Hypothesis fuzzes the decode stage itself, test_bad_input; the job
     adds the writer's whole-video rule, checked here on one fixed mix.)"""
-    objects = _mixed_objects(7)
-    s3.client().create_bucket(Bucket="fuzz")
-    uris = []
-    for i, raw in enumerate(objects):
-        put(s3, "fuzz", f"footage/cam01/{DAY}/o{i}.mp4", raw)
-        uris.append(f"s3://fuzz/footage/cam01/{DAY}/o{i}.mp4")
-    cfg = job_config(s3, "s3://fuzz/footage", checkpoint["uri"], tmp_path, max_failure_rate=1.0)
-    summary = run_scoring(cfg.model_copy(update={"mlflow": MlflowConfig(enabled=False)}), run_date=DAY)
-    failed = {e["uri"] for e in summary.errors}
-    assert len(failed) == len(summary.errors), "one error row per failed object"
-    written = scores(tmp_path / "results")
-    complete = set(written.video_uri) if written is not None else set()
+    uris, summary = hostile_night["mixed"], hostile_night["summary"]
+    errors = [e for e in summary.errors if e["uri"] in uris]
+    failed = {e["uri"] for e in errors}
+    assert len(failed) == len(errors), "one error row per failed object"
+    written = scores(hostile_night["root"])
+    complete = set(written.video_uri) & set(uris) if written is not None else set()
     assert failed.isdisjoint(complete) and failed | complete == set(uris)
     assert uris[0] in failed and uris[3] in complete  # random bytes fail; the whole video is scored
     for uri in complete:
