@@ -145,8 +145,9 @@ def test_videos_split_across_decode_tasks_with_the_pyav_decoder(scored, tmp_path
     assert (split.start_frame == whole.start_frame).all() and (split.clip_id == whole.clip_id).all()
     # Not equal: the two decoders' scalers differ by a grey level or two after resizing (splitting
     # itself is exact: tests/unit/test_decode.py compares the frames of split and whole reads). The
-    # median relative difference depends on the suite's trained model (0.052 seen once): a bound for
-    # a systematic shift, while the correlation says the clips are the same ones.
+    # median relative difference is a bound for a systematic shift (earlier runs stayed under 0.05, one
+    # clean-clone run gave 0.052; why it varies between runs was not found), while the correlation says
+    # the clips are the same ones.
     relative = np.abs(split.score - whole.score) / whole.score
     assert np.corrcoef(split.score, whole.score)[0, 1] > 0.99 and relative.median() < 0.08, relative.median()
     assert not set(summary.files) & set(scored["summary"].files), "the pyav decode has result files of its own"
