@@ -6,6 +6,10 @@ import pytest
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+# Ray Train's controller looks at its workers every 2 s by default, so a run notices each report,
+# failure and its own end up to 2 s late; the tests' runs are seconds long. Ray Train passes this from
+# the driver's environment to its controller (and a test Ray head inherits it).
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
 sys.path.insert(0, os.path.dirname(__file__))
 
 # The fast tier (`pytest -m "not slow"`) is tests/unit; integration tests start Ray, an S3 server and

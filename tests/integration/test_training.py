@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import DECODE, actor_pids, budget_threshold_holds
+from helpers import DECODE, budget_threshold_holds
 
 from vad.config import (
     DistributedConfig,
@@ -152,66 +152,65 @@ def fail_once_after(epoch: int, marker: Path):
     return callback
 
 
-def test_a_failed_then_sigkilled_worker_group_restarts_from_its_checkpoints_and_ends_the_same(baseline, s3, archive, work):
-    """Two failures in one run, each followed by a restart from the last committed checkpoint: a worker
-    raises after epoch 0 (its checkpoint committed), then, once the restarted group has committed epoch
-    1's, every Ray Train worker process is SIGKILLed (a real kill, not an exception). Neither restart
-    trains from scratch, and the model ends as the uninterrupted baseline's."""
-    import json
-    import os
-    import signal
-    import threading
-    import time
+def kill_once_committed(epoch: int, run_folder: Path, marker: Path):
+    """An epoch callback that SIGKILLs its worker's process once after `epoch`, when the controller has
+    committed that epoch's checkpoint (a checkpoint folder exists before the controller has registered the
+    report; only what its snapshot lists survives a kill). A marker per rank remembers the kill."""
 
-    from mlflow.tracking import MlflowClient
+    def callback(metrics: dict) -> None:
+        import json
+        import os
+        import signal
+        import time
 
-    from vad.tracking.runs import tracking_uri
+        import ray.train
 
-    cfg = _config(s3, archive, work, "restarted", max_failures=2)
-    run_folder, raised, killed = work / "ray-train" / "restarted", work / "restarted.failed", []
-
-    def committed_epochs() -> list[int]:
-        # A checkpoint folder exists before the controller has registered the report; only what its
-        # snapshot lists survives a kill of the workers.
-        try:
-            results = json.loads((run_folder / "checkpoint_manager_snapshot.json").read_text())["checkpoint_results"]
-            return [int(r["metrics"]["epoch"]) for r in results]
-        except (FileNotFoundError, json.JSONDecodeError, KeyError):
-            return []
-
-    def kill_workers_once_epoch_1_is_committed():
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not (raised.exists() and max(committed_epochs(), default=-1) >= 1):
+        mine = marker.with_name(f"{marker.name}-{ray.train.get_context().get_world_rank()}")
+        if metrics["epoch"] != epoch or mine.exists():
+            return
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                results = json.loads((run_folder / "checkpoint_manager_snapshot.json").read_text())["checkpoint_results"]
+                if epoch in [int(r["metrics"]["epoch"]) for r in results]:
+                    break
+            except (FileNotFoundError, json.JSONDecodeError, KeyError):
+                pass
             time.sleep(0.05)
-        for pid in actor_pids("RayTrainWorker"):
-            os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
+        else:
+            raise RuntimeError(f"epoch {epoch}'s checkpoint was never committed")
+        mine.write_text(str(os.getpid()))
+        os.kill(os.getpid(), signal.SIGKILL)
 
-    watcher = threading.Thread(target=kill_workers_once_epoch_1_is_committed, daemon=True)
-    watcher.start()
-    summary = run_training(cfg, epoch_callbacks=[fail_once_after(0, raised)])
-    watcher.join()
-    assert raised.exists() and len(killed) == 2, "a worker should have raised once and both workers been killed"
-    steps = [m.step for m in MlflowClient(tracking_uri(cfg.mlflow, cfg.work_dir)).get_metric_history(summary.mlflow_run_id, "train/loss")]
-    # epochs 0 and 1 ran once: each restart went on from a checkpoint (a kill mid-epoch may log that epoch twice)
-    assert steps.count(0) == 1 and steps.count(1) == 1 and set(steps) == set(range(EPOCHS)), steps
-    assert [row["epoch"] for row in summary.result.history] == list(range(EPOCHS))
-    reference = _weights(baseline[1].checkpoint)
-    for key, value in _weights(summary.checkpoint).items():
-        assert torch.allclose(value, reference[key], atol=1e-6), key
+    return callback
 
 
-def test_a_stopped_run_resumes_from_its_last_checkpoint_when_started_again(baseline, s3, archive, work):
+def test_a_run_restarts_after_a_failure_and_a_kill_and_once_stopped_resumes_and_ends_the_same(baseline, s3, archive, work):
+    """Every way a run is interrupted, in one run allowed two failures (`max_failures=2`): a worker raises
+    after epoch 0 (its checkpoint committed) and the group restarts; once epoch 1's checkpoint is committed
+    every Ray Train worker process is SIGKILLed (a real kill, not an exception) and the group restarts; a
+    worker raises after epoch 2, a third failure, and the run stops. Neither restart trains from scratch.
+    Started again with the same name and storage, the run resumes from epoch 2's checkpoint and trains only
+    epoch 3; started once more it is refused as finished. The model ends as the uninterrupted baseline's."""
     from mlflow.tracking import MlflowClient
 
     from vad.tracking.runs import tracking_uri
 
-    cfg = _config(s3, archive, work, "stopped", max_failures=0)
-    with pytest.raises(Exception, match="injected failure"):
-        run_training(cfg, epoch_callbacks=[fail_once_after(2, work / "stopped.failed")])
+    cfg = _config(s3, archive, work, "interrupted", max_failures=2)
+    raised_0, killed, raised_2 = work / "interrupted.failed-0", work / "interrupted.killed", work / "interrupted.failed-2"
+    callbacks = [fail_once_after(0, raised_0), kill_once_committed(1, work / "ray-train" / "interrupted", killed), fail_once_after(2, raised_2)]
+    with pytest.raises(Exception, match="injected failure after epoch 2"):
+        run_training(cfg, epoch_callbacks=callbacks)
+    assert raised_0.exists() and raised_2.exists(), "a worker should have raised after epochs 0 and 2"
+    assert len(list(work.glob(f"{killed.name}-*"))) == 2, "both workers should have been killed once"
+    client = MlflowClient(tracking_uri(cfg.mlflow, cfg.work_dir))
+    [stopped] = client.search_runs([client.get_experiment_by_name(cfg.mlflow.experiment).experiment_id],
+                                   "attributes.run_name = 'interrupted' AND attributes.status = 'FAILED'")
+    # each epoch ran once: both restarts went on from the checkpoint just committed
+    assert [m.step for m in client.get_metric_history(stopped.info.run_id, "train/loss")] == [0, 1, 2]
+
     resumed = run_training(cfg)  # same run name and storage: Ray Train picks up the checkpoint
     assert [row["epoch"] for row in resumed.result.history] == list(range(EPOCHS))
-    client = MlflowClient(tracking_uri(cfg.mlflow, cfg.work_dir))
     assert [m.step for m in client.get_metric_history(resumed.mlflow_run_id, "train/loss")] == [3]  # only epoch 3 ran again
     with pytest.raises(ValueError, match="has already finished"):
         run_training(cfg)  # a finished run is not silently "resumed" into the same model

@@ -225,9 +225,9 @@ def _read_scores(fs, path: str) -> pa.Table:
     """A member's scores file, in clip order, with the columns of the current schema (files of older schema versions
     lack some, e.g. `reason`: null)."""
     table = _read(fs, path).sort_by("clip_index")
-    for field in SCORES_SCHEMA:
-        if field.name not in table.column_names:
-            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+    for column in SCORES_SCHEMA:
+        if column.name not in table.column_names:
+            table = table.append_column(column, pa.nulls(table.num_rows, column.type))
     return table
 
 

@@ -137,10 +137,12 @@ def fit(loop: Callable[[dict], None], loop_config: dict, run: TrainRun, workers:
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    from vad.training.progress import EpochBoard, fit_showing_epochs, report_epoch
+
     board = None
     if "epoch_callbacks" in loop_config:  # the loop reports its epochs: show them
         board = ray.remote(num_cpus=0)(EpochBoard).remote()
-        loop_config = {**loop_config, "epoch_callbacks": [*loop_config["epoch_callbacks"], functools.partial(_report_epoch, board)]}
+        loop_config = {**loop_config, "epoch_callbacks": [*loop_config["epoch_callbacks"], functools.partial(report_epoch, board)]}
     resources = {"CPU": workers.cpus_per_worker, **({"GPU": workers.gpus_per_worker} if workers.use_gpu else {})}
     trainer = TorchTrainer(
         loop,
@@ -156,51 +158,7 @@ def fit(loop: Callable[[dict], None], loop_config: dict, run: TrainRun, workers:
         **({"dataset_config": dataset_config} if dataset_config is not None else {}),
     )
     epochs = loop_config["train"]["epochs"] if "train" in loop_config else loop_config["epochs"]
-    result = _fit_showing_epochs(trainer, board, int(epochs)) if board is not None else trainer.fit()
+    result = fit_showing_epochs(trainer, board, int(epochs)) if board is not None else trainer.fit()
     with result.checkpoint.as_directory() as folder:
         state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
     return state, result.path
-
-
-class EpochBoard:
-    """Where the workers' epoch callbacks leave the last finished epoch, for the driver's progress bar."""
-
-    def __init__(self):
-        self.epochs, self.loss = 0, float("nan")
-
-    def report(self, metrics: dict) -> None:
-        if int(metrics["epoch"]) + 1 >= self.epochs:
-            self.epochs, self.loss = int(metrics["epoch"]) + 1, float(metrics.get("train/loss", float("nan")))
-
-    def state(self) -> tuple[int, float]:
-        return self.epochs, self.loss
-
-
-def _report_epoch(board, metrics: dict) -> None:
-    import ray
-
-    ray.get(board.report.remote(metrics))
-
-
-def _fit_showing_epochs(trainer, board, epochs: int):
-    """`trainer.fit()` in a thread while this one draws the epochs the workers report to `board`."""
-    import concurrent.futures
-
-    import ray
-
-    from vad.console import Progress
-
-    progress = Progress("training", epochs, "epochs")
-    try:
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            fitting = pool.submit(trainer.fit)
-            while not fitting.done():
-                done, loss = ray.get(board.state.remote())
-                progress.update(done, *([f"train/loss {loss:.5g}"] if loss == loss else []))
-                concurrent.futures.wait([fitting], timeout=1.0)
-            result = fitting.result()
-        progress.update(ray.get(board.state.remote())[0])
-        return result
-    finally:
-        progress.close()
-        ray.kill(board)
