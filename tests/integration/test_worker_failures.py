@@ -53,25 +53,24 @@ def when_results_appear(folder: Path, action, timeout_s: float = 240) -> threadi
     return thread
 
 
-@pytest.mark.parametrize("stage", ["ScoreClips", "WriteScores"])
-def test_killed_actor_loses_and_duplicates_nothing(ray_local, s3, long_archive, tmp_path, stage):
-    """SIGKILL the scoring actor (Ray restarts it and retries its tasks) or the writer actor
-    (whose unfinished videos are scored again in a second pass)."""
+def test_killed_actors_lose_and_duplicate_nothing(ray_local, s3, long_archive, tmp_path):
+    """SIGKILL the scoring actor (Ray restarts it and retries its tasks) and the writer actor (whose
+    unfinished videos are scored again in a second pass), both as the first results appear, in one run."""
     cfg = job_config(s3, long_archive["uri"], long_archive["checkpoint"], tmp_path)
     cfg = cfg.model_copy(update={"mlflow": MlflowConfig(enabled=False)})
-    killed: list[int] = []
+    killed: dict[str, list[int]] = {"ScoreClips": [], "WriteScores": []}
 
     def kill():
-        for pid in actor_pids(stage):
-            os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
+        for stage, pids in killed.items():
+            for pid in actor_pids(stage):
+                os.kill(pid, signal.SIGKILL)
+                pids.append(pid)
 
     watcher = when_results_appear(tmp_path / "results" / "scores", kill)
     summary = run_scoring(cfg, run_date=DAY)
     watcher.join()
-    assert killed, f"no {stage} actor was found to kill"
-    files_at_kill = len(summary.files)
-    assert files_at_kill == VIDEOS and summary.errors == []
+    assert all(killed.values()), f"an actor was not found to kill: {killed}"
+    assert len(summary.files) == VIDEOS and summary.errors == []
     assert_exactly_once(tmp_path / "results", long_archive["frames"])
 
 
