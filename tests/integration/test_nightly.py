@@ -175,24 +175,12 @@ def test_flaky_object_store_is_retried(ray_local, s3, archive, checkpoint, tmp_p
     assert summary.clips == len(expected_clips(frames)) and len(summary.files) == len(frames)
 
 
-def test_an_object_that_keeps_failing_is_recorded_and_retried_next_run(ray_local, s3, archive, checkpoint, tmp_path):
-    victim = next(v for v in archive["videos"] if v.key.startswith("cam02/"))
-    with FaultyS3Proxy(s3.endpoint_url, fail_paths=(victim.key,)) as proxy:
-        storage = s3.storage_config().model_copy(update={"endpoint_url": proxy.endpoint_url, "retries": 2})
-        cfg = job_config(s3, f"{archive['uri']}/cam02", checkpoint["uri"], tmp_path, storage=storage, max_failure_rate=1.0)
-        summary = run_scoring(cfg, run_date=DAY)
-    [error] = summary.errors
-    assert error["uri"] == f"{archive['uri']}/{victim.key}" and error["stage"] == "read" and not error["permanent"]
-    assert proxy.stats["failed"] >= 9  # 3 whole reads (ours), each 3 requests (the S3 client's retries)
-    cfg = cfg.model_copy(update={"storage": s3.storage_config()})  # the store has recovered
-    second = run_scoring(cfg, run_date=DAY)
-    assert [Path(p).parent.name for p in second.files] == ["camera=cam02"] and second.errors == []
-
-
-def test_a_model_that_fails_in_the_actors_becomes_model_errors_and_the_night_goes_on(ray_local, s3, archive, checkpoint, tmp_path):
-    """A fleet's model loads on the driver (planning) but its object is refused afterwards, when the scoring
-    actors load it: its camera's videos become `errors` rows with stage `model` (retried next run), the other
-    camera is scored, and the summary names the camera left unscored."""
+def test_a_video_and_a_model_the_store_keeps_refusing_are_errors_retried_next_run(ray_local, s3, archive, checkpoint, tmp_path):
+    """A night on which the store keeps refusing two objects. One video: every read fails (a `read` error). A
+    fleet's model, cam02's: it loads on the driver (planning) but is refused afterwards, when the scoring
+    actors load it: its camera's videos become `errors` rows with stage `model`, the other camera is scored,
+    and the summary names the camera left unscored. Neither is permanent: the next night, the store
+    recovered, scores only those videos."""
     import time as clock
 
     from vad.scoring.job import execute, plan_run
@@ -201,21 +189,25 @@ def test_a_model_that_fails_in_the_actors_becomes_model_errors_and_the_night_goe
     data = client.get_object(Bucket="models", Key=checkpoint["uri"].split("s3://models/", 1)[1])["Body"].read()
     for camera in ("cam01", "cam02"):  # one model per camera (the same weights: routing is what is tested)
         client.put_object(Bucket="models", Key=f"failing-fleet/{camera}.pt", Body=data)
+    victim = next(v for v in archive["videos"] if v.key.startswith("cam01/"))
+    victim_uri = f"{archive['uri']}/{victim.key}"
     with FaultyS3Proxy(s3.endpoint_url) as proxy:
-        storage = s3.storage_config().model_copy(update={"endpoint_url": proxy.endpoint_url, "retries": 1})
+        storage = s3.storage_config().model_copy(update={"endpoint_url": proxy.endpoint_url, "retries": 2})
         cfg = job_config(s3, archive["uri"], "s3://models/failing-fleet/{camera}.pt", tmp_path, storage=storage, max_failure_rate=1.0)
         plan = plan_run(cfg, DAY)
         assert len(plan.routing.routes) == 2 and not plan.routing.missing  # both models loaded on the driver
-        proxy.fail_paths = ("failing-fleet/cam02.pt",)  # ... and cam02's is refused from now on
+        proxy.fail_paths = ("failing-fleet/cam02.pt", victim.key)  # ... and from now on cam02's model and the video are refused
         summary = execute(cfg, plan, clock.perf_counter())
     cam02 = {f"{archive['uri']}/{v.key}" for v in archive["videos"] if v.key.startswith("cam02/")}
-    assert {e["uri"] for e in summary.errors} == cam02 and {e["stage"] for e in summary.errors} == {"model"}
-    assert not any(e["permanent"] for e in summary.errors) and proxy.stats["failed"] > 0
+    assert {e["uri"]: e["stage"] for e in summary.errors} == {**dict.fromkeys(cam02, "model"), victim_uri: "read"}
+    assert not any(e["permanent"] for e in summary.errors) and proxy.refused["failing-fleet/cam02.pt"] > 0
+    assert proxy.refused[victim.key] >= 9  # 3 whole reads (ours), each 3 requests (the S3 client's retries)
     assert summary.unscored_cameras == ["cam02"] and summary.cli()["unscored_cameras"] == ["cam02"]
-    assert [Path(p).parent.name for p in summary.files] == ["camera=cam01"] * (len(archive["videos"]) - len(cam02))
-    # next night, the store has recovered: only cam02's videos are scored
+    assert [Path(p).parent.name for p in summary.files] == ["camera=cam01"] * (len(archive["videos"]) - len(cam02) - 1)
+    # next night, the store has recovered: only the refused video and cam02's videos are scored
     second = run_scoring(cfg.model_copy(update={"storage": s3.storage_config()}), run_date=DAY)
-    assert {Path(p).parent.name for p in second.files} == {"camera=cam02"} and second.errors == [] and not second.unscored_cameras
+    assert sorted(Path(p).parent.name for p in second.files) == sorted(["camera=cam01"] + ["camera=cam02"] * len(cam02))
+    assert second.errors == [] and not second.unscored_cameras
 
 
 def test_credentials_never_reach_logs_parquet_or_mlflow(ray_local, s3, archive, checkpoint, tmp_path, capfd, caplog):

@@ -92,7 +92,7 @@ class FaultyS3Proxy:
     connection is closed without an answer; `delay_rate`/`delay_s`: share held back first;
     `fail_paths`: substrings of paths that always get 503 (a persistently failing object; may be set
     while the proxy runs, e.g. to refuse an object after a job planned with it).
-    Counts of what was injected are in `stats`."""
+    Counts of what was injected are in `stats`; `refused[p]` counts the requests refused by `fail_paths` entry `p`."""
 
     def __init__(self, upstream: str, *, fail_rate: float = 0.0, drop_rate: float = 0.0, delay_rate: float = 0.0,
                  delay_s: float = 0.5, fail_paths: tuple[str, ...] = (), seed: int = 0):
@@ -105,6 +105,7 @@ class FaultyS3Proxy:
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self.stats = {"requests": 0, "failed": 0, "dropped": 0, "delayed": 0}
+        self.refused: dict[str, int] = {}
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -124,8 +125,10 @@ class FaultyS3Proxy:
     def _decide(self, path: str) -> str:
         with self._lock:
             self.stats["requests"] += 1
-            if any(p in path for p in self.fail_paths):
+            hit = next((p for p in self.fail_paths if p in path), None)
+            if hit is not None:
                 self.stats["failed"] += 1
+                self.refused[hit] = self.refused.get(hit, 0) + 1
                 return "fail"
             draw = self._random.random()
             for action, rate in (("fail", self.fail_rate), ("drop", self.drop_rate), ("delay", self.delay_rate)):
