@@ -1,6 +1,7 @@
 """The cluster path as a user takes it: a real Ray head started from the project's environment with
 `ray start`, and `jobs.train` and `jobs.score` submitted through its job server (the API KubeRay's
-RayJobs and `ray job submit` use), joining it with `ray.address: auto`."""
+RayJobs and `ray job submit` use), joining it with `ray.address: auto`. And the other side: a job whose
+config names no cluster never joins that head, although it is the host's latest cluster."""
 
 import os
 import subprocess
@@ -66,9 +67,10 @@ def _dashboard_answers(url: str, process, timeout_s: float) -> bool:
 
 @pytest.fixture(scope="module")
 def head(tmp_path_factory):
-    """A 2-CPU head with its dashboard (the job server), started the way the README says: from the
-    project's environment (its bin/ first on PATH, as after `source .venv/bin/activate`), so a job's
-    `python` is the one with vad installed; yields the job server's URL. A head that does not come up
+    """A 2-CPU head with its dashboard (the job server) and a resource of its own ("head"), started the way
+    the README says: from the project's environment (its bin/ first on PATH, as after `source
+    .venv/bin/activate`), so a job's `python` is the one with vad installed; yields the job server's URL and
+    the head's address. A head that does not come up
     (a port taken between choosing and binding it) is started again on fresh ports, twice at most."""
     logs = tmp_path_factory.mktemp("ray-head")
     for attempt in range(3):
@@ -79,12 +81,12 @@ def head(tmp_path_factory):
             "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port",
             "node-manager-port", "object-manager-port", "ray-client-server-port",
         )]
-        args = (f"--port={port}", "--num-cpus=2", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+        args = (f"--port={port}", "--num-cpus=2", '--resources={"head": 1}', "--include-dashboard=true", "--dashboard-host=127.0.0.1",
                 f"--dashboard-port={dashboard}", f"--temp-dir={temp}", *agents)
         url = f"http://127.0.0.1:{dashboard}"
         with ray_head(*args, path_first=str(VENV_BIN), log=logs / f"head-{attempt}.log") as process:
             if _dashboard_answers(url, process, 120):
-                yield url
+                yield {"url": url, "address": f"127.0.0.1:{port}"}
                 return
     pytest.fail("the Ray head did not come up three times; its output:\n" + (logs / "head-2.log").read_text()[-3000:])
 
@@ -120,7 +122,7 @@ def test_train_then_score_through_the_job_api(head, s3, archive, tmp_path, capsy
         "mlflow": {"tracking_uri": tracking, "experiment": "cluster-train"}, "work_dir": str(work),
     }
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(train))
-    logs = _run(head, ["jobs.train", "--config", str(tmp_path / "train.yaml")])
+    logs = _run(head["url"], ["jobs.train", "--config", str(tmp_path / "train.yaml")])
     assert '"promoted": false' in logs and "val/loss is undefined" in logs, logs[-3000:]
     job_log = "".join(p.read_text() for p in (work / "logs").glob("train-*.log"))
     assert "vad promote vad-conv-ae 1" in job_log, job_log[-3000:]
@@ -143,10 +145,39 @@ def test_train_then_score_through_the_job_api(head, s3, archive, tmp_path, capsy
         "ray": {"address": "auto"}, "mlflow": {"tracking_uri": tracking, "experiment": "cluster-score"}, "work_dir": str(work),
     }
     (tmp_path / "score.yaml").write_text(yaml.safe_dump(score))
-    logs = _run(head, ["jobs.score", "--config", str(tmp_path / "score.yaml"), "--date", "2026-11-24"])
+    logs = _run(head["url"], ["jobs.score", "--config", str(tmp_path / "score.yaml"), "--date", "2026-11-24"])
     assert '"clips":' in logs
     table = pads.dataset(str(tmp_path / "results" / "scores"), partitioning=pads.partitioning(PARTITION_SCHEMA, flavor="hive")).to_table()
     # rows name the registered model and version that scored them
     assert table.num_rows > 0 and set(table["model_name"].to_pylist()) == {"vad-conv-ae"} and set(table["model_version"].to_pylist()) == {"1"}
     [run] = client.search_runs([client.get_experiment_by_name("cluster-score").experiment_id])
     assert run.data.metrics["score/clips"] == table.num_rows
+
+
+PROBE = (
+    "import sys, json, ray\n"
+    "from vad.cluster import ensure_ray\n"
+    "ensure_ray(None if sys.argv[1] == 'null' else sys.argv[1], 1)\n"
+    "print(json.dumps(ray.cluster_resources()))\n"
+)
+
+
+def _probe(address: str | None) -> dict:
+    """The resources a job sees that names `address` (None: no address in its config)."""
+    import json
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    if address:  # `ray start` heads of Ray 2.60 take a token (~/.ray/auth_token); clients say they have one
+        env["RAY_AUTH_MODE"] = "token"
+    result = subprocess.run([sys.executable, "-c", PROBE, address or "null"], capture_output=True, text=True, timeout=180, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_a_job_without_an_address_starts_its_own_ray_beside_the_hosts_cluster(head):
+    """The head above is another user's cluster on this host, started with `ray start` (so it is the host's
+    latest cluster): a job naming it joins it, a job naming none starts its own Ray instead."""
+    joined = _probe(head["address"])
+    assert joined.get("head") == 1, joined  # naming the cluster joins it: the check below can tell them apart
+    own = _probe(None)
+    assert own.get("CPU") == 1 and "head" not in own, own
