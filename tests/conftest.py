@@ -10,6 +10,12 @@ os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 # failure and its own end up to 2 s late; the tests' runs are seconds long. Ray Train passes this from
 # the driver's environment to its controller (and a test Ray head inherits it).
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
+# ... and starts a preemption watcher actor per run, for cloud nodes taken back; none here.
+os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+# Ray kills a worker process idle for 1 s (beyond one per CPU), and the next job starts a new one and
+# imports Ray Data, pyarrow and vad in it again; the tests run jobs back to back, so idle workers are
+# kept 30 s and reused (a small scoring job: ~10 s -> ~7.5 s). Read by each Ray the tests start.
+os.environ.setdefault("RAY_idle_worker_killing_time_threshold_ms", "30000")
 sys.path.insert(0, os.path.dirname(__file__))
 
 # The fast tier (`pytest -m "not slow"`) is tests/unit; integration tests start Ray, an S3 server and
