@@ -188,7 +188,7 @@ def kill_once_committed(epoch: int, run_folder: Path, marker: Path):
 def test_a_run_restarts_after_a_failure_and_a_kill_and_once_stopped_resumes_and_ends_the_same(baseline, s3, archive, work):
     """Every way a run is interrupted, in one run allowed two failures (`max_failures=2`): a worker raises
     after epoch 0 (its checkpoint committed) and the group restarts; once epoch 1's checkpoint is committed
-    every Ray Train worker process is SIGKILLed (a real kill, not an exception) and the group restarts; a
+    the Ray Train worker processes SIGKILL themselves (a real kill, not an exception) and the group restarts; a
     worker raises after epoch 2, a third failure, and the run stops. Neither restart trains from scratch.
     Started again with the same name and storage, the run resumes from epoch 2's checkpoint and trains only
     epoch 3; started once more it is refused as finished. The model ends as the uninterrupted baseline's."""
@@ -202,7 +202,8 @@ def test_a_run_restarts_after_a_failure_and_a_kill_and_once_stopped_resumes_and_
     with pytest.raises(Exception, match="injected failure after epoch 2"):
         run_training(cfg, epoch_callbacks=callbacks)
     assert raised_0.exists() and raised_2.exists(), "a worker should have raised after epochs 0 and 2"
-    assert len(list(work.glob(f"{killed.name}-*"))) == 2, "both workers should have been killed once"
+    # each worker SIGKILLs itself once epoch 1 is committed; Ray may take the group down before the second does
+    assert 1 <= len(list(work.glob(f"{killed.name}-*"))) <= 2, "a worker should have been SIGKILLed once"
     client = MlflowClient(tracking_uri(cfg.mlflow, cfg.work_dir))
     [stopped] = client.search_runs([client.get_experiment_by_name(cfg.mlflow.experiment).experiment_id],
                                    "attributes.run_name = 'interrupted' AND attributes.status = 'FAILED'")
