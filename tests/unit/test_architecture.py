@@ -158,3 +158,13 @@ def test_no_function_in_vad_is_over_60_lines():
             for path in (ROOT / "vad").rglob("*.py") for node in ast.walk(ast.parse(path.read_text()))
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 60]
     assert not long, "split these functions:\n  " + "\n  ".join(long)
+
+
+def test_the_epoch_board_actor_does_not_import_torch():
+    """The epoch bar's actor (a process per Ray Train run) loads only its own module: no torch in it."""
+    import subprocess
+    import sys
+
+    probe = "import sys, vad.training.progress; print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'ray')))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]", out
