@@ -91,12 +91,18 @@ def head(tmp_path_factory):
     pytest.fail("the Ray head did not come up three times; its output:\n" + (logs / "head-2.log").read_text()[-3000:])
 
 
+def _client_env(*, token: bool) -> dict:
+    """This environment without RAY_ADDRESS; with `token`, RAY_AUTH_MODE=token: `ray start` heads of Ray 2.60
+    take a token (~/.ray/auth_token) and their clients say they have one."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return {**env, "RAY_AUTH_MODE": "token"} if token else env
+
+
 def _run(url: str, args: list[str]) -> str:
     """Submit `python -m <args>` and wait; the head's token (~/.ray/auth_token) reaches the client
     through RAY_AUTH_MODE=token."""
-    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_AUTH_MODE": "token"}
     result = subprocess.run(
-        [sys.executable, "-c", CLIENT, url, " ".join(["python", "-m", *args])], capture_output=True, text=True, timeout=720, env=env,
+        [sys.executable, "-c", CLIENT, url, " ".join(["python", "-m", *args])], capture_output=True, text=True, timeout=720, env=_client_env(token=True),
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     return result.stdout
@@ -166,10 +172,8 @@ def _probe(address: str | None) -> dict:
     """The resources a job sees that names `address` (None: no address in its config)."""
     import json
 
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    if address:  # `ray start` heads of Ray 2.60 take a token (~/.ray/auth_token); clients say they have one
-        env["RAY_AUTH_MODE"] = "token"
-    result = subprocess.run([sys.executable, "-c", PROBE, address or "null"], capture_output=True, text=True, timeout=180, env=env)
+    result = subprocess.run([sys.executable, "-c", PROBE, address or "null"], capture_output=True, text=True, timeout=180,
+                            env=_client_env(token=address is not None))
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
