@@ -53,9 +53,39 @@ def when_results_appear(folder: Path, action, timeout_s: float = 240) -> threadi
     return thread
 
 
-def test_killed_actors_lose_and_duplicate_nothing(ray_local, s3, long_archive, tmp_path):
-    """SIGKILL the scoring actor (Ray restarts it and retries its tasks) and the writer actor (whose
-    unfinished videos are scored again in a second pass), both as the first results appear, in one run."""
+def cut_short_once(monkeypatch, after_rows: int) -> list[int]:
+    """Make the job's first pass end with an ActorDiedError (as when Ray Data gives up on an actor whose node
+    went away before it ever ran) after `after_rows` videos are written; returns the videos each pass was given."""
+    import ray
+
+    from vad.scoring import job
+
+    real, calls = job.build_dataset, []
+
+    class CutShort:
+        def __init__(self, dataset):
+            self.dataset = dataset
+
+        def iter_rows(self):
+            for i, row in enumerate(self.dataset.iter_rows()):
+                if i == after_rows:
+                    raise ray.exceptions.ActorDiedError()
+                yield row
+
+    def first_pass_dies(*args, **kwargs):
+        calls.append(len(args[1]))
+        dataset = real(*args, **kwargs)
+        return CutShort(dataset) if len(calls) == 1 else dataset
+
+    monkeypatch.setattr(job, "build_dataset", first_pass_dies)
+    return calls
+
+
+def test_killed_actors_and_a_pass_cut_short_lose_and_duplicate_nothing(ray_local, s3, long_archive, tmp_path, monkeypatch):
+    """In one run: SIGKILL the scoring actor (Ray restarts it and retries its tasks) and the writer actor (the
+    videos it held are left unwritten), both as the first results appear; then, 6 videos in, the pass ends with
+    an ActorDiedError. The job goes on with a second pass over the videos not yet written, and only those."""
+    calls = cut_short_once(monkeypatch, after_rows=6)
     cfg = job_config(s3, long_archive["uri"], long_archive["checkpoint"], tmp_path)
     cfg = cfg.model_copy(update={"mlflow": MlflowConfig(enabled=False)})
     killed: dict[str, list[int]] = {"ScoreClips": [], "WriteScores": []}
@@ -70,6 +100,7 @@ def test_killed_actors_lose_and_duplicate_nothing(ray_local, s3, long_archive, t
     summary = run_scoring(cfg, run_date=DAY)
     watcher.join()
     assert all(killed.values()), f"an actor was not found to kill: {killed}"
+    assert calls[:2] == [VIDEOS, VIDEOS - 6], calls  # the second pass took only what was missing
     assert len(summary.files) == VIDEOS and summary.errors == []
     assert_exactly_once(tmp_path / "results", long_archive["frames"])
 
@@ -121,37 +152,5 @@ def test_losing_a_node_mid_run_loses_and_duplicates_nothing(two_node_cluster, s3
     summary = run_scoring(cfg, run_date=DAY)
     watcher.join()
     assert removed, "no worker node hosted a pipeline actor when results appeared"
-    assert len(summary.files) == VIDEOS and summary.errors == []
-    assert_exactly_once(tmp_path / "results", long_archive["frames"])
-
-
-def test_a_pass_cut_short_by_a_lost_actor_is_finished_by_the_next(ray_local, s3, long_archive, tmp_path, monkeypatch):
-    """When Ray Data gives up on an actor (its node went away before it ever ran) the pass ends with
-    an ActorDiedError; the job goes on with a second pass over the videos not yet written."""
-    import ray
-
-    from vad.scoring import job
-
-    real, calls = job.build_dataset, []
-
-    class CutShort:
-        def __init__(self, dataset):
-            self.dataset = dataset
-
-        def iter_rows(self):
-            for i, row in enumerate(self.dataset.iter_rows()):
-                if i == 3:
-                    raise ray.exceptions.ActorDiedError()
-                yield row
-
-    def first_pass_dies(*args, **kwargs):
-        calls.append(len(args[1]))
-        dataset = real(*args, **kwargs)
-        return CutShort(dataset) if len(calls) == 1 else dataset
-
-    monkeypatch.setattr(job, "build_dataset", first_pass_dies)
-    cfg = job_config(s3, long_archive["uri"], long_archive["checkpoint"], tmp_path)
-    summary = run_scoring(cfg.model_copy(update={"mlflow": MlflowConfig(enabled=False)}), run_date=DAY)
-    assert calls[0] == VIDEOS and calls[1] == VIDEOS - 3, calls  # the second pass took only what was missing
     assert len(summary.files) == VIDEOS and summary.errors == []
     assert_exactly_once(tmp_path / "results", long_archive["frames"])
