@@ -31,3 +31,32 @@ def pytest_collection_modifyitems(config, items):
     # VAD_TEST_ORDER=reverse runs the tests backwards, to show that none depends on another's order.
     if os.environ.get("VAD_TEST_ORDER") == "reverse":
         items.reverse()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def new_mlflow_databases_from_one_template(tmp_path_factory):
+    """A job's first MLflow call in a new work folder creates `<work_dir>/mlflow.db`, and MLflow brings a new
+    sqlite file to its schema by running its ~60 migrations: ~2 s of this process's CPU, for each of the dozen
+    and more work folders the tests make. Here the first such database is migrated once and each later one
+    starts as a copy of it (the same MLflow, the same empty schema); MLflow itself is untouched."""
+    import shutil
+
+    from vad.tracking import runs
+
+    real = runs.tracking_uri
+    template = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+
+    def tracking_uri(cfg, work_dir: str) -> str:
+        uri = real(cfg, work_dir)
+        database = Path(work_dir).expanduser().resolve() / "mlflow.db"
+        if not cfg.tracking_uri and not database.exists():
+            if not template.exists():
+                from mlflow.tracking import MlflowClient
+
+                MlflowClient(f"sqlite:///{template}").search_experiments()  # creates and migrates it
+            shutil.copyfile(template, database)
+        return uri
+
+    runs.tracking_uri = tracking_uri
+    yield
+    runs.tracking_uri = real
