@@ -19,8 +19,9 @@ def _score(config: Path, *flags: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_the_console_shows_progress_and_the_summary_and_the_log_holds_the_rest(s3, archive, checkpoint, tmp_path):
+def test_the_console_shows_progress_and_the_summary_and_the_log_holds_the_rest(s3, archive, checkpoint, tmp_path, mlflow_database):
     cfg = job_config(s3, f"{archive['uri']}/cam01", checkpoint["uri"], tmp_path)
+    mlflow_database(Path(cfg.work_dir) / "mlflow.db")
     config = write_yaml(cfg, tmp_path / "score.yaml")
     quiet = _score(config)
     assert quiet.returncode == 0, quiet.stderr[-3000:]

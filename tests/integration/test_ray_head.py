@@ -108,7 +108,7 @@ def _run(url: str, args: list[str]) -> str:
     return result.stdout
 
 
-def test_train_then_score_through_the_job_api(head, s3, archive, tmp_path, capsys):
+def test_train_then_score_through_the_job_api(head, s3, archive, tmp_path, capsys, mlflow_database):
     """Training without held-out videos (val_fraction 0): no val/loss, so the model is registered but the
     champion alias does not move; the job says why and how to promote; `vad promote` moves it, and the
     nightly job then scores with the champion."""
@@ -116,7 +116,7 @@ def test_train_then_score_through_the_job_api(head, s3, archive, tmp_path, capsy
 
     from vad.cli import main
 
-    work, tracking = tmp_path / "work", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    work, tracking = tmp_path / "work", f"sqlite:///{mlflow_database(tmp_path / 'mlflow.db')}"
     storage = {k: (v.get_secret_value() if hasattr(v, "get_secret_value") else v) for k, v in s3.storage_config().model_dump().items()}
     decode = DECODE.model_dump(mode="json")
     train = {
