@@ -98,7 +98,7 @@ def cut_previews(night: Night, storage: StorageConfig | None, concurrency: int =
     """event_id -> {animation, strip, error}: one Ray Data task per event, `concurrency` at a time."""
     import ray
 
-    from vad.review.previews import ClipPreviews
+    from vad.review.previews import preview_batch
 
     rows = _preview_rows(night, storage)
     missing = {r["event_id"]: {"animation": b"", "strip": b"", "error": "its video is no longer listed"} for r in rows if r["video"] is None}
@@ -106,7 +106,7 @@ def cut_previews(night: Night, storage: StorageConfig | None, concurrency: int =
     if not todo:
         return missing
     ds = ray.data.from_items(todo, override_num_blocks=len(todo)).map_batches(
-        ClipPreviews, fn_constructor_kwargs={"storage": storage}, batch_size=1, concurrency=max(1, min(concurrency, len(todo))),
+        preview_batch, fn_kwargs={"storage": storage}, batch_size=1, concurrency=max(1, min(concurrency, len(todo))),
         num_cpus=1,
     )
     out = dict(missing)
