@@ -1,8 +1,11 @@
 """The cluster path as a user takes it: a real Ray head started from the project's environment with
 `ray start`, and `jobs.train` and `jobs.score` submitted through its job server (the API KubeRay's
 RayJobs and `ray job submit` use), joining it with `ray.address: auto`. And the other side: a job whose
-config names no cluster never joins that head, although it is the host's latest cluster."""
+config names no cluster never joins that head, although it is the host's latest cluster; run from a
+shell, it shows the person a progress bar, warnings that matter and the summary, Ray's own output in its
+log file (shown with -v)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -13,7 +16,7 @@ from pathlib import Path
 import pyarrow.dataset as pads
 import pytest
 import yaml
-from helpers import DECODE, ray_head
+from helpers import DECODE, job_config, ray_head, write_yaml
 
 from vad.results.schema import PARTITION_SCHEMA
 from vad.testing.s3server import free_port
@@ -178,10 +181,41 @@ def _probe(address: str | None) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def test_a_job_without_an_address_starts_its_own_ray_beside_the_hosts_cluster(head):
+RAY_NOISE = ("core_worker", "Execution plan", "logging_progress", "(TrainController", "(SplitCoordinator", "Traceback", "raylet")
+
+
+def _score(config: Path, *flags: str) -> subprocess.CompletedProcess:
+    """`vad score` as a person runs it from a shell (this environment: no cluster named, no token)."""
+    return subprocess.run(
+        [sys.executable, "-m", "vad", *flags, "score", "--config", str(config), "--date", "2026-11-24"],
+        capture_output=True, text=True, timeout=600, cwd=REPO, env=_client_env(token=False),
+    )
+
+
+def test_a_job_naming_no_cluster_starts_its_own_ray_and_shows_progress_and_the_summary(head, s3, archive, checkpoint, tmp_path,
+                                                                                         mlflow_database):
     """The head above is another user's cluster on this host, started with `ray start` (so it is the host's
-    latest cluster): a job naming it joins it, a job naming none starts its own Ray instead."""
+    latest cluster): a job naming it joins it; `vad score` with a config naming none starts its own Ray beside
+    it. On the console: the progress bar and the summary, none of Ray's lines; the log holds the rest."""
     joined = _probe(head["address"])
     assert joined.get("head") == 1, joined  # naming the cluster joins it: the check below can tell them apart
-    own = _probe(None)
-    assert own.get("CPU") == 1 and "head" not in own, own
+    cfg = job_config(s3, f"{archive['uri']}/cam01", checkpoint["uri"], tmp_path)
+    mlflow_database(Path(cfg.work_dir) / "mlflow.db")
+    config = write_yaml(cfg, tmp_path / "score.yaml")
+    quiet = _score(config)
+    assert quiet.returncode == 0, quiet.stderr[-3000:]
+    assert json.loads(quiet.stdout)["clips"] > 0
+    lines = quiet.stderr.strip().splitlines()
+    assert len(lines) <= 4, lines
+    assert not [line for line in lines if any(noise in line for noise in RAY_NOISE)], lines
+    assert any(line.startswith("scoring [") and "videos" in line and "clips/s" in line for line in lines), lines
+    log = Path(lines[-1].removeprefix("vad score: log in "))
+    assert lines[-1].startswith("vad score: log in ") and log.parent == Path(cfg.work_dir).resolve() / "logs"
+    text = log.read_text()
+    assert "videos under" in text and "vad.scoring.job" in text  # the library's own INFO lines
+    # its own Ray, of the CPUs its config asks for, not the head (whose resource "head" it would list)
+    [own] = [line for line in text.splitlines() if "started a local Ray (" in line]
+    assert "'CPU': 2.0" in own and "'head'" not in own, own
+
+    loud = _score(config, "-v")  # the same run again (nothing new to score), everything on the console
+    assert loud.returncode == 0 and "INFO vad.scoring.job: run " in loud.stderr
