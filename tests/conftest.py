@@ -67,7 +67,7 @@ def new_mlflow_databases_from_one_template(mlflow_database):
 
     def tracking_uri(cfg, work_dir: str) -> str:
         uri = real(cfg, work_dir)
-        if not cfg.tracking_uri:
+        if cfg.enabled and not cfg.tracking_uri:  # with tracking off, no database appears that the job did not make
             mlflow_database(Path(work_dir).expanduser().resolve() / "mlflow.db")
         return uri
 
