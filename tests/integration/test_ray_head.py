@@ -166,17 +166,14 @@ def test_train_then_score_through_the_job_api(head, s3, archive, tmp_path, capsy
 PROBE = (
     "import sys, json, ray\n"
     "from vad.cluster import ensure_ray\n"
-    "ensure_ray(None if sys.argv[1] == 'null' else sys.argv[1], 1)\n"
+    "ensure_ray(sys.argv[1], 1)\n"
     "print(json.dumps(ray.cluster_resources()))\n"
 )
 
 
-def _probe(address: str | None) -> dict:
-    """The resources a job sees that names `address` (None: no address in its config)."""
-    import json
-
-    result = subprocess.run([sys.executable, "-c", PROBE, address or "null"], capture_output=True, text=True, timeout=180,
-                            env=_client_env(token=address is not None))
+def _probe(address: str) -> dict:
+    """The resources a job sees that names `address` (the job naming none is `vad score` itself, below)."""
+    result = subprocess.run([sys.executable, "-c", PROBE, address], capture_output=True, text=True, timeout=180, env=_client_env(token=True))
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
