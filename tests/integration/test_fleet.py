@@ -160,7 +160,10 @@ def test_every_clip_is_scored_by_its_cameras_model_and_a_camera_without_one_is_a
 
 def test_a_new_champion_rescores_only_its_camera(first_night, fleet, tmp_path, capsys):
     """cam02 retrained with `vad train` (per camera: it prints the fleet's table), its new version made the
-    champion: the next night re-scores cam02's videos only."""
+    champion: the next night re-scores cam02's videos only. In a copy of the fleet's work folder (its MLflow
+    registry), so the champion it moves and the version it adds are not the other tests' in any order."""
+    import shutil
+
     import yaml
 
     from vad.cli import main
@@ -169,6 +172,7 @@ def test_a_new_champion_rescores_only_its_camera(first_night, fleet, tmp_path, c
 
     out, first = _copy(first_night, tmp_path), first_night[1]
     assert len(first.files) == 3
+    fleet = {**fleet, "work": Path(shutil.copytree(fleet["work"], tmp_path / "work"))}
     cfg = train_config(fleet, key_regex="cam02/.*/train_", seed=1)
     path = tmp_path / "train.yaml"
     path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
