@@ -113,8 +113,13 @@ def test_error_counters_in_mlflow_and_sql(first_night):
     assert rows == [("failed", 5), ("scored", 4)]
 
 
-def test_rerun_does_no_work_then_scores_only_what_changed(first_night, messy, s3, capsys):
-    root, config = first_night["root"], first_night["config"]
+def test_rerun_does_no_work_then_scores_only_what_changed(first_night, messy, s3, capsys, tmp_path):
+    """On a copy of the first night's results (the other tests read the first night as it was left)."""
+    import shutil
+
+    root = Path(shutil.copytree(first_night["root"], tmp_path / "results"))
+    cfg = first_night["cfg"]
+    config = write_yaml(cfg.model_copy(update={"output": cfg.output.model_copy(update={"uri": str(root)})}), tmp_path / "score.yaml")
     before = {p: p.stat().st_mtime_ns for p in root.joinpath("scores").rglob("*.parquet")}
     capsys.readouterr()
     assert main(["score", "--config", str(config), "--date", DAY]) == 0

@@ -56,6 +56,8 @@ def fitted(ray_local, s3, archive, tmp_path_factory):
 def test_vad_train_fits_the_bank_with_ray_data_and_registers_it(fitted):
     import mlflow
 
+    from vad.tracking.runs import tracking_uri
+
     cfg, summary, work = fitted
     loaded = load_checkpoint(summary.checkpoint)
     model = loaded.model
@@ -65,7 +67,7 @@ def test_vad_train_fits_the_bank_with_ray_data_and_registers_it(fitted):
     assert len(summary.result.history) == 1  # one pass, no epochs
     # 4 training videos of 120 frames, 8-frame clips back to back: 3 fit the bank, 1 is held out.
     assert summary.clips == 3 * 120 // DECODE.clip_len
-    client = mlflow.tracking.MlflowClient()
+    client = mlflow.tracking.MlflowClient(tracking_uri(cfg.mlflow, cfg.work_dir))  # its own database, whatever ran before
     run = client.get_run(summary.mlflow_run_id)
     assert run.data.metrics["train/bank_patches"] == HPARAMS["bank_size"]
     assert summary.registered is not None and summary.registered.promoted

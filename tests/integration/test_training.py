@@ -72,8 +72,10 @@ def test_two_workers_train_and_the_loss_falls(baseline):
 def test_the_threshold_comes_from_the_false_alarm_budget_on_ray_train(baseline):
     from mlflow.tracking import MlflowClient
 
-    _, summary = baseline
-    budget_threshold_holds(summary.checkpoint, MlflowClient().get_run(summary.mlflow_run_id).data.metrics)
+    from vad.tracking.runs import tracking_uri
+
+    cfg, summary = baseline
+    budget_threshold_holds(summary.checkpoint, MlflowClient(tracking_uri(cfg.mlflow, cfg.work_dir)).get_run(summary.mlflow_run_id).data.metrics)
 
 
 def test_mlflow_holds_params_metrics_artifacts_and_the_registered_model(baseline):
