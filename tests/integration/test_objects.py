@@ -89,19 +89,19 @@ def night(fleet, s3, archive, tmp_path_factory):
 def test_the_night_has_objects_and_reasons_in_sql(night, archive):
     job, summary, _ = night
     assert summary.clips > 0 and not summary.errors
-    results, run = job.output.uri, f"run_id = '{summary.run_id}'"  # this night's run: `fused` adds others to the same folder
+    results, rid = job.output.uri, summary.run_id  # this night's run only: `fused` adds others to the same folder
     _, rows = run_query(results, f"SELECT count(*), count(DISTINCT o.clip_id), min(o.score), max(o.x1 - o.x0) FROM objects o JOIN scores s USING (clip_id) "
-                                  f"WHERE s.{run}")
+                                  f"WHERE s.run_id = '{rid}'")
     objects, clips, low, widest = rows[0]
     assert objects > clips > 0 and low >= -1e-6 and 0 < widest <= RGB.resize[1]
     _, top = run_query(results, f"SELECT s.reason, s.score, o.attribute, o.score FROM scores s JOIN objects o USING (clip_id) "
-                                f"WHERE s.{run} ORDER BY s.score DESC, o.score DESC LIMIT 1")
+                                f"WHERE s.run_id = '{rid}' ORDER BY s.score DESC, o.score DESC LIMIT 1")
     reason, clip_score, attribute, object_score = top[0]
     assert reason and attribute in reason and abs(clip_score - object_score) < 1e-4  # the clip's score is its worst object's
     # the injected anomalies score higher than the normal clips around them (clip-level AUC)
     from sklearn.metrics import roc_auc_score
 
-    _, scored = run_query(results, f"SELECT video_uri, start_frame, end_frame, score FROM scores WHERE {run}")
+    _, scored = run_query(results, f"SELECT video_uri, start_frame, end_frame, score FROM scores WHERE run_id = '{rid}'")
     labels, scores = [], []
     for uri, start, end, score in scored:
         key = uri.split("footage/", 1)[1]
@@ -111,9 +111,9 @@ def test_the_night_has_objects_and_reasons_in_sql(night, archive):
     assert roc_auc_score(labels, scores) > 0.7
     # the flagged clips, merged into events: each flagged clip in exactly one, its peak's reason carried
     _, events = run_query(results, f"SELECT count(*), sum(e.clips), bool_and(e.reason = s.reason) FROM events e "
-                                   f"JOIN scores s ON s.clip_id = e.peak_clip_id AND s.run_id = e.run_id WHERE e.{run}")
+                                   f"JOIN scores s ON s.clip_id = e.peak_clip_id AND s.run_id = e.run_id WHERE e.run_id = '{rid}'")
     assert events[0] == (summary.events, summary.anomalous_clips, True) and 0 < summary.events <= summary.anomalous_clips
-    _, runs = run_query(results, f"SELECT events FROM runs WHERE {run}")
+    _, runs = run_query(results, f"SELECT events FROM runs WHERE run_id = '{rid}'")
     assert runs == [(summary.events,)]
 
 
