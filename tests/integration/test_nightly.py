@@ -106,7 +106,7 @@ def test_error_counters_in_mlflow_and_sql(first_night):
     [run] = client.search_runs(client.get_experiment_by_name("test-nightly").experiment_id, f"tags.`vad.run_id` = '{run_id}'")
     assert run.data.metrics["score/errors"] == 5 and run.data.metrics["score/skipped"] == 1
     assert run.data.metrics["score/errors_open"] == 4 and run.data.metrics["score/errors_decode"] == 1
-    assert "score/errors_list" not in run.data.metrics
+    assert "score/errors_list" not in run.data.metrics and run.data.metrics["score/unscored_cameras"] == 0
     _, rows = run_query(str(root), "SELECT stage, count(*) FROM errors GROUP BY stage ORDER BY stage")
     assert rows == [("decode", 1), ("open", 4)]
     _, rows = run_query(str(root), "SELECT status, count(*) FROM manifest GROUP BY status ORDER BY status")
@@ -188,7 +188,10 @@ def test_a_video_and_a_model_the_store_keeps_refusing_are_errors_retried_next_ru
     recovered, scores only those videos."""
     import time as clock
 
-    from vad.scoring.job import execute, plan_run
+    import mlflow
+
+    from vad.scoring.job import execute, plan_run, report
+    from vad.tracking.runs import mlflow_run, tracking_uri
 
     client = s3.client()
     data = client.get_object(Bucket="models", Key=checkpoint["uri"].split("s3://models/", 1)[1])["Body"].read()
@@ -208,6 +211,11 @@ def test_a_video_and_a_model_the_store_keeps_refusing_are_errors_retried_next_ru
     assert not any(e["permanent"] for e in summary.errors) and proxy.refused["failing-fleet/cam02.pt"] > 0
     assert proxy.refused[victim.key] >= 9  # 3 whole reads (ours), each 3 requests (the S3 client's retries)
     assert summary.unscored_cameras == ["cam02"] and summary.cli()["unscored_cameras"] == ["cam02"]
+    with mlflow_run(cfg.mlflow, cfg.work_dir, "refused-model", {"vad.run_id": plan.run_id}) as tracker:
+        report(cfg, summary, tracker)  # what run_scoring does after execute: the runs row and MLflow
+    metrics = mlflow.MlflowClient(tracking_uri(cfg.mlflow, cfg.work_dir)).get_run(summary.mlflow_run_id).data.metrics
+    assert metrics["score/unscored_cameras"] == 1 and metrics["score/errors_model"] == len(cam02) and metrics["score/errors_read"] == 1
+    assert table(tmp_path / "results", "runs").set_index("run_id").loc[plan.run_id, "errors"] == len(cam02) + 1
     assert [Path(p).parent.name for p in summary.files] == ["camera=cam01"] * (len(archive["videos"]) - len(cam02) - 1)
     # next night, the store has recovered: only the refused video and cam02's videos are scored
     second = run_scoring(cfg.model_copy(update={"storage": s3.storage_config()}), run_date=DAY)
