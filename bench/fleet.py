@@ -149,11 +149,11 @@ def bench_writer(scratch: Path, videos: int = 200, clips_per_video: int = 225, b
           f"gather + write {clips / write_s:,.0f} clips/s (one WriteScores); peak held: {peak_videos} partial videos, {peak_bytes / 2**20:.1f} MB")
     ray.init(ignore_reinit_error=True, log_to_driver=False)
     route = ray.remote(num_cpus=0.1)(route_to_writers)
-    from vad.scoring.stages import _concatenate
+    from vad.scoring.decoding import concatenate_batches
 
     actor = ray.remote(num_cpus=0.1)(WriteScores)
     for per_task in (1, 8):  # scored batches per routing task (the job's writer stage takes up to 256 clips)
-        grouped = [_concatenate(batches[i : i + per_task]) for i in range(0, len(batches), per_task)]
+        grouped = [concatenate_batches(batches[i : i + per_task]) for i in range(0, len(batches), per_task)]
         refs = [ray.put(b) for b in grouped]
         for n in (1, 2, 4):
             warm_up = [actor.remote(output_uri=str(scratch / f"warm-up-{n}"), storage=None, decode=DECODE) for _ in range(n)]

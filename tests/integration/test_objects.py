@@ -222,7 +222,7 @@ def test_two_models_of_the_night_are_fused_and_the_objects_reason_survives(fused
 
 
 def test_a_calibration_round_trips_through_the_registry(fused, checkpoint):
-    from vad.fusion.job import resolve_member
+    from vad.fusion.plan import resolve_member
     from vad.models.calibration import Calibration
     from vad.models.checkpoint import load_checkpoint
     from vad.tracking.registry import set_registered_calibration

@@ -160,6 +160,13 @@ def test_no_function_in_vad_is_over_60_lines():
     assert not long, "split these functions:\n  " + "\n  ".join(long)
 
 
+def test_no_module_in_vad_is_over_350_lines():
+    """A module past 350 lines holds two things: split it where its data changes hands (as config/ by job section)."""
+    long = [f"{path.relative_to(ROOT)} ({n} lines)" for path in sorted((ROOT / "vad").rglob("*.py"))
+            if (n := len(path.read_text().splitlines())) > 350]
+    assert not long, "split these modules:\n  " + "\n  ".join(long)
+
+
 def test_the_epoch_board_actor_does_not_import_torch():
     """The epoch bar's actor (a process per Ray Train run) loads only its own module: no torch in it."""
     import subprocess

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from vad.io.sources import VideoRef
 from vad.results.ledger import ErrorLog, ManifestKey, ManifestWriter, adopt_finished, error_row, is_up_to_date, read_manifest, unique_errors
 from vad.results.schema import result_file_name
-from vad.scoring.stages import decode_videos
+from vad.scoring.decoding import decode_videos
 from vad.testing.faults import FAULT_KINDS, bad_object
 from vad.testing.synthetic import encode_mp4, render_scene
 from vad.video.clips import clip_starts

@@ -10,7 +10,8 @@ import pyarrow as pa
 import pytest
 
 from vad.config import FuseJobConfig, FusionConfig, FusionMemberConfig, MlflowConfig, OutputConfig
-from vad.fusion.job import DECODE, plan_fusion, run_fusion
+from vad.fusion.job import run_fusion
+from vad.fusion.plan import DECODE, plan_fusion
 from vad.fusion.rules import Member, frame_series, fuse_frames, fuse_video, fused_threshold
 from vad.io.storage import filesystem, parse_uri, write_parquet_atomic
 from vad.models.calibration import LEVELS, Calibration

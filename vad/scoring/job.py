@@ -35,7 +35,8 @@ from vad.results.ledger import (
 from vad.results.runs import write_run_record
 from vad.results.schema import signature_of
 from vad.scoring.routing import ModelRoute, Routing, plan_routes
-from vad.scoring.stages import DecodeAndScoreClips, ScoreClips, map_decoded_clips, task_dataset
+from vad.scoring.decoding import map_decoded_clips, task_dataset
+from vad.scoring.stages import DecodeAndScoreClips, ScoreClips
 from vad.scoring.summary import RunSummary
 from vad.scoring.writer import start_writers, write_by_video
 from vad.tracking.runs import mlflow_run

@@ -15,7 +15,7 @@ def clips_dataset(videos: list, cfg: TrainJobConfig, columns: tuple[str, ...] = 
     """A Ray Dataset with one row per clip (`columns`: its frames, and e.g. its video and times), decoded by
     the scoring pipeline's stage, its blocks in order (so a seeded run and its resumption see the same clips
     in the same order)."""
-    from vad.scoring.stages import decode_videos, task_dataset
+    from vad.scoring.decoding import decode_videos, task_dataset
 
     ds = task_dataset([v.to_row() for v in videos], cfg.decode)
     ds.context.execution_options.preserve_order = True  # this dataset's own context, not the process's

@@ -78,7 +78,8 @@ def train_mil_distributed(
 def clip_features_by_video(cfg: TrainJobConfig, videos: list) -> dict[str, np.ndarray]:
     """Backbone features (n_clips, d) of every video, in clip order, extracted by Ray Data with
     the scoring pipeline's decode stage and the `ExtractFeatures` actor."""
-    from vad.scoring.stages import DecodeAndExtractFeatures, ExtractFeatures, map_decoded_clips, task_dataset
+    from vad.scoring.decoding import map_decoded_clips, task_dataset
+    from vad.scoring.stages import DecodeAndExtractFeatures, ExtractFeatures
 
     extractor = cfg.model.hparams.get("extractor", "i3d")
     ds = map_decoded_clips(

@@ -23,6 +23,7 @@ from vad.models.scorers.objects.attributes import DIS_PRESETS, Flow, describe
 from vad.models.scorers.objects.classes import COCO_NAMES
 from vad.models.scorers.objects.density import GaussianDensity, NearestDensity, calibration
 from vad.models.scorers.objects.detector import COCO_CLASSES, Boxes, merge_boxes, moving_regions
+from vad.models.scorers.objects.frames import FramesByIndex, GreyAsRGB, as_uint8
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +130,8 @@ class ObjectScorer(FittedScorer):
         t_count, h, w = clip.shape[:3]
         frames = self.analysed_frames(t_count)
         needed = sorted({u for t in frames for u in (t - 1, t, t + 1) if 0 <= u < t_count})  # analysed frames and their partners
-        rgb = clip if clip.ndim == 4 else _GreyAsRGB(clip)
-        grey = clip if clip.ndim == 3 else _Frames({u: cv2.cvtColor(clip[u], cv2.COLOR_RGB2GRAY) for u in needed}, t_count)
+        rgb = clip if clip.ndim == 4 else GreyAsRGB(clip)
+        grey = clip if clip.ndim == 3 else FramesByIndex({u: cv2.cvtColor(clip[u], cv2.COLOR_RGB2GRAY) for u in needed}, t_count)
         boxes = {t: self._bounded(self.frame_boxes(rgb, grey, t)) for t in frames}
         out = []
         for i, t in enumerate(frames):
@@ -181,7 +182,7 @@ class ObjectScorer(FittedScorer):
     def fit_rows(self, clips: torch.Tensor) -> torch.Tensor:
         """Every object of normal clips as one row: velocity features, geometry, class probabilities."""
         rows = []
-        for clip in _uint8(clips):
+        for clip in as_uint8(clips):
             for _, _, attrs in self.describe_clip(clip):
                 rows.append(np.concatenate([self.velocity_features(attrs), attrs["geometry"], attrs["appearance"]], 1))
         width = self.direction_bins + GEOMETRY_DIM + COCO_CLASSES
@@ -209,7 +210,7 @@ class ObjectScorer(FittedScorer):
         """Held-out normal clips -> (B, T, max_objects, 3 raw scores + speed + box height), NaN where no object."""
         b, t = clips.shape[:2]
         out = np.full((b, t, self.max_objects, len(ATTRIBUTES) + len(READABLE)), np.nan, np.float32)
-        for i, clip in enumerate(_uint8(clips)):
+        for i, clip in enumerate(as_uint8(clips)):
             for frame, _, attrs in self.describe_clip(clip):
                 n = len(attrs["speed"])
                 out[i, frame, :n, : len(ATTRIBUTES)] = self.raw_scores(attrs)
@@ -251,7 +252,7 @@ class ObjectScorer(FittedScorer):
         pixel = np.zeros((b, t, h, w), np.float32)
         threshold = float(self.object_threshold)
         objects, reasons = [], []
-        for i, clip in enumerate(_uint8(clips)):
+        for i, clip in enumerate(as_uint8(clips)):
             found = []
             for frame, boxes, attrs in self.describe_clip(clip):
                 if not len(boxes):
@@ -327,42 +328,6 @@ class ObjectScorer(FittedScorer):
                 setattr(self.get_submodule(module) if module else self, name, torch.empty_like(value))
         self.appearance_density._nearest = None
         return super().load_state_dict(state_dict, strict, assign)
-
-
-def _uint8(clips: torch.Tensor) -> np.ndarray:
-    """Clips (B, T, H, W[, 3]) as decoded (uint8: `ModelMeta.uint8_input`, what the pipeline passes)
-    or in [0, 1] -> uint8 numpy on the CPU (rounded; one temporary)."""
-    if clips.dtype == torch.uint8:
-        return clips.detach().cpu().numpy()
-    scaled = torch.mul(clips.detach().cpu(), 255.0)
-    return scaled.add_(0.5).clamp_(0, 255).to(torch.uint8).numpy()
-
-
-class _Frames:
-    """Some frames of a clip by index (the grey frames describe_clip needs), with the clip's length."""
-
-    def __init__(self, frames: dict[int, np.ndarray], count: int):
-        self.frames, self.count = frames, count
-        self.shape = (count, *next(iter(frames.values())).shape)
-
-    def __getitem__(self, t: int) -> np.ndarray:
-        return self.frames[t]
-
-    def __len__(self) -> int:
-        return self.count
-
-
-class _GreyAsRGB:
-    """A grey clip's frames as RGB, made when asked for (the detector takes three channels)."""
-
-    def __init__(self, clip: np.ndarray):
-        self.clip = clip
-
-    def __getitem__(self, t: int) -> np.ndarray:
-        return np.repeat(self.clip[t][..., None], 3, axis=2)
-
-    def __len__(self) -> int:
-        return len(self.clip)
 
 
 def objects(**hparams) -> ObjectScorer:
