@@ -19,7 +19,7 @@ def _storage(args):
 
 
 class StorageUnreachable(RuntimeError):
-    pass
+    """A results root that cannot be read: `main` says so in one line (with what to set for S3) and exits 2."""
 
 
 def _unreadable(results: str, exc: OSError) -> StorageUnreachable:
