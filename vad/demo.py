@@ -38,9 +38,9 @@ log = logging.getLogger(__name__)
 
 BUCKET = "vad-demo"
 DEMO_DECODE = DecodeConfig(clip_len=16, stride=8, resize=(64, 64), grayscale=True)
-SAMPLE_SQL = (
-    "SELECT camera, date, count(*) AS clips, sum(is_anomaly::INT) AS flagged, "
-    "round(max(score), 5) AS max_score FROM scores GROUP BY ALL ORDER BY camera"
+SAMPLE_SQL = (  # per camera and model: the demo scores each camera with three models, one of them twice
+    "SELECT camera, model_name, count(DISTINCT run_id) AS runs, count(*) AS clip_rows, sum(is_anomaly::INT) AS flagged, "
+    "round(max(score), 4) AS max_score FROM scores GROUP BY ALL ORDER BY camera, model_name"
 )
 
 

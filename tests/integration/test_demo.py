@@ -33,5 +33,8 @@ def test_demo_quick(ray_local, tmp_path, capsys):
     assert int(rescored) == int(up_to_date) == 4, loop  # 4 videos a camera in the quick demo: the other camera's are untouched
     true_before, true_after = (int(n) for n in re.search(r"(\d+) true \+ \d+ false before, (\d+) true \+", loop).groups())
     assert "the dismissed one is gone" in loop and true_after >= true_before > 0, loop
+    sample = out.split("Sample query:")[1]  # per camera and model; the refitted camera's object model scored in two runs
+    once = int(re.search(rf"{camera} +\| vad-conv-ae\.{camera} +\| 1 +\| (\d+) ", sample).group(1))
+    assert re.search(rf"{camera} +\| vad-objects\.{camera} +\| 2 +\| {2 * once} ", sample), sample
     _, answers = run_query(str(tmp_path / "demo" / "results"), "SELECT answer, operator FROM feedback")
     assert answers == [("normal", "demo")]
