@@ -78,6 +78,13 @@ def test_vad_report_cli_for_a_past_night_and_the_messages_when_there_is_nothing(
 
     assert main(["report", "--results", str(tmp_path / "empty"), "--out", str(tmp_path / "pages"), "--no-mlflow"]) == 1
     assert "nothing to report" in capsys.readouterr().err
+    # a model asked for by name: the page is named by it; a model that scored nothing is said so
+    code = main(["report", "--results", cfg.output.uri, "--config", str(config), "--model", summary.model_name, "--top", "1",
+                 "--out", str(tmp_path / "pages"), "--no-mlflow"])
+    assert code == 0 and (tmp_path / "pages" / f"report-2026-11-24-{summary.model_name}.html").is_file(), capsys.readouterr()
+    assert summary.model_name in (tmp_path / "pages" / f"report-2026-11-24-{summary.model_name}.html").read_text()
+    assert main(["report", "--results", cfg.output.uri, "--config", str(config), "--model", "vad-none", "--no-mlflow"]) == 1
+    assert "no results for model vad-none" in capsys.readouterr().err
 
 
 

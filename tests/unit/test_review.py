@@ -1,6 +1,8 @@
 """The review page's parts without Ray: previews cut exactly the event's frames, overlays on the peak clip's
-frames, the peak marked, the page's sections and messages, and HTML escaping of what comes from the data."""
+frames, the peak marked, the page's sections and messages, HTML escaping of what comes from the data, and which
+model's rows a night shows per camera."""
 
+import datetime as dt
 import io
 
 import numpy as np
@@ -9,8 +11,10 @@ from PIL import Image
 
 from vad.config import SourceConfig
 from vad.io.sources import list_videos
-from vad.results.tables import encode_heatmap, encode_mask
-from vad.review.night import Night
+from vad.io.storage import filesystem, parse_uri, write_parquet_atomic
+from vad.results.schema import clip_id, result_file_name
+from vad.results.tables import encode_heatmap, encode_mask, scores_table
+from vad.review.night import Night, read_night
 from vad.review.page import render
 from vad.review.previews import ClipPreviews, clip_frames, overlay, strip_bytes, webp_bytes
 from vad.review.report import event_frames, preview_task
@@ -88,7 +92,7 @@ def _night(top: list[dict], flagged: int = 2, events: int = 1) -> Night:
     timeline = [{"video_uri": "s3://b/cam<1>/v.mp4", "clip_id": f"c{i}", "start_time_s": i * 0.5, "end_time_s": i * 0.5 + 0.6,
                  "score": s, "threshold": 0.5, "is_anomaly": s > 0.5} for i, s in enumerate([0.1, 0.7, 0.9, 0.2])]
     totals = {"cameras": 1, "videos": 1, "clips": 4, "flagged": flagged, "events": events, "errors": 0}
-    cameras = [{"camera": "cam<1>", "videos": 1, "clips": 4, "flagged": 2, "errors": 0, "max_score": 0.9, "threshold": 0.5,
+    cameras = [{"camera": "cam<1>", "model_name": "vad-conv-ae.cam<1>", "videos": 1, "clips": 4, "flagged": 2, "errors": 0, "max_score": 0.9, "threshold": 0.5,
                 "hours": 2.1 / 3600, "events": events, "events_per_hour": events / (2.1 / 3600)}]
     return Night("s3://b/results", "2026-11-24", None, ["r1"], totals, cameras, {"cam<1>": timeline}, top, [])
 
@@ -124,3 +128,44 @@ def test_one_card_per_event_in_rank_order_with_what_to_answer_and_the_answered_m
     assert "no preview: gone" in page and 'src="data:image/webp;base64,' in page
     assert 'class="event answered-normal"' in page and "· dismissed" in page and 'data-answer="normal"' in page
     assert 'data-events-per-hour="' in page
+
+
+def _scored(root: str, model: str, run_id: str, uri: str, camera: str, clips: int, clip_len: int, hour: int, score: float) -> None:
+    """One video's scores file as `vad score` writes it: `clips` clips of `clip_len` frames, scored at `hour`."""
+    n = np.arange(clips)
+    batch = {
+        "run_id": np.array([run_id] * clips, dtype=object), "clip_id": np.array([clip_id(uri, i, clip_len, clip_len, 1) for i in n], dtype=object),
+        "video_uri": np.array([uri] * clips, dtype=object), "clip_index": n.astype(np.int32), "start_frame": n * clip_len,
+        "end_frame": n * clip_len + clip_len - 1, "frame_step": np.ones(clips, np.int16), "start_time_s": n * clip_len / 10.0,
+        "end_time_s": (n + 1) * clip_len / 10.0, "model_name": np.array([model] * clips, dtype=object),
+        "model_version": np.array(["1"] * clips, dtype=object), "model_fallback": np.zeros(clips, bool),
+        "score": np.full(clips, score, np.float32), "threshold": np.ones(clips, np.float32), "is_anomaly": np.full(clips, score > 1),
+        "frame_scores": [[score] * clip_len for _ in n],
+    }
+    table = scores_table(batch, dt.datetime(2026, 11, 25, hour, tzinfo=dt.timezone.utc))
+    location = parse_uri(root).join("scores", "date=2026-11-24", f"camera={camera}", result_file_name(uri, model, "1", f"len{clip_len}"))
+    write_parquet_atomic(filesystem(location), location.path, table)
+
+
+def test_a_night_shows_each_camera_by_one_model(tmp_path):
+    """cam01 scored by conv_ae (4-frame clips) and later by an object fleet's model (8-frame clips: other clip ids);
+    cam02 by conv_ae only. By default each camera is shown by the model that scored it last, never a mix of two
+    models' clips on one timeline; a model (a fleet's by its name without the camera) or a run can be asked for."""
+    root = str(tmp_path / "results")
+    _scored(root, "conv_ae", "run-a", "s3://b/cam01/v1.mp4", "cam01", 8, 4, hour=1, score=0.5)
+    _scored(root, "conv_ae", "run-a", "s3://b/cam02/v2.mp4", "cam02", 8, 4, hour=1, score=0.5)
+    _scored(root, "vad-objects.cam01", "run-b", "s3://b/cam01/v1.mp4", "cam01", 4, 8, hour=2, score=3.0)
+
+    def shown(**ask) -> dict:
+        night = read_night(root, **ask)
+        assert night.date == "2026-11-24"
+        by_camera = {c["camera"]: (c["model_name"], c["clips"]) for c in night.cameras}
+        scores = {camera: sorted({row["score"] for row in rows}) for camera, rows in night.timelines.items()}
+        return {camera: (*by_camera[camera], scores[camera]) for camera in by_camera}
+
+    assert shown() == {"cam01": ("vad-objects.cam01", 4, [3.0]), "cam02": ("conv_ae", 8, [0.5])}
+    assert shown(model="conv_ae") == {"cam01": ("conv_ae", 8, [0.5]), "cam02": ("conv_ae", 8, [0.5])}
+    assert shown(model="vad-objects") == {"cam01": ("vad-objects.cam01", 4, [3.0])}
+    assert shown(run_id="run-a") == shown(model="conv_ae")
+    assert read_night(root, model="vad-other").date is None
+

@@ -101,7 +101,12 @@ def _add_answer_readers(sub) -> list:
     feedback.set_defaults(func=cmd_feedback)
     report = sub.add_parser("report", help="the night's review page: summary, timelines, the top flagged clips with previews (HTML)")
     report.add_argument("--date", default=None, help="the night (yyyy-mm-dd); default: the latest with scores")
-    report.add_argument("--run-id", default=None, help="only this scoring run's clips (default: each clip's latest score)")
+    report.add_argument("--run-id", default=None, help="only this scoring run's clips (default: each camera's model's latest scores)")
+    report.add_argument(
+        "--model", default=None,
+        help="show each camera by this model (a registered name; a fleet's without .<camera>, e.g. vad-objects); "
+        "default: per camera, the model that scored it last",
+    )
     report.add_argument("--top", type=int, default=12, help="flagged clips shown with previews")
     report.add_argument("--out", default="vad-work/reports", help="folder of the page")
     report.add_argument("--mlflow-run-id", default=None, help="log the page into this MLflow run (default: the night's scoring run, if found)")

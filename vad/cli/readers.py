@@ -147,7 +147,7 @@ def cmd_report(args) -> int:
     try:
         with job_output(args.work_dir, "report", verbose=args.verbose):  # Ray's and MLflow's logs to a file, as for the jobs
             summary = run_report(
-                args.results, storage=storage, date=args.date, run_id=args.run_id, top_k=args.top, out_dir=args.out,
+                args.results, storage=storage, date=args.date, run_id=args.run_id, model=args.model, top_k=args.top, out_dir=args.out,
                 mlflow_run_id=args.mlflow_run_id, tracking_uri=uri, verbose=args.verbose,
             )
     except OSError as exc:

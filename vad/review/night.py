@@ -1,7 +1,10 @@
 """A night's results, read with SQL: the summary, every camera's scores in time order, the top events
-(with their peak clip's masks and objects, and the latest operator answer), and the errors. Where a clip
-was scored more than once (a re-run, a new model), its latest row counts unless one run is asked for;
-an event counts when its peak clip's row does."""
+(with their peak clip's masks and objects, and the latest operator answer), and the errors.
+
+One model per camera: one run's rows when a run is asked for; else the rows of the model asked for (a
+fleet's by its name without the `.<camera>`), or by default of the model that scored the camera last, so
+a page never mixes two models' scales on one timeline. Where that model scored a clip more than once (a
+re-run), its latest row counts; an event counts when its peak clip's row does."""
 
 from __future__ import annotations
 
@@ -9,13 +12,24 @@ from dataclasses import dataclass, field
 
 from vad.config import StorageConfig
 
-# The night's scores, one row per clip: the run's own, or each clip's latest.
-_NIGHT = """
-WITH night AS (
-    SELECT * FROM scores WHERE date = ?::DATE AND (? IS NULL OR run_id = ?)
-    QUALIFY row_number() OVER (PARTITION BY clip_id ORDER BY scored_at DESC) = 1
+# Rows of the night (and run, and model) asked for; parameters: `_selected(...)`.
+_SELECTED = """
+    SELECT * FROM scores WHERE (? IS NULL OR date = ?::DATE) AND (? IS NULL OR run_id = ?)
+        AND (? IS NULL OR model_name = ? OR model_name = ? || '.' || camera)
+"""
+# The night's scores: per camera, one model's (the one asked for, or the one that scored it last), one row per clip.
+_NIGHT = f"""
+WITH selected AS ({_SELECTED}), camera_model AS (
+    SELECT camera, arg_max(model_name, scored_at) AS model_name FROM selected GROUP BY camera
+), night AS (
+    SELECT s.* FROM selected s JOIN camera_model c ON c.camera = s.camera AND c.model_name = s.model_name
+    QUALIFY row_number() OVER (PARTITION BY s.clip_id ORDER BY s.scored_at DESC) = 1
 )
 """
+
+
+def _selected(date: str | None, run_id: str | None, model: str | None) -> list:
+    return [date, date, run_id, run_id, model, model, model]
 
 
 @dataclass
@@ -29,6 +43,7 @@ class Night:
     timelines: dict[str, list[dict]] = field(default_factory=dict)  # camera -> clips in (video, time) order
     top: list[dict] = field(default_factory=list)  # events, highest peak first, with the peak clip's masks and objects, and answers
     errors: list[dict] = field(default_factory=list)
+    model: str | None = None  # the model asked for (None: per camera, the one that scored it last; `cameras` name each)
 
 
 def _rows(con, sql: str, params: list) -> list[dict]:
@@ -38,18 +53,19 @@ def _rows(con, sql: str, params: list) -> list[dict]:
 
 
 def read_night(results_uri: str, storage: StorageConfig | None = None, *, date: str | None = None, run_id: str | None = None,
-               top_k: int = 12) -> Night:
-    """The night of `date` (default: the latest date with scores, of `run_id` if given)."""
+               model: str | None = None, top_k: int = 12) -> Night:
+    """The night of `date` (default: the latest date with scores, of `run_id` and `model` if given); `model`: a
+    registered model name, a fleet's without the `.<camera>` (default: per camera, the model that scored it last)."""
     from vad.results.sql import with_readable_files
 
     def work(con) -> Night:
         night_date = date
         if night_date is None:
-            found = con.execute("SELECT max(date)::VARCHAR FROM scores WHERE ? IS NULL OR run_id = ?", [run_id, run_id]).fetchone()
+            found = con.execute(f"SELECT max(date)::VARCHAR FROM ({_SELECTED})", _selected(None, run_id, model)).fetchone()
             night_date = found[0] if found else None
         if night_date is None:
-            return Night(results_uri, None, run_id)
-        params = [night_date, run_id, run_id]
+            return Night(results_uri, None, run_id, model=model)
+        params = _selected(night_date, run_id, model)
         cameras, errors = _cameras(con, params, run_id)
         timelines: dict[str, list[dict]] = {}
         for row in _rows(con, _NIGHT + """
@@ -63,7 +79,7 @@ def read_night(results_uri: str, storage: StorageConfig | None = None, *, date: 
             "flagged": sum(c["flagged"] or 0 for c in cameras), "events": sum(c["events"] for c in cameras), "errors": len(errors),
             "cameras": len(cameras),
         }
-        return Night(results_uri, night_date, run_id, run_ids, totals, cameras, timelines, top, errors)
+        return Night(results_uri, night_date, run_id, run_ids, totals, cameras, timelines, top, errors, model)
 
     return with_readable_files(results_uri, storage, work)
 
@@ -73,7 +89,7 @@ def _cameras(con, params: list, run_id: str | None) -> tuple[list[dict], list[di
     cameras = _rows(con, _NIGHT + """, per_video AS (
                 SELECT camera, video_uri, max(end_time_s) - min(start_time_s) AS seconds FROM night GROUP BY camera, video_uri),
             night_events AS (SELECT e.camera FROM events e JOIN night n ON n.clip_id = e.peak_clip_id AND n.run_id = e.run_id)
-            SELECT camera, count(DISTINCT video_uri) AS videos, count(*) AS clips, sum(is_anomaly::INT) AS flagged,
+            SELECT camera, any_value(model_name) AS model_name, count(DISTINCT video_uri) AS videos, count(*) AS clips, sum(is_anomaly::INT) AS flagged,
                    max(score) AS max_score, min(threshold) AS threshold,
                    (SELECT sum(seconds) FROM per_video p WHERE p.camera = night.camera) / 3600.0 AS hours,
                    (SELECT count(*) FROM night_events x WHERE x.camera = night.camera) AS events

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,20 +131,22 @@ def scoring_run(run_ids: list[str], tracking: str) -> str | None:
 
 
 def run_report(
-    results_uri: str, *, storage: StorageConfig | None = None, date: str | None = None, run_id: str | None = None, top_k: int = 12,
+    results_uri: str, *, storage: StorageConfig | None = None, date: str | None = None, run_id: str | None = None,
+    model: str | None = None, top_k: int = 12,
     out_dir: str | Path = "vad-work/reports", concurrency: int = 2, ray_address: str | None = None, num_cpus: int | None = None,
     mlflow_run_id: str | None = None, tracking_uri: str | None = None, verbose: bool = False,
 ) -> ReportSummary:
     """Write the night's page under `out_dir` (report-<date>[-<run>].html) and, with `mlflow_run_id`,
     log it to that run as an artifact (`report/`); with `tracking_uri` and no `mlflow_run_id`, to the
     night's scoring run found in that store. The night is the `date` partition of the scores (the
-    videos' date); without `date`, the latest one (of `run_id`'s scores, when given)."""
+    videos' date); without `date`, the latest one (of `run_id`'s or `model`'s scores, when given). Each camera
+    is shown by one model: `run_id`'s, `model` (a fleet's name without `.<camera>`), or the one that scored it last."""
     from vad.cluster import ensure_ray
     from vad.review.page import render
 
-    night = read_night(results_uri, storage, date=date, run_id=run_id, top_k=top_k)
+    night = read_night(results_uri, storage, date=date, run_id=run_id, model=model, top_k=top_k)
     if night.date is None or not night.totals.get("clips"):
-        what = f"run {run_id}" if run_id else (f"{date}" if date else "any night")
+        what = " ".join(filter(None, [f"run {run_id}" if run_id else None, f"model {model}" if model else None, date])) or "any night"
         return ReportSummary(None, night.date, message=f"no results for {what} under {results_uri}: nothing to report")
     if tracking_uri is not None:
         import mlflow
@@ -158,7 +161,8 @@ def run_report(
     page = render(night, previews, generated_at=generated)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"report-{night.date}{'-' + run_id if run_id else ''}.html"
+    named = "".join(f"-{re.sub(r'[^A-Za-z0-9._-]+', '_', part)}" for part in (model, run_id) if part)
+    path = out / f"report-{night.date}{named}.html"
     path.write_text(page, encoding="utf-8")
     failed = [event_id for event_id, p in previews.items() if p.get("error")]
     summary = ReportSummary(
