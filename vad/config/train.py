@@ -65,7 +65,7 @@ class DistributedConfig(_Section):
 
     num_workers: int = Field(1, ge=1, description="training workers (DDP ranks)")
     use_gpu: bool = Field(False, description="CUDA workers with bf16 autocast")
-    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved by each training worker")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved by each training worker (and each fleet camera's task)")
     gpus_per_worker: float = Field(1.0, gt=0, description="with use_gpu")
     checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints")
     keep_checkpoints: int = Field(2, ge=1, description="newest Ray Train checkpoints kept")
