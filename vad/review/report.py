@@ -136,7 +136,7 @@ def run_report(
     out_dir: str | Path = "vad-work/reports", concurrency: int = 2, ray_address: str | None = None, num_cpus: int | None = None,
     mlflow_run_id: str | None = None, tracking_uri: str | None = None, verbose: bool = False,
 ) -> ReportSummary:
-    """Write the night's page under `out_dir` (report-<date>[-<run>].html) and, with `mlflow_run_id`,
+    """Write the night's page under `out_dir` (report-<date>[-<model>][-<run>].html) and, with `mlflow_run_id`,
     log it to that run as an artifact (`report/`); with `tracking_uri` and no `mlflow_run_id`, to the
     night's scoring run found in that store. The night is the `date` partition of the scores (the
     videos' date); without `date`, the latest one (of `run_id`'s or `model`'s scores, when given). Each camera
