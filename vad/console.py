@@ -37,6 +37,29 @@ def setup_logging(verbose: bool) -> None:
     logging.captureWarnings(True)
 
 
+class _Kept(logging.Handler):
+    def __init__(self, into: list[str]):
+        super().__init__(logging.WARNING)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.into.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def kept_warnings(logger: str = "vad"):
+    """The warnings `logger` and its children log inside the block, as a list of messages: work run in a Ray task
+    logs on its worker, out of the person's sight, so the task hands them back for the driver to say again."""
+    kept: list[str] = []
+    handler = _Kept(kept)
+    target = logging.getLogger(logger)
+    target.addHandler(handler)
+    try:
+        yield kept
+    finally:
+        target.removeHandler(handler)
+
+
 def _console_handlers(to) -> None:
     for handler in logging.getLogger().handlers:
         if handler.get_name() == "vad-console":

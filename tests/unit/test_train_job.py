@@ -148,6 +148,16 @@ def test_a_camera_threshold_set_from_a_false_alarm_budget_holds_on_its_held_out_
     assert events == budget["events"] <= 2000.0 * hours
     assert budget["events"] >= 1 and payload["threshold"] < np.max(score_clips(model, clips))  # ~4 events allowed in ~8 s: some are raised
     assert "only 0.00 hours of held-out normal footage" in caplog.text
+    # the camera's task hands its warnings back (its own log stays on its Ray worker) and the driver says them again
+    assert [w for w in row["warnings"] if "only 0.00 hours of held-out normal footage" in w]
+    from vad.tracking.runs import NullTracker
+    from vad.training.fleet import _finish_camera
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="vad.training.fleet"):
+        _finish_camera({**row, "warnings": [*row["warnings"], "a plain message"]}, None, cfg, NullTracker())
+    said = [r.getMessage() for r in caplog.records if r.name == "vad.training.fleet"]
+    assert said[:-1] == [*row["warnings"], "camera cam01: a plain message"] and said[0].startswith("camera cam01: ")
 
 
 def test_events_marked_normal_join_their_cameras_training_footage(tmp_path):

@@ -12,7 +12,8 @@ The driver takes results as they come: each camera gets a nested MLflow run (tag
 own registered model (`vad-conv-ae.cam01`, see `vad.tracking.registry.registry_name`) whose alias
 moves only to a better model, and its checkpoint at `output.checkpoint` with `{camera}` filled in.
 Progress is kept in `<work_dir>/fleet/<run>.json`: a run that is killed and started again with the
-same settings trains only the cameras it had not finished.
+same settings trains only the cameras it had not finished. What vad warns of inside a camera's task comes
+back with its row (`warnings`) and is logged again by the driver.
 """
 
 from __future__ import annotations
@@ -60,7 +61,17 @@ def _cell(value):
 
 def train_camera(camera: str, train_videos: list, val_videos: list, cfg: TrainJobConfig, hparams: dict, threads: int) -> tuple[dict, Trained | None]:
     """One camera's model (runs as a Ray task): decode its clips once, learn (`vad.training.local.fit`, by the
-    model's kind), return its summary row and what it learned, packed (None when skipped)."""
+    model's kind), return its summary row and what it learned, packed (None when skipped). The row's `warnings`
+    are what vad warned of meanwhile (a budget on little footage, a threshold raised by feedback): the task's
+    log stays on its worker, the driver says them again."""
+    from vad.console import kept_warnings
+
+    with kept_warnings() as warned:
+        row, trained = _learn_camera(camera, train_videos, val_videos, cfg, hparams, threads)
+    return {**row, "warnings": warned}, trained
+
+
+def _learn_camera(camera: str, train_videos: list, val_videos: list, cfg: TrainJobConfig, hparams: dict, threads: int) -> tuple[dict, Trained | None]:
     import torch
 
     from vad.models.inference import pick_device
@@ -254,6 +265,8 @@ def _finish_camera(row: dict, trained: Trained | None, cfg: TrainJobConfig, trac
     from vad.training.job import register_and_write
 
     camera = row["camera"]
+    for message in row.get("warnings", []):  # logged in the camera's task, on its worker: said again here
+        log.warning("%s", message if camera in message else f"camera {camera}: {message}")
     if trained is None:
         log.warning("camera %s skipped: %s", camera, row["note"])
         return row
