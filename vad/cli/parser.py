@@ -104,10 +104,10 @@ def _add_answer_readers(sub) -> list:
     report.add_argument("--run-id", default=None, help="only this scoring run's clips (default: each camera's model's latest scores)")
     report.add_argument(
         "--model", default=None,
-        help="show each camera by this model (a registered name; a fleet's without .<camera>, e.g. vad-objects); "
+        help="show each camera by this model (its name as the scores record it; a fleet's without .<camera>, e.g. vad-objects); "
         "default: per camera, the model that scored it last",
     )
-    report.add_argument("--top", type=int, default=12, help="flagged clips shown with previews")
+    report.add_argument("--top", type=int, default=12, help="events shown with previews, highest peak first")
     report.add_argument("--out", default="vad-work/reports", help="folder of the page")
     report.add_argument("--mlflow-run-id", default=None, help="log the page into this MLflow run (default: the night's scoring run, if found)")
     report.add_argument("--tracking-uri", default=None, help="MLflow tracking URI; default: the sqlite file in --work-dir")
