@@ -107,7 +107,8 @@ def cut_previews(night: Night, storage: StorageConfig | None, concurrency: int =
     if not todo:
         return missing
     ds = ray.data.from_items(todo, override_num_blocks=len(todo)).map_batches(
-        preview_batch, fn_kwargs={"storage": storage}, batch_size=1, concurrency=max(1, min(concurrency, len(todo))),
+        preview_batch, fn_kwargs={"storage": storage}, batch_size=1,
+        compute=ray.data.TaskPoolStrategy(size=max(1, min(concurrency, len(todo)))),
         num_cpus=1,
     )
     out = dict(missing)

@@ -109,6 +109,8 @@ def fit_with_ray_data(cfg, train_videos: list, val_videos: list, hparams: dict, 
     """`vad train` for a fitted scorer: both passes are Ray Data stages (`distributed.num_workers`
     actors, each with `cpus_per_worker` CPUs and `gpus_per_worker` GPUs when `use_gpu`); the scorer
     is fitted in the driver from a pool bounded by its `max_candidates`."""
+    import ray
+
     from vad.models.scorers import build_scorer
     from vad.training.data import clips_dataset
 
@@ -124,7 +126,7 @@ def fit_with_ray_data(cfg, train_videos: list, val_videos: list, hparams: dict, 
         kwargs = {"name": cfg.model.name, "hparams": hparams, "method": method, "state": state, "use_gpu": dist.use_gpu,
                   "threads": max(1, int(dist.cpus_per_worker)), "storage": cfg.storage}
         return ds.map_batches(
-            FitPass, fn_constructor_kwargs=kwargs, batch_size=cfg.train.batch_size, concurrency=dist.num_workers,
+            FitPass, fn_constructor_kwargs=kwargs, batch_size=cfg.train.batch_size, compute=ray.data.ActorPoolStrategy(size=dist.num_workers),
             num_cpus=dist.cpus_per_worker, num_gpus=dist.gpus_per_worker if dist.use_gpu else 0,
         )
 
