@@ -6,6 +6,7 @@ Input: clips as float32 (B, T, H, W) or (B, T, H, W, 3) in [0, 1]; output: one s
 """
 
 import mlflow
+import numpy as np
 from mlflow.pyfunc import PythonModel
 
 
@@ -15,8 +16,7 @@ class VadScorerModel(PythonModel):
 
         self.loaded = load_checkpoint(context.artifacts["checkpoint"])
 
-    def predict(self, context, model_input, params=None):
-        import numpy as np
+    def predict(self, context, model_input: np.ndarray, params=None):  # the signature logged with the model describes it
         import torch
 
         if isinstance(model_input, dict):  # a named tensor input arrives as {"clips": array}
