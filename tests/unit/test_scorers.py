@@ -253,3 +253,16 @@ def test_the_one_calibration_step_gives_a_quantile_or_a_budget_threshold():
     assert budget.budget.quantile_threshold == pytest.approx(plain.threshold)
     training = settle(scores, frames, quantile=0.9, alerts=TrainAlertsConfig(max_false_per_hour=36.0), meta=meta, held_out=False)
     assert training.budget is None and training.calibration.source == "training clips (none held out)"
+
+
+def test_a_registered_models_name_leads_back_to_its_scorer_and_its_papers_normalisation():
+    """Scores name a registered model (vad-conv-ae, a fleet camera's vad-conv-ae.cam01), not its scorer: `vad evaluate`
+    still finds the scorer's paper's per-video normalisation; a name of the user's choosing falls back to min-max."""
+    from vad.evaluation.evaluate import paper_normalisation
+    from vad.tracking.registry import scorer_of
+
+    assert [scorer_of(n) for n in ("conv_ae", "vad-conv-ae", "vad-conv-ae.cam01", "vad-patch-knn.lobby.east", "site-model")] == [
+        "conv_ae", "conv_ae", "conv_ae", "patch_knn", None]
+    assert scorer_meta("conv_ae").evaluation_normalisation == "regularity"  # what the names below must reach
+    assert [paper_normalisation(n) for n in ("conv_ae", "vad-conv-ae.cam01", "vad-st-ae", "vad-pred", "site-model")] == [
+        "regularity", "regularity", "regularity", "minmax", "minmax"]

@@ -49,6 +49,15 @@ def match_labels(clips: dict[str, list], labels: dict[str, np.ndarray], overlap:
     return pairs, missing
 
 
+def paper_normalisation(model_name: str) -> str:
+    """The per-video normalisation of the paper of the scorer behind `model_name` (a registered model's too:
+    `vad.tracking.registry.scorer_of`); min-max when the name leads to no scorer."""
+    from vad.models.scorers import evaluation_normalisation
+    from vad.tracking.registry import scorer_of
+
+    return evaluation_normalisation(scorer_of(model_name) or model_name)
+
+
 def evaluate_run(
     results_uri: str,
     labels: dict[str, np.ndarray],
@@ -70,18 +79,16 @@ def evaluate_run(
     "paper_normalisation"), for comparing with published numbers. With `plots_dir`, writes roc.png and timelines.png there and lists
     them under "plots". With `masks_dir` (pixel ground truth, `vad.evaluation.pixels`), adds the
     pixel-level report of the run's masks and heat maps."""
-    from vad.models.scorers import evaluation_normalisation
-
     clips, model_name, run_id = video_frame_scores(results_uri, run_id, storage)
     if normalise == "auto":
-        normalise = evaluation_normalisation(model_name or "")
+        normalise = paper_normalisation(model_name or "")
     pairs, missing = match_labels(clips, labels, overlap)
     if not pairs:
         raise ValueError(f"none of the {len(labels)} labelled videos were scored in this run")
     report = frame_level_report([y for _, y, _ in pairs], [s for _, _, s in pairs], normalise, smoothing)
     report["missing_videos"] = missing
     report["normalisation"] = normalise
-    paper = evaluation_normalisation(model_name or "")
+    paper = paper_normalisation(model_name or "")
     if paper != normalise:
         other = frame_level_report([y for _, y, _ in pairs], [s for _, _, s in pairs], paper, smoothing)
         report["paper_normalisation"] = paper

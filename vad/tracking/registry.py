@@ -34,6 +34,16 @@ def registry_name(cfg: RegistryConfig, model_name: str, camera: str | None = Non
     return f"{name}.{camera}" if camera else name
 
 
+def scorer_of(model_name: str) -> str | None:
+    """The scorer a model name as the scores record it stands for: a scorer's own name (a model scored by its path),
+    or `registry_name`'s default naming of one (vad-conv-ae, a fleet camera's vad-conv-ae.cam01 -> conv_ae); None
+    for any other name (a `registry.model_name` of the user's, a fused model)."""
+    from vad.models.scorers import SCORERS
+
+    default = model_name.partition(".")[0].removeprefix("vad-").replace("-", "_")
+    return next((name for name in (model_name, default) if name in SCORERS), None)
+
+
 def _signature(input_shape: tuple[int, ...]):
     from mlflow.models import ModelSignature
     from mlflow.types.schema import Schema, TensorSpec
