@@ -37,7 +37,6 @@ class ScoreClips:
     ):
         from vad.models.cache import ModelCache, weight_bytes
         from vad.models.inference import InferenceOptions
-
         from vad.models.scorers import scorer_meta
 
         # every route is a model of the same scorer (`vad.scoring.routing`): its record says its precision
