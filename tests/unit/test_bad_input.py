@@ -1,4 +1,4 @@
-"""Bad input at the decode stage, and the job's bookkeeping (errors, manifest), without Ray."""
+"""Bad input at the decode stage and on the command line, and the job's bookkeeping (errors, manifest), without Ray."""
 
 import datetime as dt
 import time
@@ -156,3 +156,13 @@ def test_error_rows_carry_their_time():
     row = error_row("u", "open", RuntimeError("boom"), permanent=True, size=3)
     assert row["error_class"] == "RuntimeError" and row["message"] == "boom" and row["permanent"]
     assert row["recorded_at"].tzinfo is dt.timezone.utc
+
+
+@pytest.mark.parametrize("command", [["score", "--config", "job.yaml"], ["fuse", "--config", "job.yaml"], ["report"]])
+def test_a_date_that_is_not_a_calendar_date_is_refused_before_any_work(command, capsys):
+    """`--date` is checked when the command line is read (exit 2, one line naming it), not deep in a job or a query."""
+    from vad.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main([*command, "--date", "2026-13-40"])
+    assert stop.value.code == 2 and "argument --date: '2026-13-40' is not a date (yyyy-mm-dd)" in capsys.readouterr().err

@@ -9,6 +9,16 @@ from vad.cli.jobs import cmd_calibrate, cmd_demo, cmd_fuse, cmd_promote, cmd_sco
 from vad.cli.readers import cmd_evaluate, cmd_feedback, cmd_query, cmd_report
 
 
+def _date(text: str) -> str:
+    """A `--date` as yyyy-mm-dd, refused by argparse (exit 2, usage shown) when it is not a calendar date."""
+    import datetime as dt
+
+    try:
+        return dt.date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (yyyy-mm-dd)") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vad", description="Score archived surveillance video for anomalies.")
     parser.add_argument("--version", action="version", version=f"vad {__version__}")
@@ -41,7 +51,7 @@ def _add_jobs(sub) -> None:
         p.add_argument("--config", required=True, help="job YAML file")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. scorer.batch_size=32")
         if name in ("score", "fuse"):
-            p.add_argument("--date", default=None, help=(
+            p.add_argument("--date", type=_date, default=None, help=(
                 "run date (yyyy-mm-dd) for videos whose key has none; default today" if name == "score"
                 else "run date (yyyy-mm-dd) of the runs row, errors and manifest; default today"))
         p.set_defaults(func=func)
@@ -100,7 +110,7 @@ def _add_answer_readers(sub) -> list:
     feedback.add_argument("--operator", default=None, help="who answers (default: the OS user name)")
     feedback.set_defaults(func=cmd_feedback)
     report = sub.add_parser("report", help="the night's review page: summary, timelines, the top flagged clips with previews (HTML)")
-    report.add_argument("--date", default=None, help="the night (yyyy-mm-dd); default: the latest with scores")
+    report.add_argument("--date", type=_date, default=None, help="the night (yyyy-mm-dd); default: the latest with scores")
     report.add_argument("--run-id", default=None, help="only this scoring run's clips (default: each camera's model's latest scores)")
     report.add_argument(
         "--model", default=None,
