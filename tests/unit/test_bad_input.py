@@ -166,3 +166,17 @@ def test_a_date_that_is_not_a_calendar_date_is_refused_before_any_work(command, 
     with pytest.raises(SystemExit) as stop:
         main([*command, "--date", "2026-13-40"])
     assert stop.value.code == 2 and "argument --date: '2026-13-40' is not a date (yyyy-mm-dd)" in capsys.readouterr().err
+
+
+def test_a_mistyped_results_folder_or_work_folder_is_said_not_taken_for_an_empty_one(tmp_path, capsys):
+    """`vad query` on a folder that does not exist says so (it used to print an empty table); `vad promote` with a
+    work folder that holds no MLflow store says so instead of creating an empty store there."""
+    from vad.cli import main
+
+    assert main(["query", "--results", str(tmp_path / "typo"), "SELECT count(*) FROM scores"]) == 2
+    assert f"no results folder at {tmp_path / 'typo'}" in capsys.readouterr().err
+    assert main(["promote", "vad-conv-ae", "1", "--work-dir", str(tmp_path / "work")]) == 2
+    assert "no MLflow store at" in capsys.readouterr().err and not (tmp_path / "work").exists()
+    (tmp_path / "empty").mkdir()  # an existing results folder with nothing in it yet is an empty night
+    assert main(["query", "--results", str(tmp_path / "empty"), "SELECT count(*) AS n FROM scores"]) == 0
+    assert "0" in capsys.readouterr().out

@@ -52,6 +52,9 @@ def cmd_query(args) -> int:
 
     from vad.results.sql import format_table, run_query
 
+    if "://" not in args.results and not Path(args.results).is_dir():  # a mistyped folder is not an empty night
+        print(f"vad query: no results folder at {args.results}", file=sys.stderr)
+        return 2
     sql = args.sql if args.sql != "-" else sys.stdin.read()
     try:
         columns, rows = run_query(args.results, sql, _storage(args))
