@@ -369,3 +369,30 @@ def test_a_checkpoint_known_by_its_path_is_known_by_its_weights(tmp_path):
     save("cam02", 1)  # cam02 retrained: new weights, the same output.version
     again = plan_run(cfg, "2026-11-25")
     assert [v.camera for v in again.todo] == ["cam02"]
+
+
+def test_a_source_with_no_videos_is_said_not_passed_over(tmp_path, caplog):
+    """A night whose source lists no video (a quiet night, or a path that names the wrong place) warns, naming the
+    source and the objects it skipped; a night with videos does not."""
+    import logging
+
+    from vad.config import MlflowConfig, OutputConfig, ScoreJobConfig, ScorerConfig, SourceConfig
+    from vad.scoring.job import plan_run
+    from vad.testing.synthetic import generate_dataset
+
+    decode = DecodeConfig(clip_len=8, stride=8, resize=(32, 40))
+    save_checkpoint(str(tmp_path / "m.pt"), build_scorer("conv_ae", clip_len=8, widths=[8, 8, 4]), version="v", threshold=0.1,
+                    decode=decode_record(decode))
+    (tmp_path / "footage" / "cam01").mkdir(parents=True)
+    (tmp_path / "footage" / "cam01" / "notes.txt").write_text("not a video")
+    cfg = ScoreJobConfig(source=SourceConfig(uri=str(tmp_path / "footage")), output=OutputConfig(uri=str(tmp_path / "results")),
+                         scorer=ScorerConfig(name="conv_ae", checkpoint=str(tmp_path / "m.pt")), decode=decode,
+                         mlflow=MlflowConfig(enabled=False), work_dir=str(tmp_path / "work"))
+    with caplog.at_level(logging.WARNING, logger="vad.scoring.job"):
+        plan = plan_run(cfg, "2026-11-24")
+    assert plan.videos == [] and f"no videos under {tmp_path / 'footage'} (1 other objects skipped" in caplog.text
+    generate_dataset(tmp_path / "footage", cameras=1, train_per_camera=1, test_per_camera=0, num_frames=24, seed=1)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="vad.scoring.job"):
+        assert len(plan_run(cfg, "2026-11-24").videos) == 1
+    assert "no videos" not in caplog.text

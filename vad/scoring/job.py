@@ -150,6 +150,9 @@ def plan_run(cfg: ScoreJobConfig, run_date: str | None = None) -> Plan:
     plan.new_rejected = [r for r in rejected if not is_up_to_date(manifest.get(plan.key(r)), r.size, r.mtime)]
     for bad in plan.new_rejected:
         log.warning("skipped %s: %s", bad.uri, bad.reason)
+    if not videos and not rejected:  # a quiet night, or a source that names the wrong place: said either way
+        log.warning("no videos under %s (%d other objects skipped; source.include/exclude: %s/%s)", cfg.source.uri, len(plan.skipped),
+                    list(cfg.source.include) or "all", list(cfg.source.exclude) or "none")
     log.info(
         "run %s: %d videos under %s, %d to score (%d up to date, %d without a model), %d video objects rejected, "
         "%d non-video objects skipped; %d model(s)",
