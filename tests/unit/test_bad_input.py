@@ -180,3 +180,6 @@ def test_a_mistyped_results_folder_or_work_folder_is_said_not_taken_for_an_empty
     (tmp_path / "empty").mkdir()  # an existing results folder with nothing in it yet is an empty night
     assert main(["query", "--results", str(tmp_path / "empty"), "SELECT count(*) AS n FROM scores"]) == 0
     assert "0" in capsys.readouterr().out
+    (tmp_path / "labels.json").write_text('{"cam01/v.mp4": [0, 1]}')  # a run id that scored nothing is named as such
+    assert main(["evaluate", "--results", str(tmp_path / "empty"), "--labels", str(tmp_path / "labels.json"), "--run-id", "r0"]) == 2
+    assert f"no scores of run r0 under {tmp_path / 'empty'}" in capsys.readouterr().err

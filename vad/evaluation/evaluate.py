@@ -31,6 +31,8 @@ def video_frame_scores(
         ).fetchall(), chosen
 
     rows, chosen = with_readable_files(results_uri, storage, read)
+    if not rows:
+        raise ValueError(f"no scores of run {chosen} under {results_uri}")
     out: dict[str, list] = {}
     for uri, start, step, scores, _ in rows:
         out.setdefault(uri, []).append((start, step, scores))
