@@ -58,23 +58,26 @@ def event_frames(event: dict, most: int = MAX_PREVIEW_FRAMES) -> list[int]:
 
 
 def _preview_rows(night: Night, storage: StorageConfig | None) -> list[dict]:
-    """One row per top event: its video (listed once per video) and the frame indices to read."""
+    """One row per top event: its video (each listed once, several at a time: a store that does not answer costs
+    its retries once, not once per video) and the frame indices to read."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from vad.config import SourceConfig
     from vad.io.sources import list_videos
 
-    videos: dict[str, dict | None] = {}
-    rows = []
-    for event in night.top:
-        uri = event["video_uri"]
-        if uri not in videos:
-            try:
-                listed, _ = list_videos(SourceConfig(uri=uri), storage, run_date=night.date)
-                videos[uri] = listed[0].to_row() if listed else None
-            except (OSError, ValueError) as exc:
-                log.warning("cannot list %s for its preview: %s", uri, exc)
-                videos[uri] = None
-        rows.append({"event_id": event["event_id"], "video": videos[uri], "task": preview_task(event, videos[uri], event_frames(event))})
-    return rows
+    def listed(uri: str) -> dict | None:
+        try:
+            found, _ = list_videos(SourceConfig(uri=uri), storage, run_date=night.date)
+            return found[0].to_row() if found else None
+        except (OSError, ValueError) as exc:
+            log.warning("cannot list %s for its preview: %s", uri, exc)
+            return None
+
+    uris = list(dict.fromkeys(event["video_uri"] for event in night.top))
+    with ThreadPoolExecutor(max(1, min(8, len(uris)))) as pool:
+        videos = dict(zip(uris, pool.map(listed, uris)))
+    return [{"event_id": e["event_id"], "video": videos[e["video_uri"]], "task": preview_task(e, videos[e["video_uri"]], event_frames(e))}
+            for e in night.top]
 
 
 def preview_task(event: dict, video: dict | None, frames: list[int]) -> str:
