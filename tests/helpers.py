@@ -72,6 +72,43 @@ def assert_exactly_once(root: Path, frames_by_uri: dict[str, int]) -> None:
     assert set(got) == expected_clips(frames_by_uri)
 
 
+def hand_scored(uri: str, model: str, version: str, run_id: str, frame_scores: list[list[float]], *, clip_len: int,
+                flagged: list[bool] | None = None, reasons: list[str] | None = None) -> dict[str, np.ndarray]:
+    """One video's clips scored by hand, as a scoring actor hands them on: clip i is frames [i*clip_len, (i+1)*clip_len)
+    at 10 frames/s, its score its worst frame's, threshold 1; flagged above it unless `flagged` says otherwise."""
+    from vad.results.schema import clip_id
+
+    n = len(frame_scores)
+    i = np.arange(n)
+    score = np.array([max(f) for f in frame_scores], np.float32)
+    return {
+        "run_id": np.array([run_id] * n, dtype=object), "clip_id": np.array([clip_id(uri, k, clip_len, clip_len, 1) for k in i], dtype=object),
+        "video_uri": np.array([uri] * n, dtype=object), "clip_index": i.astype(np.int32), "start_frame": i * clip_len,
+        "end_frame": i * clip_len + clip_len - 1, "frame_step": np.ones(n, np.int16), "start_time_s": i * clip_len / 10.0,
+        "end_time_s": (i + 1) * clip_len / 10.0, "model_name": np.array([model] * n, dtype=object),
+        "model_version": np.array([version] * n, dtype=object), "model_fallback": np.zeros(n, bool), "score": score,
+        "threshold": np.ones(n, np.float32), "is_anomaly": np.array(flagged) if flagged is not None else score > 1,
+        "frame_scores": frame_scores, **({"reason": np.array(reasons, dtype=object)} if reasons is not None else {}),
+    }
+
+
+def write_hand_scored(root: str, camera: str, batch: dict[str, np.ndarray], decode: str, scored_at, *, size: int | None = None,
+                      mtime: float | None = None) -> str:
+    """`hand_scored` rows as the writer files them (night 2026-11-24, `camera`'s partition; with `size` and `mtime`, the
+    scored object's in the file's metadata); returns the file's path."""
+    from vad.io.storage import filesystem, parse_uri, write_parquet_atomic
+    from vad.results.schema import result_file_name
+    from vad.results.tables import scores_table, source_metadata
+
+    table = scores_table(batch, scored_at)
+    if size is not None:
+        table = table.replace_schema_metadata(source_metadata(table.schema.metadata, size, mtime))
+    name = result_file_name(batch["video_uri"][0], batch["model_name"][0], batch["model_version"][0], decode)
+    location = parse_uri(root).join("scores", f"date={DAY}", f"camera={camera}", name)
+    write_parquet_atomic(filesystem(location), location.path, table)
+    return location.path
+
+
 def put(s3, bucket: str, key: str, data: bytes) -> None:
     s3.client().put_object(Bucket=bucket, Key=key, Body=data)
 

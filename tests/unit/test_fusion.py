@@ -8,17 +8,16 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from helpers import hand_scored, write_hand_scored
 
 from vad.config import FuseJobConfig, FusionConfig, FusionMemberConfig, MlflowConfig, OutputConfig
 from vad.fusion.job import run_fusion
 from vad.fusion.plan import DECODE, plan_fusion
 from vad.fusion.rules import Member, frame_series, fuse_frames, fuse_video, fused_threshold
-from vad.io.storage import filesystem, parse_uri, write_parquet_atomic
 from vad.models.calibration import LEVELS, Calibration
 from vad.results.ledger import ManifestKey, ManifestWriter, read_manifest
-from vad.results.schema import clip_id, result_file_name
+from vad.results.schema import clip_id
 from vad.results.sql import run_query
-from vad.results.tables import scores_table, source_metadata
 
 
 def calibration(low: float, high: float) -> Calibration:
@@ -130,25 +129,12 @@ def write_member_rows(root: str, model: str, version: str, uri: str, camera: str
     """One member's scores file for one video, and its manifest entry, as `vad score` writes them (`version`: the
     checkpoint's; the rows record its identity)."""
     version = identity(version)
-    n = len(frame_scores)
-    batch = {
-        "run_id": np.array(["member-run"] * n, dtype=object), "clip_id": np.array([clip_id(uri, i, clip_len, clip_len, 1) for i in range(n)], dtype=object),
-        "video_uri": np.array([uri] * n, dtype=object), "clip_index": np.arange(n, dtype=np.int32),
-        "start_frame": np.arange(n) * clip_len, "end_frame": np.arange(n) * clip_len + clip_len - 1, "frame_step": np.ones(n, np.int16),
-        "start_time_s": np.arange(n) * clip_len / 10.0, "end_time_s": (np.arange(n) + 1) * clip_len / 10.0,
-        "model_name": np.array([model] * n, dtype=object), "model_version": np.array([version] * n, dtype=object),
-        "model_fallback": np.zeros(n, bool), "score": np.array([max(f) for f in frame_scores], np.float32),
-        "threshold": np.ones(n, np.float32), "is_anomaly": np.zeros(n, bool), "frame_scores": frame_scores,
-        "reason": np.array([f"{model} clip {i}" for i in range(n)], dtype=object),
-    }
-    table = scores_table(batch, dt.datetime(2026, 11, 25, tzinfo=dt.timezone.utc))
-    table = table.replace_schema_metadata(source_metadata(table.schema.metadata, size, mtime))
+    batch = hand_scored(uri, model, version, "member-run", frame_scores, clip_len=clip_len, flagged=[False] * len(frame_scores),
+                        reasons=[f"{model} clip {i}" for i in range(len(frame_scores))])
     decode = f"len{clip_len}-{model}"
-    name = result_file_name(uri, model, version, decode)
-    location = parse_uri(root).join("scores", "date=2026-11-24", f"camera={camera}", name)
-    write_parquet_atomic(filesystem(location), location.path, table)
+    path = write_hand_scored(root, camera, batch, decode, dt.datetime(2026, 11, 25, tzinfo=dt.timezone.utc), size=size, mtime=mtime)
     manifest = ManifestWriter(root, "2026-11-25", "member-run")
-    manifest.add(uri=uri, size=size, mtime=mtime, key=ManifestKey(uri, model, version, decode), status="scored", clips=n, scores_path=location.path)
+    manifest.add(uri=uri, size=size, mtime=mtime, key=ManifestKey(uri, model, version, decode), status="scored", clips=len(frame_scores), scores_path=path)
     manifest.flush()
 
 

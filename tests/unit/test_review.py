@@ -6,14 +6,12 @@ import datetime as dt
 import io
 
 import numpy as np
-from helpers import frame_index_of, known_frames
+from helpers import frame_index_of, hand_scored, known_frames, write_hand_scored
 from PIL import Image
 
 from vad.config import SourceConfig
 from vad.io.sources import list_videos
-from vad.io.storage import filesystem, parse_uri, write_parquet_atomic
-from vad.results.schema import clip_id, result_file_name
-from vad.results.tables import encode_heatmap, encode_mask, scores_table
+from vad.results.tables import encode_heatmap, encode_mask
 from vad.review.night import Night, read_night
 from vad.review.page import render
 from vad.review.previews import ClipPreviews, clip_frames, overlay, strip_bytes, webp_bytes
@@ -132,19 +130,8 @@ def test_one_card_per_event_in_rank_order_with_what_to_answer_and_the_answered_m
 
 def _scored(root: str, model: str, run_id: str, uri: str, camera: str, clips: int, clip_len: int, hour: int, score: float) -> None:
     """One video's scores file as `vad score` writes it: `clips` clips of `clip_len` frames, scored at `hour`."""
-    n = np.arange(clips)
-    batch = {
-        "run_id": np.array([run_id] * clips, dtype=object), "clip_id": np.array([clip_id(uri, i, clip_len, clip_len, 1) for i in n], dtype=object),
-        "video_uri": np.array([uri] * clips, dtype=object), "clip_index": n.astype(np.int32), "start_frame": n * clip_len,
-        "end_frame": n * clip_len + clip_len - 1, "frame_step": np.ones(clips, np.int16), "start_time_s": n * clip_len / 10.0,
-        "end_time_s": (n + 1) * clip_len / 10.0, "model_name": np.array([model] * clips, dtype=object),
-        "model_version": np.array(["1"] * clips, dtype=object), "model_fallback": np.zeros(clips, bool),
-        "score": np.full(clips, score, np.float32), "threshold": np.ones(clips, np.float32), "is_anomaly": np.full(clips, score > 1),
-        "frame_scores": [[score] * clip_len for _ in n],
-    }
-    table = scores_table(batch, dt.datetime(2026, 11, 25, hour, tzinfo=dt.timezone.utc))
-    location = parse_uri(root).join("scores", "date=2026-11-24", f"camera={camera}", result_file_name(uri, model, "1", f"len{clip_len}"))
-    write_parquet_atomic(filesystem(location), location.path, table)
+    batch = hand_scored(uri, model, "1", run_id, [[score] * clip_len for _ in range(clips)], clip_len=clip_len)
+    write_hand_scored(root, camera, batch, f"len{clip_len}", dt.datetime(2026, 11, 25, hour, tzinfo=dt.timezone.utc))
 
 
 def test_a_night_shows_each_camera_by_one_model(tmp_path):
