@@ -43,7 +43,6 @@ class Night:
     timelines: dict[str, list[dict]] = field(default_factory=dict)  # camera -> clips in (video, time) order
     top: list[dict] = field(default_factory=list)  # events, highest peak first, with the peak clip's masks and objects, and answers
     errors: list[dict] = field(default_factory=list)
-    model: str | None = None  # the model asked for (None: per camera, the one that scored it last; `cameras` name each)
 
 
 def _rows(con, sql: str, params: list) -> list[dict]:
@@ -64,7 +63,7 @@ def read_night(results_uri: str, storage: StorageConfig | None = None, *, date: 
             found = con.execute(f"SELECT max(date)::VARCHAR FROM ({_SELECTED})", _selected(None, run_id, model)).fetchone()
             night_date = found[0] if found else None
         if night_date is None:
-            return Night(results_uri, None, run_id, model=model)
+            return Night(results_uri, None, run_id)
         params = _selected(night_date, run_id, model)
         cameras, errors = _cameras(con, params, run_id)
         timelines: dict[str, list[dict]] = {}
@@ -79,7 +78,7 @@ def read_night(results_uri: str, storage: StorageConfig | None = None, *, date: 
             "flagged": sum(c["flagged"] or 0 for c in cameras), "events": sum(c["events"] for c in cameras), "errors": len(errors),
             "cameras": len(cameras),
         }
-        return Night(results_uri, night_date, run_id, run_ids, totals, cameras, timelines, top, errors, model)
+        return Night(results_uri, night_date, run_id, run_ids, totals, cameras, timelines, top, errors)
 
     return with_readable_files(results_uri, storage, work)
 
