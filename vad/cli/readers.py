@@ -50,9 +50,11 @@ def cmd_feedback(args) -> int:
 def cmd_query(args) -> int:
     import duckdb
 
+    from vad.io.storage import parse_uri
     from vad.results.sql import format_table, run_query
 
-    if "://" not in args.results and not Path(args.results).is_dir():  # a mistyped folder is not an empty night
+    where = parse_uri(args.results)
+    if where.scheme == "file" and not Path(where.path).is_dir():  # a mistyped folder is not an empty night
         print(f"vad query: no results folder at {args.results}", file=sys.stderr)
         return 2
     sql = args.sql if args.sql != "-" else sys.stdin.read()
