@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 from vad.console import job_output
 
@@ -118,9 +117,9 @@ def cmd_promote(args) -> int:
 
     from vad.config import MlflowConfig
     from vad.tracking.registry import promote
-    from vad.tracking.runs import tracking_uri
+    from vad.tracking.runs import local_store, tracking_uri
 
-    store = Path(args.work_dir) / "mlflow.db"
+    store = local_store(args.work_dir)
     if not args.tracking_uri and not store.is_file():  # promote in the jobs' store, never in a new empty one
         raise FileNotFoundError(f"no MLflow store at {store}: give the --work-dir of the jobs that registered the model, or --tracking-uri")
     uri = args.tracking_uri or tracking_uri(MlflowConfig(), args.work_dir)

@@ -143,11 +143,11 @@ def cmd_evaluate(args) -> int:
 def cmd_report(args) -> int:
     from vad.config import MlflowConfig
     from vad.review.report import run_report
-    from vad.tracking.runs import tracking_uri
+    from vad.tracking.runs import local_store, tracking_uri
 
     storage = _storage(args)
     # MLflow: the given store, or the work folder's own if a job made one (none is created here)
-    use_mlflow = not args.no_mlflow and (args.tracking_uri or args.mlflow_run_id or (Path(args.work_dir) / "mlflow.db").is_file())
+    use_mlflow = not args.no_mlflow and (args.tracking_uri or args.mlflow_run_id or local_store(args.work_dir).is_file())
     uri = args.tracking_uri or tracking_uri(MlflowConfig(), args.work_dir) if use_mlflow else None
     try:
         with job_output(args.work_dir, "report", verbose=args.verbose):  # Ray's and MLflow's logs to a file, as for the jobs

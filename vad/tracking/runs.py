@@ -16,12 +16,17 @@ from vad.config import MlflowConfig
 log = logging.getLogger(__name__)
 
 
+def local_store(work_dir: str) -> Path:
+    """The sqlite file of a work folder's own MLflow store (what `tracking_uri` names when none is configured)."""
+    return Path(work_dir).expanduser().resolve() / "mlflow.db"
+
+
 def tracking_uri(cfg: MlflowConfig, work_dir: str) -> str:
     if cfg.tracking_uri:
         return cfg.tracking_uri
-    root = Path(work_dir).expanduser().resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{root / 'mlflow.db'}"
+    store = local_store(work_dir)
+    store.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{store}"
 
 
 def _experiment_id(mlflow, name: str, work_dir: str) -> str:
